@@ -1,0 +1,50 @@
+# Kumo: every target installs what it needs, idempotently, on a fresh Debian 12 machine (as root).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := python3 python3-venv python3-dev gcc zookeeper default-jre-headless
+APT_STAMP := $(VENV)/.apt-installed
+PIP_STAMP := $(VENV)/.pip-installed
+
+.PHONY: all setup demo test lint unit integration bench clean
+
+all: test
+
+# apt: `apt-get update` once, then a non-interactive install (CI has no stdin).
+$(APT_STAMP):
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing apt packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	@mkdir -p $(VENV) && touch $@
+
+$(PY): $(APT_STAMP)
+	python3 -m venv $(VENV)
+
+$(PIP_STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+setup: $(PIP_STAMP)
+
+lint: setup
+	$(VENV)/bin/ruff check kumo tests bench
+	$(VENV)/bin/ruff format --check kumo tests bench
+	$(VENV)/bin/mypy
+
+test: lint
+	$(VENV)/bin/pytest -q -ra tests
+
+unit: setup
+	$(VENV)/bin/pytest -q tests/unit
+
+demo: setup
+	$(VENV)/bin/kumo demo
+
+bench: setup
+	$(PY) bench/store_bench.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

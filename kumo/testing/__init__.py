@@ -1,0 +1,1 @@
+"""Helpers that start real servers for tests and benchmarks: on loopback, unique, bounded, always stopped."""

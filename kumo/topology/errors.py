@@ -1,0 +1,46 @@
+"""Errors of the topology layer, each with the HTTP status and short code the REST API reports.
+
+One hierarchy serves the store, the service and the API, so that a conflict found deep in a store
+transaction reaches the operator as a 409 with a message that says how to fix the input.
+"""
+
+from __future__ import annotations
+
+
+class KumoError(Exception):
+    """Base class: `code` is the API's short error code, `status` its HTTP status."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class InvalidInput(KumoError):
+    status = 422
+    code = "invalid_input"
+
+
+class NotFound(KumoError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(KumoError):
+    status = 409
+    code = "conflict"
+
+
+class VersionConflict(Conflict):
+    """An object changed between read and write (optimistic concurrency); the caller may retry."""
+
+    code = "concurrent_change"
+
+
+class StoreUnavailable(KumoError):
+    status = 503
+    code = "store_unavailable"

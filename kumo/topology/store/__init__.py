@@ -1,0 +1,32 @@
+"""Where the topology lives: one Store interface, an embedded SQLite backend and a ZooKeeper backend."""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+from kumo.topology.errors import InvalidInput
+from kumo.topology.store.base import Change, Session, StateChange, Store, Watch
+
+__all__ = ["Change", "Session", "StateChange", "Store", "Watch", "open_store"]
+
+
+def open_store(url: str) -> Store:
+    """`sqlite:///path/kumo.db` or `zookeeper://host:port[,host:port...]/chroot`."""
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        from kumo.topology.store.sqlite import SqliteStore
+
+        path = url[len("sqlite://") :]
+        if not path or path == "/":
+            raise InvalidInput(f"store URL {url!r} names no file; use sqlite:///var/lib/kumo/kumo.db")
+        return SqliteStore(path)
+    if parsed.scheme == "zookeeper":
+        from kumo.topology.store.zookeeper import ZookeeperStore
+
+        hosts = parsed.netloc
+        if not hosts:
+            raise InvalidInput(f"store URL {url!r} names no server; use zookeeper://127.0.0.1:2181/kumo")
+        return ZookeeperStore(hosts, parsed.path or "/kumo")
+    raise InvalidInput(
+        f"unknown store URL {url!r}: use sqlite:///path/kumo.db or zookeeper://host:port[,host:port]/chroot"
+    )

@@ -1,0 +1,389 @@
+"""Distributed store on ZooKeeper (kazoo), shared by the API servers and agents of many hosts.
+
+Layout under the chroot:
+  objects/<kind>/<id>     JSON value; the znode version is the object's version
+  log/c-<seq>             one sequential znode per committed transaction: its changes with old and new
+  log-floor               entries below this sequence number were trimmed
+  state/<table>/<key>     state entries; owned ones are ephemeral znodes of the owner's ZooKeeper session
+
+Why a change log: kazoo's data and child watches fire once and report only the latest data, so a
+watcher would miss intermediate values and never see old ones. Writing the changes of a transaction in
+the same ZooKeeper multi-op as the objects gives every watcher every change, in commit order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote, unquote
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import (
+    BadVersionError,
+    KazooException,
+    NodeExistsError,
+    NoNodeError,
+    RolledBackError,
+)
+from kazoo.recipe.cache import TreeCache, TreeEvent
+
+from kumo.topology.errors import StoreUnavailable, VersionConflict
+from kumo.topology.store.base import (
+    Change,
+    ChangeCallback,
+    Check,
+    Create,
+    Delete,
+    Obj,
+    Op,
+    Session,
+    StateCallback,
+    StateChange,
+    Store,
+    Update,
+    Versioned,
+    Watch,
+    WatchHub,
+    already_exists,
+    check_expected_version,
+    not_found,
+)
+
+log = logging.getLogger("kumo.store.zookeeper")
+
+LOG_KEEP = 4096  # change-log entries kept for watchers that lag behind
+TRIM_EVERY = 512  # trim the log once every this many commits
+_RETRIES = 20  # internal optimistic retries when another writer touched the same objects
+
+
+def _enc(value: Obj) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _dec(data: bytes) -> Any:
+    return json.loads(data.decode())
+
+
+class _ZkSession(Session):
+    """An owner session is a ZooKeeper session of its own: its ephemeral znodes die with it."""
+
+    def __init__(self, hosts: str, timeout: float) -> None:
+        self.client = KazooClient(hosts=hosts, timeout=timeout)
+        self.client.start(timeout=timeout)
+        self.id = f"{self.client.client_id[0]:x}"
+
+    def close(self) -> None:
+        self.client.stop()
+        self.client.close()
+
+
+class ZookeeperStore(Store):
+    def __init__(self, hosts: str, chroot: str = "/kumo", *, timeout: float = 10.0) -> None:
+        self.hosts = hosts
+        self.root = "/" + chroot.strip("/") if chroot.strip("/") else ""
+        self.timeout = timeout
+        self.zk = KazooClient(hosts=hosts, timeout=timeout)
+        try:
+            self.zk.start(timeout=timeout)
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot reach ZooKeeper at {hosts}: {exc}") from exc
+        for path in ("objects", "log", "state"):
+            self.zk.ensure_path(self._p(path))
+        self._known_kinds: set[str] = set()
+        self._hub = WatchHub(f"zookeeper:{hosts}{self.root}")
+        self._reader: threading.Thread | None = None
+        self._reader_lock = threading.Lock()
+        self._kick = threading.Event()
+        self._closing = False
+        self._caches: dict[Watch, TreeCache] = {}
+
+    def _p(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def _obj_path(self, kind: str, obj_id: str) -> str:
+        return self._p("objects", kind, quote(obj_id, safe=""))
+
+    def _ensure_kind(self, kind: str) -> None:
+        if kind not in self._known_kinds:
+            self.zk.ensure_path(self._p("objects", kind))
+            self._known_kinds.add(kind)
+
+    # --- objects -------------------------------------------------------------------------------------
+    def get_versioned(self, kind: str, obj_id: str) -> Versioned:
+        try:
+            data, stat = self.zk.get(self._obj_path(kind, obj_id))
+        except NoNodeError:
+            raise not_found(kind, obj_id) from None
+        return Versioned(_dec(data), stat.version)
+
+    def list_versioned(self, kind: str) -> dict[str, Versioned]:
+        try:
+            names = self.zk.get_children(self._p("objects", kind))
+        except NoNodeError:
+            return {}
+        pending = [(n, self.zk.get_async(self._p("objects", kind, n))) for n in names]
+        out: dict[str, Versioned] = {}
+        for name, result in pending:
+            try:
+                data, stat = result.get(timeout=self.timeout)
+            except NoNodeError:
+                continue  # deleted between the listing and the read
+            out[unquote(name)] = Versioned(_dec(data), stat.version)
+        return out
+
+    def transaction(self, ops: Sequence[Op]) -> None:
+        for kind in {op.kind for op in ops if isinstance(op, Create)}:
+            self._ensure_kind(kind)
+        for _ in range(_RETRIES):
+            if self._try_transaction(ops):
+                return
+        raise VersionConflict("too many concurrent changes to the same objects; retry the request")
+
+    def _try_transaction(self, ops: Sequence[Op]) -> bool:
+        """One optimistic attempt; False when an object changed under us (and the caller named no version)."""
+        txn = self.zk.transaction()
+        changes: list[dict[str, Any]] = []
+        # What earlier operations of this transaction did, so later ones see it (ZooKeeper multi-ops
+        # apply in order, but we read before committing).
+        pending: dict[str, tuple[Obj, int] | None] = {}
+        for op in ops:
+            path = self._obj_path(op.kind, op.id)
+            current = pending[path] if path in pending else self._read(path)
+            if isinstance(op, Create):
+                if path in pending and current is not None:
+                    raise already_exists(op.kind, op.id)
+                txn.create(path, _enc(op.value))
+                pending[path] = (op.value, 0)
+                changes.append({"op": "create", "kind": op.kind, "id": op.id, "old": None, "new": op.value})
+                continue
+            if current is None:
+                raise not_found(op.kind, op.id)
+            old, version = current
+            check_expected_version(op.kind, op.id, op.version, version)
+            if isinstance(op, Update):
+                txn.set_data(path, _enc(op.value), version)
+                pending[path] = (op.value, version + 1)
+                changes.append({"op": "update", "kind": op.kind, "id": op.id, "old": old, "new": op.value})
+            elif isinstance(op, Delete):
+                txn.delete(path, version)
+                pending[path] = None
+                changes.append({"op": "delete", "kind": op.kind, "id": op.id, "old": old, "new": None})
+            else:
+                assert isinstance(op, Check)
+                txn.check(path, version)
+        if changes:
+            txn.create(self._p("log", "c-"), _enc({"changes": changes}), sequence=True)
+        try:
+            results = txn.commit()
+        except KazooException as exc:
+            raise StoreUnavailable(f"ZooKeeper transaction failed: {exc}") from exc
+        failure = next(
+            ((i, r) for i, r in enumerate(results) if isinstance(r, Exception) and not isinstance(r, RolledBackError)),
+            None,
+        )
+        if failure is None:
+            if changes:
+                self._maybe_trim(int(str(results[-1]).rsplit("c-", 1)[1]))
+            return True
+        index, error = failure
+        op = ops[index] if index < len(ops) else None
+        if isinstance(error, NodeExistsError) and isinstance(op, Create):
+            raise already_exists(op.kind, op.id)
+        if isinstance(error, (BadVersionError, NoNodeError)) and op is not None:
+            if isinstance(error, NoNodeError) and not isinstance(op, Create):
+                # Vanished between our read and the commit: re-read decides whether that is NotFound.
+                return False
+            if op.version is not None:
+                raise VersionConflict(f"{op.kind} {op.id} changed concurrently; retry")
+            return False
+        raise StoreUnavailable(f"ZooKeeper refused the transaction: {error!r}")
+
+    def _read(self, path: str) -> tuple[Obj, int] | None:
+        try:
+            data, stat = self.zk.get(path)
+        except NoNodeError:
+            return None
+        return _dec(data), stat.version
+
+    def _maybe_trim(self, seq: int) -> None:
+        if seq % TRIM_EVERY or seq < LOG_KEEP:
+            return
+        floor = seq - LOG_KEEP
+        floor_path = self._p("log-floor")
+        try:
+            self.zk.create(floor_path, str(floor).encode())
+        except NodeExistsError:
+            self.zk.set(floor_path, str(floor).encode())
+        for name in self.zk.get_children(self._p("log")):
+            if int(name[2:]) < floor:
+                self.zk.delete_async(self._p("log", name))
+
+    def watch(self, callback: ChangeCallback, kind: str | None = None, obj_id: str | None = None) -> Watch:
+        with self._reader_lock:
+            if self._reader is None:
+                start = self._log_tail()
+                self._reader = threading.Thread(
+                    target=self._read_log, args=(start,), name="zk-log-reader", daemon=True
+                )
+                self._reader.start()
+        return self._hub.subscribe(callback, kind, obj_id)
+
+    def _log_seqs(self, watch: Any = None) -> list[int]:
+        return sorted(int(n[2:]) for n in self.zk.get_children(self._p("log"), watch=watch))
+
+    def _log_tail(self) -> int:
+        seqs = self._log_seqs()
+        return seqs[-1] + 1 if seqs else 0
+
+    def _read_log(self, next_seq: int) -> None:
+        """Follow the change log in sequence order and hand every change to the watch hub."""
+        while not self._closing:
+            try:
+                try:
+                    data, _ = self.zk.get(self._p("log", f"c-{next_seq:010d}"))
+                except NoNodeError:
+                    self._kick.clear()
+                    later = [s for s in self._log_seqs(watch=lambda _e: self._kick.set()) if s >= next_seq]
+                    if not later:
+                        self._kick.wait(timeout=1.0)
+                        continue
+                    if later[0] > next_seq and next_seq < self._log_floor():
+                        log.warning("change log trimmed past this watcher (at %d): resync", next_seq)
+                        self._hub.publish([Change("resync", "*", "", None, None, next_seq)])
+                    # Sequence numbers skip where trimming deleted children; nothing was lost there.
+                    next_seq = later[0]
+                    continue
+                entry = _dec(data)
+                self._hub.publish(
+                    Change(c["op"], c["kind"], c["id"], c["old"], c["new"], next_seq) for c in entry["changes"]
+                )
+                next_seq += 1
+            except Exception as exc:
+                if self._closing:
+                    return
+                log.warning("change-log reader: %s; retrying", exc)
+                time.sleep(0.2)
+
+    def _log_floor(self) -> int:
+        try:
+            data, _ = self.zk.get(self._p("log-floor"))
+        except NoNodeError:
+            return 0
+        return int(data.decode())
+
+    # --- state tables ----------------------------------------------------------------------------------
+    def _state_path(self, table: str, key: str | None = None) -> str:
+        parts = ["state", quote(table, safe="")]
+        if key is not None:
+            parts.append(quote(key, safe=""))
+        return self._p(*parts)
+
+    def open_session(self) -> Session:
+        return _ZkSession(self.hosts, self.timeout)
+
+    def state_put(self, table: str, key: str, value: Obj, owner: Session | None = None) -> None:
+        client = owner.client if isinstance(owner, _ZkSession) else self.zk
+        path = self._state_path(table, key)
+        self.zk.ensure_path(self._state_path(table))
+        data = _enc(value)
+        for _ in range(_RETRIES):
+            try:
+                _, stat = client.get(path)
+            except NoNodeError:
+                try:
+                    client.create(path, data, ephemeral=owner is not None)
+                    return
+                except NodeExistsError:
+                    continue
+            owner_id = owner.client.client_id[0] if isinstance(owner, _ZkSession) else 0
+            if stat.ephemeralOwner == owner_id:
+                try:
+                    client.set(path, data, version=stat.version)
+                    return
+                except (BadVersionError, NoNodeError):
+                    continue
+            # Ownership changes: replace the znode atomically.
+            txn = client.transaction()
+            txn.delete(path, stat.version)
+            txn.create(path, data, ephemeral=owner is not None)
+            if not any(isinstance(r, Exception) for r in txn.commit()):
+                return
+        raise VersionConflict(f"state entry {table}/{key} keeps changing concurrently; retry")
+
+    def state_delete(self, table: str, key: str) -> None:
+        try:
+            self.zk.delete(self._state_path(table, key))
+        except NoNodeError:
+            pass
+
+    def state_list(self, table: str) -> dict[str, Obj]:
+        try:
+            names = self.zk.get_children(self._state_path(table))
+        except NoNodeError:
+            return {}
+        pending = [(n, self.zk.get_async(self._state_path(table) + "/" + n)) for n in names]
+        out: dict[str, Obj] = {}
+        for name, result in pending:
+            try:
+                out[unquote(name)] = _dec(result.get(timeout=self.timeout)[0])
+            except NoNodeError:
+                continue
+        return out
+
+    def state_watch(self, table: str, callback: StateCallback) -> Watch:
+        base = self._state_path(table)
+        self.zk.ensure_path(base)
+        watch = self._hub.subscribe_state(table, callback)
+        cache = TreeCache(self.zk, base)
+        known: dict[str, Obj] = {}
+        ready = threading.Event()
+
+        def on_event(event: TreeEvent) -> None:
+            if event.event_type == TreeEvent.INITIALIZED:
+                ready.set()
+                return
+            node = event.event_data
+            if node is None or node.path == base:
+                return
+            key = unquote(node.path.rsplit("/", 1)[1])
+            old = known.get(key)
+            if event.event_type in (TreeEvent.NODE_ADDED, TreeEvent.NODE_UPDATED):
+                new = _dec(node.data)
+                known[key] = new
+            elif event.event_type == TreeEvent.NODE_REMOVED:
+                new = None
+                known.pop(key, None)
+            else:
+                return
+            if ready.is_set() and old != new:
+                self._hub.publish([StateChange(table, key, old, new)])
+
+        cache.listen(on_event)
+        cache.start()
+        ready.wait(timeout=self.timeout)
+        self._caches[watch] = cache
+        return watch
+
+    def close(self) -> None:
+        self._closing = True
+        self._kick.set()
+        for cache in self._caches.values():
+            cache.close()
+        if self._reader is not None:
+            self._reader.join(timeout=3)
+        self._hub.stop()
+        self.zk.stop()
+        self.zk.close()
+
+    def __repr__(self) -> str:
+        return f"ZookeeperStore({self.hosts!r}, {self.root!r})"
+
+
+def new_chroot() -> str:
+    """A unique chroot, for tests that share one ZooKeeper."""
+    return f"/kumo-test-{uuid.uuid4().hex[:12]}"
