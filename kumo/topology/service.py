@@ -1,0 +1,486 @@
+"""The topology service: every write an operator makes, checked and applied as one store transaction.
+
+It enforces what the models cannot see alone: referenced ids exist; deleting cascades, refuses (409) or
+clears references as each reference declares; uniqueness (tunnel keys, MACs, bindings) through claims
+written in the same transaction; links and bindings; router ports' automatic routes; rule positions.
+Writes are optimistic: a concurrent change to the same objects (another API server) retries the whole
+operation, so no half-applied change is ever visible.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from kumo.topology.errors import Conflict, InvalidInput, NotFound, VersionConflict
+from kumo.topology.resources import CLAIMS_KIND, SPECS, Ref, Spec, incoming_refs
+from kumo.topology.state import HOSTS_ALIVE
+from kumo.topology.store.base import Check, Create, Delete, Obj, Op, Store, Update, Versioned
+
+T = TypeVar("T")
+MEMBER_NAMESPACE = uuid.UUID("6b756d6f-0000-4000-8000-000000000001")
+MASKED = "********"
+_ATTEMPTS = 8
+
+
+def validation_message(error: ValidationError) -> str:
+    """One readable line per problem, each naming its field."""
+    parts = []
+    for err in error.errors():
+        loc = ".".join(str(x) for x in err["loc"] if x not in ("body",))
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def spec_of(kind: str) -> Spec:
+    try:
+        return SPECS[kind]
+    except KeyError:
+        raise NotFound(f"unknown resource kind {kind!r}") from None
+
+
+class Tx:
+    """Operations of one service call, applied in one store transaction."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.creates: list[Create] = []
+        self.updates: dict[tuple[str, str], tuple[Obj, int]] = {}
+        self.deletes: list[Delete] = []
+        self.checks: dict[tuple[str, str], Check] = {}
+        self.claim_messages: dict[str, str] = {}
+
+    def read(self, kind: str, obj_id: str) -> Obj:
+        """An object as this transaction will leave it (pending updates included)."""
+        if (kind, obj_id) in self.updates:
+            return self.updates[(kind, obj_id)][0]
+        return self.store.get(kind, obj_id)
+
+    def modify(self, kind: str, obj_id: str) -> Obj:
+        """A working copy to change in place; written back with a version check."""
+        if (kind, obj_id) not in self.updates:
+            current = self.store.get_versioned(kind, obj_id)
+            self.updates[(kind, obj_id)] = (dict(current.value), current.version)
+        return self.updates[(kind, obj_id)][0]
+
+    def check(self, kind: str, obj_id: str) -> None:
+        self.checks.setdefault((kind, obj_id), Check(kind, obj_id))
+
+    def claim(self, claims: dict[str, str]) -> None:
+        for claim_id, message in claims.items():
+            self.claim_messages[claim_id] = message
+            self.creates.append(Create(CLAIMS_KIND, claim_id, {}))
+
+    def release(self, claims: dict[str, str]) -> None:
+        self.deletes.extend(Delete(CLAIMS_KIND, c) for c in claims)
+
+    def commit(self) -> None:
+        ops: list[Op] = [*self.creates]
+        ops += [Update(k, i, v, ver) for (k, i), (v, ver) in self.updates.items()]
+        ops += self.deletes
+        ops += [c for key, c in self.checks.items() if key not in self.updates]
+        try:
+            self.store.transaction(ops)
+        except Conflict as exc:
+            for claim_id, message in self.claim_messages.items():
+                if claim_id in exc.message and exc.code == "already_exists":
+                    raise Conflict(message, code="in_use") from None
+            raise
+        except NotFound as exc:
+            raise Conflict(f"a referenced object was deleted concurrently ({exc.message}); retry") from None
+
+
+class Topology:
+    """Reads and writes of the declared topology, by resource kind."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # --- reads ---------------------------------------------------------------------------------------
+    def get(self, kind: str, obj_id: str) -> Obj:
+        spec = spec_of(kind)
+        obj = self.store.find(kind, obj_id)
+        if obj is None:
+            raise NotFound(f"no {spec.singular} with id {obj_id}")
+        return self._view(kind, obj)
+
+    def list(self, kind: str, **equal: Any) -> list[Obj]:
+        spec_of(kind)
+        objs = self.store.list(kind, **equal)
+        if kind == "rules":
+            objs.sort(key=lambda r: (r["chain_id"], self._rule_position(r) or 0))
+        return [self._view(kind, o) for o in objs]
+
+    def _view(self, kind: str, obj: Obj) -> Obj:
+        """Derived read-only fields: a rule's position, a host's liveness, a masked BGP password."""
+        out = dict(obj)
+        if kind == "rules":
+            out["position"] = self._rule_position(obj)
+        elif kind == "hosts":
+            out["alive"] = self.store.state_get(HOSTS_ALIVE, obj["id"]) is not None
+        elif kind == "bgp_peers" and out.get("password"):
+            out["password"] = MASKED
+        return out
+
+    def _rule_position(self, rule: Obj) -> int | None:
+        chain = self.store.find("chains", rule["chain_id"])
+        if chain is None or rule["id"] not in chain["rule_ids"]:
+            return None
+        return int(chain["rule_ids"].index(rule["id"])) + 1
+
+    def find_device(self, device_id: str) -> tuple[str, Obj] | None:
+        for kind in ("bridges", "routers"):
+            obj = self.store.find(kind, device_id)
+            if obj is not None:
+                return kind, obj
+        return None
+
+    # --- generic writes -------------------------------------------------------------------------------
+    def _retry(self, attempt: Callable[[], T]) -> T:
+        for _ in range(_ATTEMPTS - 1):
+            try:
+                return attempt()
+            except VersionConflict:
+                continue
+        return attempt()
+
+    def create(self, kind: str, fields: Obj) -> Obj:
+        spec = spec_of(kind)
+        if not spec.creatable:
+            raise InvalidInput(f"{spec.kind} cannot be created through the API: agents register them")
+        forbidden = sorted(f for f in fields if f in spec.read_only)
+        if forbidden:
+            raise InvalidInput(f"{', '.join(forbidden)}: read-only (set by the server)", code="read_only_field")
+        return self._retry(lambda: self._create_once(spec, dict(fields)))
+
+    def _create_once(self, spec: Spec, fields: Obj) -> Obj:
+        obj_id = fields.get("id") or str(uuid.uuid4())
+        if self.store.find(spec.kind, obj_id) is not None:
+            raise Conflict(f"a {spec.singular} with id {obj_id} already exists", code="already_exists")
+        tx = Tx(self.store)
+        draft = {**fields, "id": obj_id}
+        prepare = getattr(self, f"_prepare_{spec.kind}", None)
+        if prepare is not None:
+            prepare(tx, draft, None)
+        obj = self._validate(spec, draft)
+        self._check_refs(tx, spec, obj, None)
+        finish = getattr(self, f"_finish_{spec.kind}", None)
+        if finish is not None:
+            finish(tx, obj, None)
+        tx.claim(spec.claims(obj))
+        tx.creates.insert(0, Create(spec.kind, obj_id, obj))
+        tx.commit()
+        return self._view(spec.kind, obj)
+
+    def update(self, kind: str, obj_id: str, changes: Obj) -> Obj:
+        spec = spec_of(kind)
+        if not spec.updatable:
+            raise InvalidInput(f"{spec.kind} cannot be changed through the API")
+        for fname in changes:
+            if fname in spec.read_only or fname == "id":
+                raise InvalidInput(f"{fname}: read-only (set by the server)", code="read_only_field")
+        return self._retry(lambda: self._update_once(spec, obj_id, changes))
+
+    def _update_once(self, spec: Spec, obj_id: str, changes: Obj) -> Obj:
+        current = self._get_versioned(spec, obj_id)
+        old = current.value
+        if spec.kind == "bgp_peers" and changes.get("password") == MASKED:
+            changes = {k: v for k, v in changes.items() if k != "password"}  # the masked value round-trips
+        for fname in spec.immutable:
+            if fname in changes and changes[fname] != old.get(fname):
+                raise InvalidInput(
+                    f"{fname}: cannot be changed after creation; create a new {spec.singular} instead",
+                    code="immutable_field",
+                )
+        tx = Tx(self.store)
+        draft = {**old, **changes}
+        prepare = getattr(self, f"_prepare_{spec.kind}", None)
+        if prepare is not None:
+            prepare(tx, draft, old)
+        obj = self._validate(spec, draft)
+        self._check_refs(tx, spec, obj, old)
+        finish = getattr(self, f"_finish_{spec.kind}", None)
+        if finish is not None:
+            finish(tx, obj, old)
+        old_claims, new_claims = spec.claims(old), spec.claims(obj)
+        tx.release({c: m for c, m in old_claims.items() if c not in new_claims})
+        tx.claim({c: m for c, m in new_claims.items() if c not in old_claims})
+        tx.updates[(spec.kind, obj_id)] = (obj, current.version)
+        tx.commit()
+        return self._view(spec.kind, obj)
+
+    def delete(self, kind: str, obj_id: str) -> None:
+        spec = spec_of(kind)
+        self._retry(lambda: self._delete_once(spec, obj_id))
+
+    def _delete_once(self, spec: Spec, obj_id: str) -> None:
+        root = self._get_versioned(spec, obj_id)
+        guard = getattr(self, f"_before_delete_{spec.kind}", None)
+        if guard is not None:
+            guard(root.value)
+        snapshot: dict[str, dict[str, Versioned]] = {}
+
+        def objects(kind: str) -> dict[str, Versioned]:
+            if kind not in snapshot:
+                snapshot[kind] = self.store.list_versioned(kind)
+            return snapshot[kind]
+
+        # The closure of what goes: the object and everything that cascades from it.
+        doomed: dict[tuple[str, str], Versioned] = {(spec.kind, obj_id): root}
+        queue = [(spec.kind, obj_id)]
+        while queue:
+            kind, oid = queue.pop()
+            for ref_spec, ref in incoming_refs(kind):
+                if ref.on_delete != "cascade":
+                    continue
+                for other_id, other in objects(ref_spec.kind).items():
+                    key = (ref_spec.kind, other_id)
+                    if key not in doomed and oid in ref.values(other.value):
+                        doomed[key] = other
+                        queue.append(key)
+
+        tx = Tx(self.store)
+        for (kind, oid), _ in doomed.items():
+            for ref_spec, ref in incoming_refs(kind):
+                if ref.on_delete == "cascade":
+                    continue
+                for other_id, other in objects(ref_spec.kind).items():
+                    if (ref_spec.kind, other_id) in doomed or oid not in ref.values(other.value):
+                        continue
+                    if ref.on_delete == "restrict":
+                        raise Conflict(
+                            f"{SPECS[kind].singular} {oid} is still used as {ref.field} of "
+                            f"{ref_spec.singular} {other_id}; remove that reference first",
+                            code="in_use",
+                        )
+                    self._clear_ref(tx, ref_spec, other_id, ref, oid)
+        for (kind, oid), versioned in doomed.items():
+            tx.deletes.append(Delete(kind, oid, versioned.version))
+            tx.release(SPECS[kind].claims(versioned.value))
+            if kind == "rules" and ("chains", versioned.value["chain_id"]) not in doomed:
+                chain = tx.modify("chains", versioned.value["chain_id"])
+                chain["rule_ids"] = [r for r in chain["rule_ids"] if r != oid]
+        tx.commit()
+
+    @staticmethod
+    def _clear_ref(tx: Tx, spec: Spec, obj_id: str, ref: Ref, target: str) -> None:
+        obj = tx.modify(spec.kind, obj_id)
+        obj[ref.field] = [v for v in obj[ref.field] if v != target] if ref.many else None
+
+    def _get_versioned(self, spec: Spec, obj_id: str) -> Versioned:
+        try:
+            return self.store.get_versioned(spec.kind, obj_id)
+        except NotFound:
+            raise NotFound(f"no {spec.singular} with id {obj_id}") from None
+
+    @staticmethod
+    def _validate(spec: Spec, draft: Obj) -> Obj:
+        try:
+            return spec.model.model_validate(draft).model_dump(mode="json")
+        except ValidationError as exc:
+            raise InvalidInput(validation_message(exc), code="invalid_field") from None
+
+    def _check_refs(self, tx: Tx, spec: Spec, obj: Obj, old: Obj | None) -> None:
+        for ref in spec.refs:
+            before = set(ref.values(old)) if old is not None else set()
+            for target in ref.values(obj):
+                if target in before:
+                    continue
+                kind = next((k for k in ref.kinds if self.store.find(k, target) is not None), None)
+                if kind is None:
+                    if not ref.must_exist:
+                        continue
+                    names = " or ".join(SPECS[k].singular for k in ref.kinds)
+                    raise NotFound(f"{ref.field}: no {names} with id {target}", code="unknown_reference")
+                tx.check(kind, target)
+
+    # --- ports -------------------------------------------------------------------------------------------
+    def _prepare_ports(self, tx: Tx, draft: Obj, old: Obj | None) -> None:
+        if old is not None:
+            return
+        device_id = draft.get("device_id")
+        if not isinstance(device_id, str):
+            raise InvalidInput("device_id: required (the bridge or router this port belongs to)")
+        found = self.find_device(device_id)
+        if found is None:
+            raise NotFound(f"device_id: no bridge or router with id {device_id}", code="unknown_reference")
+        draft["type"] = "bridge" if found[0] == "bridges" else "router"
+        draft["tunnel_key"] = self._free_claim(lambda: random.randint(1, (1 << 24) - 1), "tunnel_key")
+        if draft["type"] == "router" and not draft.get("port_mac"):
+            draft["port_mac"] = self._free_claim(
+                lambda: "02:6b:" + ":".join(f"{random.randint(0, 255):02x}" for _ in range(4)), "mac"
+            )
+
+    def _free_claim(self, pick: Callable[[], Any], prefix: str) -> Any:
+        for _ in range(64):
+            value = pick()
+            if self.store.find(CLAIMS_KIND, f"{prefix}:{value}") is None:
+                return value
+        raise Conflict(f"could not find a free {prefix}; too many in use", code="exhausted")
+
+    def _finish_ports(self, tx: Tx, port: Obj, old: Obj | None) -> None:
+        if port["peer_id"] is not None and port["host_id"] is not None:
+            raise Conflict(
+                f"port {port['id']} is linked to port {port['peer_id']} (interior); unlink it before binding",
+                code="port_linked",
+            )
+        if port["type"] != "router":
+            return
+        local = f"{port['port_address']}/32"
+        if old is None:
+            for route in self._port_routes(port):
+                tx.creates.append(Create("routes", route["id"], route))
+            return
+        if (old["port_address"], old["network_cidr"]) == (port["port_address"], port["network_cidr"]):
+            return
+        for route in self.store.list("routes", next_hop_port_id=port["id"]):
+            if route["type"] == "local" and route["dst_cidr"] == f"{old['port_address']}/32":
+                tx.modify("routes", route["id"])["dst_cidr"] = local
+            elif route["dst_cidr"] == old["network_cidr"] and route["next_hop_gateway"] is None:
+                tx.modify("routes", route["id"])["dst_cidr"] = port["network_cidr"]
+
+    @staticmethod
+    def _port_routes(port: Obj) -> list[Obj]:
+        """A router port's LOCAL /32 route (to the router itself) and its directly connected network."""
+        base = {"router_id": port["device_id"], "src_cidr": "0.0.0.0/0", "next_hop_port_id": port["id"],
+                "next_hop_gateway": None, "weight": 100, "learned": False}
+        return [
+            {**base, "id": str(uuid.uuid4()), "dst_cidr": f"{port['port_address']}/32", "type": "local", "weight": 0},
+            {**base, "id": str(uuid.uuid4()), "dst_cidr": port["network_cidr"], "type": "normal"},
+        ]
+
+    def link(self, port_id: str, peer_id: str) -> Obj:
+        return self._retry(lambda: self._link_once(port_id, peer_id))
+
+    def _link_once(self, port_id: str, peer_id: str) -> Obj:
+        if port_id == peer_id:
+            raise InvalidInput("peer_id: a port cannot be linked to itself")
+        ports = SPECS["ports"]
+        tx = Tx(self.store)
+        try:
+            a, b = tx.modify("ports", port_id), tx.modify("ports", peer_id)
+        except NotFound as exc:
+            missing = port_id if self.store.find("ports", port_id) is None else peer_id
+            field = "port" if missing == port_id else "peer_id"
+            raise NotFound(f"{field}: no {ports.singular} with id {missing}") from exc
+        for p in (a, b):
+            if p["peer_id"] is not None:
+                raise Conflict(
+                    f"port {p['id']} is already linked to port {p['peer_id']}; unlink it first",
+                    code="port_already_linked",
+                )
+            if p["host_id"] is not None:
+                raise Conflict(
+                    f"port {p['id']} is bound to {p['interface_name']} on host {p['host_id']} (exterior); "
+                    "unbind it before linking",
+                    code="port_bound",
+                )
+        if a["device_id"] == b["device_id"]:
+            raise InvalidInput("peer_id: both ports belong to the same device; link ports of two devices")
+        if a["type"] == b["type"] == "bridge" and a["vlan_id"] is None and b["vlan_id"] is None:
+            raise InvalidInput(
+                "vlan_id: a bridge-to-bridge link needs a vlan_id on one of the two ports", code="vlan_required"
+            )
+        a["peer_id"], b["peer_id"] = peer_id, port_id
+        tx.commit()
+        return self._view("ports", a)
+
+    def unlink(self, port_id: str) -> Obj:
+        return self._retry(lambda: self._unlink_once(port_id))
+
+    def _unlink_once(self, port_id: str) -> Obj:
+        tx = Tx(self.store)
+        self._get_versioned(SPECS["ports"], port_id)
+        port = tx.modify("ports", port_id)
+        if port["peer_id"] is None:
+            raise Conflict(f"port {port_id} is not linked", code="not_linked")
+        tx.modify("ports", port["peer_id"])["peer_id"] = None
+        port["peer_id"] = None
+        tx.commit()
+        return self._view("ports", port)
+
+    def bind(self, port_id: str, host_id: str, interface_name: str) -> Obj:
+        return self.update("ports", port_id, {"host_id": host_id, "interface_name": interface_name})
+
+    def unbind(self, port_id: str) -> Obj:
+        return self.update("ports", port_id, {"host_id": None, "interface_name": None})
+
+    # --- routes ----------------------------------------------------------------------------------------
+    def _finish_routes(self, tx: Tx, route: Obj, old: Obj | None) -> None:
+        port_id = route["next_hop_port_id"]
+        if port_id is None:
+            return
+        port = self.store.find("ports", port_id)
+        if port is not None and port["device_id"] != route["router_id"]:
+            raise InvalidInput(
+                f"next_hop_port_id: port {port_id} belongs to device {port['device_id']}, "
+                f"not to router {route['router_id']}; use one of this router's ports"
+            )
+
+    # --- rules -------------------------------------------------------------------------------------------
+    def _prepare_rules(self, tx: Tx, draft: Obj, old: Obj | None) -> None:
+        chain_id = draft.get("chain_id")
+        if not isinstance(chain_id, str) or self.store.find("chains", chain_id) is None:
+            raise NotFound(f"chain_id: no chain with id {chain_id}", code="unknown_reference")
+        chain = tx.modify("chains", chain_id)
+        rule_ids = [r for r in chain["rule_ids"] if r != draft["id"]]
+        position = draft.get("position")
+        if old is not None and position is None:
+            return
+        limit = len(rule_ids) + 1
+        if position is None:
+            position = limit
+        if not isinstance(position, int) or not 1 <= position <= limit:
+            raise InvalidInput(f"position: must be between 1 and {limit} (the chain has {len(rule_ids)} other rules)")
+        rule_ids.insert(position - 1, draft["id"])
+        chain["rule_ids"] = rule_ids
+
+    def _finish_rules(self, tx: Tx, rule: Obj, old: Obj | None) -> None:
+        rule["position"] = None  # derived from the chain's rule_ids on every read
+
+    # --- DHCP --------------------------------------------------------------------------------------------
+    def _prepare_dhcp_hosts(self, tx: Tx, draft: Obj, old: Obj | None) -> None:
+        subnet_id = draft.get("subnet_id")
+        subnet = self.store.find("dhcp_subnets", subnet_id) if isinstance(subnet_id, str) else None
+        if subnet is None:
+            raise NotFound(f"subnet_id: no DHCP subnet with id {subnet_id}", code="unknown_reference")
+        draft["bridge_id"] = subnet["bridge_id"]
+        ip = draft.get("ip_address")
+        if isinstance(ip, str):
+            from kumo.topology.fields import ip_in
+
+            try:
+                inside = ip_in(ip, subnet["cidr"])
+            except ValueError:
+                return  # not an address at all: the model names the field
+            if not inside:
+                raise InvalidInput(f"ip_address {ip} is not inside the subnet {subnet['cidr']}")
+
+    # --- hosts and tunnel zones -------------------------------------------------------------------------
+    def _before_delete_hosts(self, host: Obj) -> None:
+        if self.store.state_get(HOSTS_ALIVE, host["id"]) is not None:
+            raise Conflict(f"host {host['id']} is alive; stop its agent before deleting it", code="host_alive")
+
+    @staticmethod
+    def member_id(zone_id: str, host_id: str) -> str:
+        return str(uuid.uuid5(MEMBER_NAMESPACE, f"{zone_id}/{host_id}"))
+
+    def put_member(self, zone_id: str, host_id: str, ip_address: str) -> Obj:
+        self.get("tunnel_zones", zone_id)
+        member_id = self.member_id(zone_id, host_id)
+        body = {"tunnel_zone_id": zone_id, "host_id": host_id, "ip_address": ip_address}
+        if self.store.find("tunnel_zone_members", member_id) is None:
+            return self.create("tunnel_zone_members", {"id": member_id, **body})
+        return self.update("tunnel_zone_members", member_id, {"ip_address": ip_address})
+
+    def delete_member(self, zone_id: str, host_id: str) -> None:
+        self.get("tunnel_zones", zone_id)
+        member_id = self.member_id(zone_id, host_id)
+        if self.store.find("tunnel_zone_members", member_id) is None:
+            raise NotFound(f"host {host_id} is not a member of tunnel zone {zone_id}")
+        self.delete("tunnel_zone_members", member_id)

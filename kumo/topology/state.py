@@ -1,0 +1,59 @@
+"""State tables: learned data that agents write and everyone reads (API.md: mac_table, arp_table, liveness).
+
+Keys are "<device id>/<address>" so one table serves every bridge or router; the helpers here are the only
+place that knows the key layout.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from kumo.topology.store.base import Session, Store
+
+MAC_TABLE = "mac_table"
+ARP_TABLE = "arp_table"
+HOSTS_ALIVE = "hosts_alive"
+
+
+def mac_key(bridge_id: str, mac: str, vlan_id: int | None = None) -> str:
+    return f"{bridge_id}/{mac}" if vlan_id is None else f"{bridge_id}/{mac}/{vlan_id}"
+
+
+def arp_key(router_id: str, ip: str) -> str:
+    return f"{router_id}/{ip}"
+
+
+def mac_table(store: Store, bridge_id: str) -> list[dict[str, Any]]:
+    rows = []
+    for key, value in store.state_list(MAC_TABLE).items():
+        parts = key.split("/")
+        if parts[0] == bridge_id:
+            vlan = int(parts[2]) if len(parts) > 2 else None
+            rows.append({"mac": parts[1], "vlan_id": vlan, **value})
+    return sorted(rows, key=lambda r: (r["mac"], r["vlan_id"] or 0))
+
+
+def arp_table(store: Store, router_id: str) -> list[dict[str, Any]]:
+    rows = []
+    for key, value in store.state_list(ARP_TABLE).items():
+        device, ip = key.split("/", 1)
+        if device == router_id:
+            rows.append({"ip": ip, **value})
+    return sorted(rows, key=lambda r: tuple(int(x) for x in r["ip"].split(".")))
+
+
+def register_host(
+    store: Store, session: Session, host_id: str, name: str | None = None, addresses: list[str] | None = None
+) -> None:
+    """An agent announces its host: the host object is durable, its liveness lives with the session."""
+    from kumo.topology.store.base import Create, Update
+
+    value = {"id": host_id, "name": name, "addresses": addresses or [], "interfaces": [], "alive": False}
+    try:
+        current = store.get_versioned("hosts", host_id)
+        value["interfaces"] = current.value.get("interfaces", [])
+        store.transaction([Update("hosts", host_id, value, current.version)])
+    except Exception:
+        store.transaction([Create("hosts", host_id, value)])
+    store.state_put(HOSTS_ALIVE, host_id, {"since": time.time()}, owner=session)
