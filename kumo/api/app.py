@@ -1,0 +1,36 @@
+"""The FastAPI application: `create_app(store)` serves API.md's REST API on any Store backend."""
+
+from fastapi import APIRouter, FastAPI
+
+import kumo
+from kumo.api.errors import install_error_handlers
+from kumo.api.ports import add_port_routes
+from kumo.api.resources import add_resource_routes
+from kumo.topology.resources import SPECS
+from kumo.topology.service import Topology
+from kumo.topology.store.base import Store
+
+
+def create_app(store: Store) -> FastAPI:
+    app = FastAPI(
+        title="Kumo",
+        version=kumo.__version__,
+        description="Network virtualization overlay: bridges, routers, chains, NAT, L4LB, DHCP, BGP.",
+        openapi_url="/openapi.json",
+    )
+    topo = Topology(store)
+    app.state.topology = topo
+    install_error_handlers(app)
+    router = APIRouter(prefix="/v1")
+    # Fixed paths first: /ports/{id}/link must not be taken for a nested collection.
+    add_port_routes(router, topo)
+    for spec in SPECS.values():
+        if spec.generic_api:
+            add_resource_routes(router, spec, topo)
+
+    @router.get("/", tags=["meta"], summary="API root: version and collections")
+    async def root() -> dict[str, object]:
+        return {"version": kumo.__version__, "collections": sorted(s.kind for s in SPECS.values() if s.generic_api)}
+
+    app.include_router(router)
+    return app

@@ -1,0 +1,57 @@
+"""Output: Rich tables for people, JSON for scripts, one red line for errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _console(stderr: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else max(shutil.get_terminal_size((200, 24)).columns, 200)
+    return Console(file=stream, width=width, highlight=False, soft_wrap=False)
+
+
+def cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict) and set(value) == {"start", "end"}:
+        return str(value["start"]) if value["start"] == value["end"] else f"{value['start']}-{value['end']}"
+    if isinstance(value, list):
+        return ", ".join(cell(v) for v in value) if value else "-"
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=False))
+
+
+def print_table(rows: list[dict[str, Any]], columns: tuple[str, ...] | list[str], title: str | None = None) -> None:
+    table = Table(title=title, title_justify="left", header_style="bold cyan")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(cell(row.get(c)) for c in columns))
+    _console().print(table)
+
+
+def print_object(obj: dict[str, Any], title: str | None = None) -> None:
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column("field", style="bold cyan")
+    table.add_column("value", overflow="fold")
+    for key, value in obj.items():
+        table.add_row(key, cell(value))
+    _console().print(table)
+
+
+def print_error(message: str) -> None:
+    _console(stderr=True).print(f"[bold red]error:[/] {message}", markup=True, highlight=False)

@@ -1,0 +1,191 @@
+"""Python client of the REST API, used by the CLI and the tests.
+
+Every resource of API.md is a typed attribute (`client.bridges`, `client.routes`, ...) with list, get,
+create, update and delete; links, bindings and tunnel-zone members have methods of their own. Every
+error the API reports raises ApiError, carrying its code and message.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+
+from kumo.topology.resources import SPECS, Spec
+
+DEFAULT_API = "http://127.0.0.1:8181"
+Obj = dict[str, Any]
+
+
+class ApiError(Exception):
+    """An error answer of the API (or no answer at all: status 0, code "unreachable")."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{message} ({code})")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _path_params(spec: Spec) -> list[tuple[str, Spec]]:
+    if spec.parent is None or spec.parent_field is None:
+        return []
+    parent = SPECS[spec.parent]
+    return [*_path_params(parent), (spec.parent_field, parent)]
+
+
+class Collection:
+    """One resource kind of the API."""
+
+    def __init__(self, client: Client, kind: str) -> None:
+        self.client = client
+        self.spec = SPECS[kind]
+
+    def collection_path(self, parents: dict[str, str]) -> str:
+        path = ""
+        spec_chain = [*[p for _, p in _path_params(self.spec)], self.spec]
+        names = [n for n, _ in _path_params(self.spec)]
+        path = f"/v1/{spec_chain[0].kind}"
+        for name, spec in zip(names, spec_chain[1:], strict=True):
+            if name not in parents:
+                raise ApiError(400, "missing_parent", f"{name} is required to reach {self.spec.kind}")
+            path += f"/{parents[name]}/{spec.path_segment}"
+        return path
+
+    def _parents(self, fields: dict[str, Any]) -> dict[str, str]:
+        """The path parameters of a nested kind, looking up outer parents the caller did not name."""
+        params: dict[str, str] = {k: v for k, v in fields.items() if isinstance(v, str)}
+        names = [n for n, _ in _path_params(self.spec)]
+        for outer, inner in reversed(list(zip(names, names[1:], strict=False))):
+            if outer not in params and inner in params:
+                inner_spec = dict(_path_params(self.spec))[inner]
+                params[outer] = self.client.request("GET", f"/v1/{inner_spec.kind}/{params[inner]}")[outer]
+        return params
+
+    def item_path(self, obj_id: str) -> str:
+        return f"/v1/{self.spec.kind}/{obj_id}"
+
+    def list(self, **parents: str) -> list[Obj]:
+        result: list[Obj] = self.client.request("GET", self.collection_path(self._parents(parents)))
+        return result
+
+    def get(self, obj_id: str) -> Obj:
+        result: Obj = self.client.request("GET", self.item_path(obj_id))
+        return result
+
+    def create(self, **fields: Any) -> Obj:
+        names = {n for n, _ in _path_params(self.spec)}
+        path = self.collection_path(self._parents(fields))
+        body = {k: v for k, v in fields.items() if k not in names}
+        result: Obj = self.client.request("POST", path, body)
+        return result
+
+    def update(self, obj_id: str, **fields: Any) -> Obj:
+        result: Obj = self.client.request("PATCH", self.item_path(obj_id), fields)
+        return result
+
+    def delete(self, obj_id: str) -> None:
+        self.client.request("DELETE", self.item_path(obj_id))
+
+
+class Client:
+    bridges: Collection
+    routers: Collection
+    ports: Collection
+    routes: Collection
+    chains: Collection
+    rules: Collection
+    port_groups: Collection
+    ip_addr_groups: Collection
+    hosts: Collection
+    tunnel_zones: Collection
+    dhcp_subnets: Collection
+    dhcp_hosts: Collection
+    load_balancers: Collection
+    health_monitors: Collection
+    pools: Collection
+    pool_members: Collection
+    vips: Collection
+    bgp_peers: Collection
+    bgp_networks: Collection
+
+    def __init__(self, base_url: str | None = None, timeout: float = 30.0) -> None:
+        self.base_url = (base_url or os.environ.get("KUMO_API") or DEFAULT_API).rstrip("/")
+        self.http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        for kind, spec in SPECS.items():
+            if spec.generic_api:
+                setattr(self, kind, Collection(self, kind))
+
+    def collection(self, kind: str) -> Collection:
+        coll = getattr(self, kind, None)
+        if not isinstance(coll, Collection):
+            raise ApiError(400, "unknown_kind", f"no resource kind {kind!r}")
+        return coll
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        try:
+            response = self.http.request(method, path, json=body)
+        except httpx.HTTPError as exc:
+            raise ApiError(
+                0, "unreachable", f"cannot reach the Kumo API at {self.base_url}: {exc}; is `kumo up` running? "
+                "(choose the server with --api or KUMO_API)"
+            ) from None
+        if response.status_code == 204:
+            return None
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if response.status_code >= 400:
+            if isinstance(data, dict) and "error" in data:
+                raise ApiError(response.status_code, str(data["error"]), str(data.get("message", "")))
+            raise ApiError(response.status_code, "http_error", response.text[:200])
+        return data
+
+    # --- links, bindings, members, learned state ---------------------------------------------------------
+    def link_ports(self, port_id: str, peer_id: str) -> Obj:
+        result: Obj = self.request("POST", f"/v1/ports/{port_id}/link", {"peer_id": peer_id})
+        return result
+
+    def unlink_port(self, port_id: str) -> Obj:
+        result: Obj = self.request("DELETE", f"/v1/ports/{port_id}/link")
+        return result
+
+    def bind_port(self, port_id: str, host_id: str, interface_name: str) -> Obj:
+        body = {"host_id": host_id, "interface_name": interface_name}
+        result: Obj = self.request("PUT", f"/v1/ports/{port_id}/binding", body)
+        return result
+
+    def unbind_port(self, port_id: str) -> Obj:
+        result: Obj = self.request("DELETE", f"/v1/ports/{port_id}/binding")
+        return result
+
+    def put_tunnel_zone_member(self, zone_id: str, host_id: str, ip_address: str) -> Obj:
+        body = {"ip_address": ip_address}
+        result: Obj = self.request("PUT", f"/v1/tunnel_zones/{zone_id}/members/{host_id}", body)
+        return result
+
+    def tunnel_zone_members(self, zone_id: str) -> list[Obj]:
+        result: list[Obj] = self.request("GET", f"/v1/tunnel_zones/{zone_id}/members")
+        return result
+
+    def delete_tunnel_zone_member(self, zone_id: str, host_id: str) -> None:
+        self.request("DELETE", f"/v1/tunnel_zones/{zone_id}/members/{host_id}")
+
+    def mac_table(self, bridge_id: str) -> list[Obj]:
+        result: list[Obj] = self.request("GET", f"/v1/bridges/{bridge_id}/mac_table")
+        return result
+
+    def arp_table(self, router_id: str) -> list[Obj]:
+        result: list[Obj] = self.request("GET", f"/v1/routers/{router_id}/arp_table")
+        return result
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
