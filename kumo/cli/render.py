@@ -24,6 +24,14 @@ def cell(value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, dict) and set(value) == {"start", "end"}:
         return str(value["start"]) if value["start"] == value["end"] else f"{value['start']}-{value['end']}"
+    if isinstance(value, dict) and "address_from" in value:  # a NAT target, in the CLI's short form
+        addresses = value["address_from"]
+        if value["address_to"] != value["address_from"]:
+            addresses += f"-{value['address_to']}"
+        ports = value.get("port_from") or 0
+        if ports:
+            addresses += f":{ports}-{value['port_to']}"
+        return addresses
     if isinstance(value, list):
         return ", ".join(cell(v) for v in value) if value else "-"
     if isinstance(value, dict):
