@@ -11,8 +11,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from kumo.topology.errors import KumoError
+from kumo.topology.resources import SPECS
 
 log = logging.getLogger("kumo.api")
+
+# Fields clients may read but not write: request schemas leave them out, so pydantic calls them "extra".
+_READ_ONLY = {f for spec in SPECS.values() for f in spec.read_only | spec.immutable} | {"id"}
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 415: "unsupported_media_type"}
 
@@ -40,15 +44,18 @@ def install_error_handlers(app: FastAPI) -> None:
             detail = next(e for e in errors if e.get("type") == "json_invalid").get("ctx", {}).get("error", "")
             return error_response(400, "malformed_json", f"the request body is not valid JSON: {detail}")
         parts = []
+        code = "invalid_field"
         for e in errors[:5]:
             field = _field(tuple(e.get("loc", ())))
             msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
-            if e.get("type") == "extra_forbidden":
+            if e.get("type") == "extra_forbidden" and field in _READ_ONLY:
+                msg, code = "read-only here (set by the server, or fixed at creation)", "read_only_field"
+            elif e.get("type") == "extra_forbidden":
                 msg = "unknown field; check its spelling against /openapi.json"
             elif e.get("type") == "missing" and not field:
                 msg = "a JSON body is required"
             parts.append(f"{field}: {msg}" if field else msg)
-        return error_response(422, "invalid_field", "; ".join(parts))
+        return error_response(422, code, "; ".join(parts))
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
