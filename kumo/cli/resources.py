@@ -79,24 +79,41 @@ def _refs(spec: Spec) -> dict[str, Ref]:
 
 
 # --- per-field options ---------------------------------------------------------------------------------------
+_FORMS = {
+    "PortRange": "80 or 80-90",
+    "NatTarget": "ADDR[-ADDR][:PORT-PORT], or JSON",
+    "DhcpRoute": "DESTINATION,GATEWAY",
+    "DhcpOption": "CODE=VALUE",
+}
+
+
 def field_options(spec: Spec, fields: list[str], *, for_update: bool) -> list[click.Option]:
     options = []
     refs = _refs(spec)
     for fname in fields:
-        shape, _, nullable = field_shape(spec.model.model_fields[fname].annotation)
+        info = spec.model.model_fields[fname]
+        shape, item, nullable = field_shape(info.annotation)
         names = [f"--{fname.replace('_', '-')}"]
         if fname in refs and fname.endswith("_id") and not refs[fname].many:
             names.append(f"--{fname[:-3].replace('_', '-')}")  # --device for --device-id
-        help_text = spec.model.model_fields[fname].description or ""
+        hints: list[str] = []
+        metavar = {"bool": "true|false", "int": "N"}.get(shape, "TEXT")
         if fname in refs:
-            help_text = f"{' or '.join(SPECS[k].singular for k in refs[fname].kinds)} (id or name)"
+            hints.append(f"{' or '.join(SPECS[k].singular for k in refs[fname].kinds)} (id or name)")
+        if shape == "choice":
+            metavar = "|".join(str(c) for c in item)
+        item_type = item if shape in ("list", "model") else None
+        if isinstance(item_type, type) and item_type.__name__ in _FORMS:
+            hints.append(_FORMS[item_type.__name__])
         if shape == "list":
-            help_text += " (repeat, or separate with commas)"
-        if for_update and nullable:
-            help_text += " ('none' clears it)"
+            hints.append("repeat for more" + (", or separate with commas" if item is str else ""))
+        if not info.is_required() and info.default not in (None, [], False) and not for_update:
+            hints.append(f"default {info.default}")
+        if for_update and (nullable or shape == "list"):
+            hints.append("'none' clears it")
         options.append(
-            click.Option(names, fname, multiple=shape == "list", default=None, help=help_text.strip() or None,
-                         metavar=shape.upper() if shape not in ("str", "choice") else None)
+            click.Option([*names, fname], multiple=shape == "list", default=None, show_default=False,
+                         metavar=metavar, help="; ".join(hints) or None)
         )
     return options
 
@@ -164,8 +181,9 @@ def resource_group(spec: Spec) -> click.Group:
         show_many(ctx, spec, ctx.client.collection(coll_kind).list(**resolved), spec.kind)
 
     for pname in parent_names:
-        list_cmd.params.append(click.Option([f"--{pname.replace('_', '-')}", f"--{pname[:-3].replace('_', '-')}"],
-                                            pname, default=None, help=f"{pname} (id or name)"))
+        list_cmd.params.append(click.Option([f"--{pname.replace('_', '-')}", f"--{pname[:-3].replace('_', '-')}", pname],
+                                            default=None, show_default=False, metavar="ID",
+                                            help=f"the {SPECS[_parent_kind(spec, pname)].singular} (id or name)"))
     group.add_command(list_cmd)
 
     @click.command("show", help=f"Show one {spec.singular}.")
@@ -223,6 +241,15 @@ def resource_group(spec: Spec) -> click.Group:
 
         group.add_command(delete_cmd)
     return group
+
+
+def _parent_kind(spec: Spec, field: str) -> str:
+    current = spec
+    while current.parent is not None:
+        if current.parent_field == field:
+            return current.parent
+        current = SPECS[current.parent]
+    raise KeyError(field)
 
 
 def _parent_params(spec: Spec) -> list[str]:
