@@ -7,6 +7,7 @@ error the API reports raises ApiError, carrying its code and message.
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Any
 
@@ -57,7 +58,7 @@ class Collection:
         """The path parameters of a nested kind, looking up outer parents the caller did not name."""
         params: dict[str, str] = {k: v for k, v in fields.items() if isinstance(v, str)}
         names = [n for n, _ in _path_params(self.spec)]
-        for outer, inner in reversed(list(zip(names, names[1:], strict=False))):
+        for outer, inner in reversed(list(itertools.pairwise(names))):
             if outer not in params and inner in params:
                 inner_spec = dict(_path_params(self.spec))[inner]
                 params[outer] = self.client.request("GET", f"/v1/{inner_spec.kind}/{params[inner]}")[outer]
@@ -128,8 +129,10 @@ class Client:
             response = self.http.request(method, path, json=body)
         except httpx.HTTPError as exc:
             raise ApiError(
-                0, "unreachable", f"cannot reach the Kumo API at {self.base_url}: {exc}; is `kumo up` running? "
-                "(choose the server with --api or KUMO_API)"
+                0,
+                "unreachable",
+                f"cannot reach the Kumo API at {self.base_url}: {exc}; is `kumo up` running? "
+                "(choose the server with --api or KUMO_API)",
             ) from None
         if response.status_code == 204:
             return None

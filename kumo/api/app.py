@@ -30,7 +30,10 @@ def create_app(store: Store) -> FastAPI:
 
     @router.get("/", tags=["meta"], summary="API root: version and collections")
     async def root() -> dict[str, object]:
-        return {"version": kumo.__version__, "collections": sorted(s.kind for s in SPECS.values() if s.generic_api)}
+        return {
+            "version": kumo.__version__,
+            "collections": sorted(s.kind for s in SPECS.values() if s.generic_api),
+        }
 
     app.include_router(router)
     return app

@@ -76,8 +76,12 @@ def add_port_routes(router: APIRouter, topo: Topology) -> None:
 
         return await run_in_threadpool(work)
 
-    @router.delete("/tunnel_zones/{id}/members/{host_id}", tags=["tunnel_zones"], status_code=204,
-                   summary="Remove a member")
+    @router.delete(
+        "/tunnel_zones/{id}/members/{host_id}",
+        tags=["tunnel_zones"],
+        status_code=204,
+        summary="Remove a member",
+    )
     async def delete_member(id: str, host_id: str) -> Response:
         await run_in_threadpool(topo.delete_member, id, host_id)
         return Response(status_code=204)

@@ -75,8 +75,15 @@ def add_resource_routes(router: APIRouter, spec: Spec, topo: Topology) -> None:
         return await run_in_threadpool(work)
 
     _signature(list_items, names)
-    router.add_api_route(base, list_items, methods=["GET"], tags=[tag], summary=f"List {spec.kind}",
-                         operation_id=f"list_{spec.kind}", responses={200: {"model": list[model]}})  # type: ignore[valid-type]
+    router.add_api_route(
+        base,
+        list_items,
+        methods=["GET"],
+        tags=[tag],
+        summary=f"List {spec.kind}",
+        operation_id=f"list_{spec.kind}",
+        responses={200: {"model": list[model]}},  # type: ignore[valid-type]
+    )
 
     if spec.creatable:
 
@@ -93,9 +100,16 @@ def add_resource_routes(router: APIRouter, spec: Spec, topo: Topology) -> None:
             return JSONResponse(status_code=201, content=await run_in_threadpool(work))
 
         _signature(create_item, names, body=create_model)
-        router.add_api_route(base, create_item, methods=["POST"], tags=[tag], status_code=201,
-                             summary=f"Create a {spec.singular}", operation_id=f"create_{spec.kind}",
-                             responses={201: {"model": model}})
+        router.add_api_route(
+            base,
+            create_item,
+            methods=["POST"],
+            tags=[tag],
+            status_code=201,
+            summary=f"Create a {spec.singular}",
+            operation_id=f"create_{spec.kind}",
+            responses={201: {"model": model}},
+        )
 
     item_routes: list[tuple[str, list[str]]] = [(f"{base}/{{id}}", names)]
     if spec.parent is not None:
@@ -122,8 +136,15 @@ def _add_item_routes(
         return await run_in_threadpool(owned, params)
 
     _signature(get_item, [*names, "id"])
-    router.add_api_route(path, get_item, methods=["GET"], tags=[tag], summary=f"Show a {spec.singular}",
-                         operation_id=f"get_{spec.kind}{suffix}", responses={200: {"model": spec.model}})
+    router.add_api_route(
+        path,
+        get_item,
+        methods=["GET"],
+        tags=[tag],
+        summary=f"Show a {spec.singular}",
+        operation_id=f"get_{spec.kind}{suffix}",
+        responses={200: {"model": spec.model}},
+    )
 
     if spec.updatable:
 
@@ -136,8 +157,15 @@ def _add_item_routes(
             return await run_in_threadpool(work)
 
         _signature(patch_item, [*names, "id"], body=update_model)
-        router.add_api_route(path, patch_item, methods=["PATCH"], tags=[tag], summary=f"Change a {spec.singular}",
-                             operation_id=f"update_{spec.kind}{suffix}", responses={200: {"model": spec.model}})
+        router.add_api_route(
+            path,
+            patch_item,
+            methods=["PATCH"],
+            tags=[tag],
+            summary=f"Change a {spec.singular}",
+            operation_id=f"update_{spec.kind}{suffix}",
+            responses={200: {"model": spec.model}},
+        )
 
     async def delete_item(**params: str) -> Response:
         def work() -> None:
@@ -148,5 +176,12 @@ def _add_item_routes(
         return Response(status_code=204)
 
     _signature(delete_item, [*names, "id"])
-    router.add_api_route(path, delete_item, methods=["DELETE"], tags=[tag], status_code=204,
-                         summary=f"Delete a {spec.singular}", operation_id=f"delete_{spec.kind}{suffix}")
+    router.add_api_route(
+        path,
+        delete_item,
+        methods=["DELETE"],
+        tags=[tag],
+        status_code=204,
+        summary=f"Delete a {spec.singular}",
+        operation_id=f"delete_{spec.kind}{suffix}",
+    )

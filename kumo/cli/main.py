@@ -31,8 +31,13 @@ def cli(ctx: click.Context, api: str | None, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--state-dir", type=click.Path(path_type=Path), default=Path("/var/lib/kumo"), show_default=True,
-              help="Where kumo.db lives.")
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    default=Path("/var/lib/kumo"),
+    show_default=True,
+    help="Where kumo.db lives.",
+)
 @click.option("--listen", default="127.0.0.1:8181", show_default=True, help="ADDRESS:PORT of the REST API.")
 def up(state_dir: Path, listen: str) -> None:
     """All-in-one for one machine: REST API on the embedded store (the agent joins in a later release)."""

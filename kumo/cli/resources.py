@@ -68,7 +68,9 @@ def resolve(client: Client, kinds: tuple[str, ...], token: str, *, must_exist: b
         raise ApiError(400, "ambiguous_name", f"{len(matches)} {what}s are named {token!r} ({ids}); use an id")
     if not must_exist:
         return token
-    raise ApiError(404, "not_found", f"no {what} with id or name {token!r}; `kumo {cli_name(kinds[0])} list` shows them")
+    raise ApiError(
+        404, "not_found", f"no {what} with id or name {token!r}; `kumo {cli_name(kinds[0])} list` shows them"
+    )
 
 
 def _refs(spec: Spec) -> dict[str, Ref]:
@@ -112,8 +114,14 @@ def field_options(spec: Spec, fields: list[str], *, for_update: bool) -> list[cl
         if for_update and (nullable or shape == "list"):
             hints.append("'none' clears it")
         options.append(
-            click.Option([*names, fname], multiple=shape == "list", default=None, show_default=False,
-                         metavar=metavar, help="; ".join(hints) or None)
+            click.Option(
+                [*names, fname],
+                multiple=shape == "list",
+                default=None,
+                show_default=False,
+                metavar=metavar,
+                help="; ".join(hints) or None,
+            )
         )
     return options
 
@@ -181,9 +189,15 @@ def resource_group(spec: Spec) -> click.Group:
         show_many(ctx, spec, ctx.client.collection(coll_kind).list(**resolved), spec.kind)
 
     for pname in parent_names:
-        list_cmd.params.append(click.Option([f"--{pname.replace('_', '-')}", f"--{pname[:-3].replace('_', '-')}", pname],
-                                            default=None, show_default=False, metavar="ID",
-                                            help=f"the {SPECS[_parent_kind(spec, pname)].singular} (id or name)"))
+        list_cmd.params.append(
+            click.Option(
+                [f"--{pname.replace('_', '-')}", f"--{pname[:-3].replace('_', '-')}", pname],
+                default=None,
+                show_default=False,
+                metavar="ID",
+                help=f"the {SPECS[_parent_kind(spec, pname)].singular} (id or name)",
+            )
+        )
     group.add_command(list_cmd)
 
     @click.command("show", help=f"Show one {spec.singular}.")
@@ -203,8 +217,11 @@ def resource_group(spec: Spec) -> click.Group:
         @common_options
         def create_cmd(api: str | None, as_json: bool | None, **given: Any) -> None:
             ctx = make_ctx(api, as_json)
-            show_one(ctx, ctx.client.collection(coll_kind).create(**collect_fields(ctx, spec, given, for_update=False)),
-                     f"created {spec.singular}")
+            show_one(
+                ctx,
+                ctx.client.collection(coll_kind).create(**collect_fields(ctx, spec, given, for_update=False)),
+                f"created {spec.singular}",
+            )
 
         create_cmd.params += field_options(spec, create_fields, for_update=False)
         group.add_command(create_cmd)
@@ -265,7 +282,9 @@ def _parent_params(spec: Spec) -> list[str]:
 def add_port_verbs(group: click.Group) -> None:
     ports = SPECS["ports"]
 
-    @group.command("link", help="Link two ports (interior): router-bridge, router-router, or bridge-bridge with a VLAN.")
+    @group.command(
+        "link", help="Link two ports (interior): router-bridge, router-router, or bridge-bridge with a VLAN."
+    )
     @click.argument("port")
     @click.argument("peer")
     @common_options

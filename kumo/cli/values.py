@@ -78,7 +78,12 @@ def _range(text: str) -> dict[str, int]:
 def _nat_target(text: str) -> dict[str, Any]:
     addresses, _, ports = text.partition(":")
     first, _, last = addresses.partition("-")
-    target: dict[str, Any] = {"address_from": first, "address_to": last or first, "port_from": 0, "port_to": 0}
+    target: dict[str, Any] = {
+        "address_from": first,
+        "address_to": last or first,
+        "port_from": 0,
+        "port_to": 0,
+    }
     if ports:
         port_range = _range(ports)
         target["port_from"], target["port_to"] = port_range["start"], port_range["end"]

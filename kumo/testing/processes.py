@@ -26,9 +26,20 @@ class ApiProcess:
     def start(self, timeout: float = 20.0) -> ApiProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed on stop
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kumo.cli.main", "api", "--store", self.store_url,
-             "--listen", f"127.0.0.1:{self.port}"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "kumo.cli.main",
+                "api",
+                "--store",
+                self.store_url,
+                "--listen",
+                f"127.0.0.1:{self.port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         log.close()
         deadline = time.monotonic() + timeout

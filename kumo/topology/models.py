@@ -13,11 +13,11 @@ from pydantic import Field, model_validator
 
 from kumo.topology.fields import (
     CIDR,
-    IPv4,
     MAC,
     Asn,
     Id,
     InterfaceName,
+    IPv4,
     L4Port,
     Name,
     PortRange,
@@ -73,14 +73,14 @@ class Port(Filtered):
             if self.port_address is None or self.network_cidr is None:
                 raise ValueError("port_address and network_cidr are required on a router port")
             if not ip_in(self.port_address, self.network_cidr):
-                raise ValueError(
-                    f"port_address {self.port_address} is not inside network_cidr {self.network_cidr}"
-                )
+                raise ValueError(f"port_address {self.port_address} is not inside network_cidr {self.network_cidr}")
             net = ipaddress.IPv4Network(self.network_cidr)
-            if net.prefixlen < 31 and self.port_address in (str(net.network_address), str(net.broadcast_address)):
+            if net.prefixlen < 31 and self.port_address in (
+                str(net.network_address),
+                str(net.broadcast_address),
+            ):
                 raise ValueError(
-                    f"port_address {self.port_address} is the network or broadcast address of {net}; "
-                    "use a host address"
+                    f"port_address {self.port_address} is the network or broadcast address of {net}; use a host address"
                 )
             if self.port_mac is not None and is_multicast_mac(self.port_mac):
                 raise ValueError(f"port_mac {self.port_mac} is a multicast MAC; use a unicast one")

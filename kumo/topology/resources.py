@@ -111,7 +111,13 @@ SPECS: dict[str, Spec] = {
     s.kind: s
     for s in [
         Spec("bridges", m.Bridge, "bridge", FILTER_REFS, columns=("id", "name", "tenant_id", "admin_state_up")),
-        Spec("routers", m.Router, "router", FILTER_REFS, columns=("id", "name", "tenant_id", "admin_state_up", "asn")),
+        Spec(
+            "routers",
+            m.Router,
+            "router",
+            FILTER_REFS,
+            columns=("id", "name", "tenant_id", "admin_state_up", "asn"),
+        ),
         Spec(
             "ports",
             m.Port,
@@ -125,8 +131,17 @@ SPECS: dict[str, Spec] = {
             read_only=frozenset({"type", "tunnel_key", "peer_id"}),
             immutable=frozenset({"device_id"}),
             claims=_port_claims,
-            columns=("id", "name", "type", "device_id", "tunnel_key", "port_address", "peer_id", "host_id",
-                     "interface_name"),
+            columns=(
+                "id",
+                "name",
+                "type",
+                "device_id",
+                "tunnel_key",
+                "port_address",
+                "peer_id",
+                "host_id",
+                "interface_name",
+            ),
         ),
         Spec(
             "routes",
@@ -137,11 +152,24 @@ SPECS: dict[str, Spec] = {
             immutable=frozenset({"router_id"}),
             parent="routers",
             parent_field="router_id",
-            columns=("id", "dst_cidr", "src_cidr", "type", "next_hop_port_id", "next_hop_gateway", "weight",
-                     "learned"),
+            columns=(
+                "id",
+                "dst_cidr",
+                "src_cidr",
+                "type",
+                "next_hop_port_id",
+                "next_hop_gateway",
+                "weight",
+                "learned",
+            ),
         ),
-        Spec("chains", m.Chain, "chain", read_only=frozenset({"rule_ids"}),
-             columns=("id", "name", "tenant_id", "rule_ids")),
+        Spec(
+            "chains",
+            m.Chain,
+            "chain",
+            read_only=frozenset({"rule_ids"}),
+            columns=("id", "name", "tenant_id", "rule_ids"),
+        ),
         Spec(
             "rules",
             m.Rule,

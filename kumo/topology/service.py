@@ -9,6 +9,7 @@ operation, so no half-applied change is ever visible.
 
 from __future__ import annotations
 
+import builtins
 import random
 import uuid
 from collections.abc import Callable
@@ -345,12 +346,24 @@ class Topology:
                 tx.modify("routes", route["id"])["dst_cidr"] = port["network_cidr"]
 
     @staticmethod
-    def _port_routes(port: Obj) -> list[Obj]:
+    def _port_routes(port: Obj) -> builtins.list[Obj]:
         """A router port's LOCAL /32 route (to the router itself) and its directly connected network."""
-        base = {"router_id": port["device_id"], "src_cidr": "0.0.0.0/0", "next_hop_port_id": port["id"],
-                "next_hop_gateway": None, "weight": 100, "learned": False}
+        base = {
+            "router_id": port["device_id"],
+            "src_cidr": "0.0.0.0/0",
+            "next_hop_port_id": port["id"],
+            "next_hop_gateway": None,
+            "weight": 100,
+            "learned": False,
+        }
         return [
-            {**base, "id": str(uuid.uuid4()), "dst_cidr": f"{port['port_address']}/32", "type": "local", "weight": 0},
+            {
+                **base,
+                "id": str(uuid.uuid4()),
+                "dst_cidr": f"{port['port_address']}/32",
+                "type": "local",
+                "weight": 0,
+            },
             {**base, "id": str(uuid.uuid4()), "dst_cidr": port["network_cidr"], "type": "normal"},
         ]
 
@@ -384,7 +397,8 @@ class Topology:
             raise InvalidInput("peer_id: both ports belong to the same device; link ports of two devices")
         if a["type"] == b["type"] == "bridge" and a["vlan_id"] is None and b["vlan_id"] is None:
             raise InvalidInput(
-                "vlan_id: a bridge-to-bridge link needs a vlan_id on one of the two ports", code="vlan_required"
+                "vlan_id: a bridge-to-bridge link needs a vlan_id on one of the two ports",
+                code="vlan_required",
             )
         a["peer_id"], b["peer_id"] = peer_id, port_id
         tx.commit()

@@ -16,8 +16,14 @@ class Cli:
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "KUMO_API": self.api_url, "COLUMNS": "200"}
-        return subprocess.run([sys.executable, "-m", "kumo.cli.main", *args], env=env, capture_output=True,
-                              text=True, timeout=60, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            [sys.executable, "-m", "kumo.cli.main", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
 
     def __call__(self, *args: str) -> Any:
         """Run with --json; the command must succeed."""

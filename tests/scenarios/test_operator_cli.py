@@ -16,7 +16,18 @@ from kumo.testing.zookeeper import ZooKeeperServer
 from kumo.topology.store.zookeeper import new_chroot
 from tests.scenarios.conftest import Cli
 
-RULE_TYPES = ["accept", "drop", "reject", "return", "continue", "jump", "dnat", "snat", "rev_dnat", "rev_snat"]
+RULE_TYPES = [
+    "accept",
+    "drop",
+    "reject",
+    "return",
+    "continue",
+    "jump",
+    "dnat",
+    "snat",
+    "rev_dnat",
+    "rev_snat",
+]
 
 
 def build_topology(kumo: Cli) -> dict[str, str]:
@@ -25,15 +36,45 @@ def build_topology(kumo: Cli) -> dict[str, str]:
     ids["db"] = kumo("bridge", "create", "--name", "db", "--tenant-id", "acme")["id"]
     ids["r1"] = kumo("router", "create", "--name", "r1", "--asn", "65001")["id"]
     for net, third in (("web", 1), ("db", 2)):
-        kumo("port", "create", "--device", "r1", "--name", f"r1-{net}", "--port-address", f"10.0.{third}.1",
-             "--network-cidr", f"10.0.{third}.0/24")
+        kumo(
+            "port",
+            "create",
+            "--device",
+            "r1",
+            "--name",
+            f"r1-{net}",
+            "--port-address",
+            f"10.0.{third}.1",
+            "--network-cidr",
+            f"10.0.{third}.0/24",
+        )
         kumo("port", "create", "--device", net, "--name", f"{net}-up")
         linked = kumo("port", "link", f"{net}-up", f"r1-{net}")
         assert linked["peer_id"]
-    ids["uplink"] = kumo("port", "create", "--device", "r1", "--name", "uplink", "--port-address", "192.0.2.2",
-                         "--network-cidr", "192.0.2.0/24")["id"]
-    kumo("route", "create", "--router", "r1", "--dst-cidr", "0.0.0.0/0", "--next-hop-port", "uplink",
-         "--next-hop-gateway", "192.0.2.1")
+    ids["uplink"] = kumo(
+        "port",
+        "create",
+        "--device",
+        "r1",
+        "--name",
+        "uplink",
+        "--port-address",
+        "192.0.2.2",
+        "--network-cidr",
+        "192.0.2.0/24",
+    )["id"]
+    kumo(
+        "route",
+        "create",
+        "--router",
+        "r1",
+        "--dst-cidr",
+        "0.0.0.0/0",
+        "--next-hop-port",
+        "uplink",
+        "--next-hop-gateway",
+        "192.0.2.1",
+    )
     kumo("route", "create", "--router", "r1", "--dst-cidr", "203.0.113.0/24", "--type", "blackhole")
     ids["vm1"] = kumo("port", "create", "--device", "web", "--name", "vm1")["id"]
     kumo("port", "bind", "vm1", "--host", "host-1", "--interface", "tap-vm1")
@@ -44,8 +85,16 @@ def build_topology(kumo: Cli) -> dict[str, str]:
     ids["admins"] = kumo("ip-addr-group", "create", "--name", "admins", "--addresses", "10.0.9.1,10.0.9.2")["id"]
     extra = {
         "accept": ["--match-return-flow", "true"],
-        "drop": ["--nw-proto", "6", "--tp-dst", "23", "--ip-addr-group-src", "admins", "--inv-ip-addr-group-src",
-                 "true"],
+        "drop": [
+            "--nw-proto",
+            "6",
+            "--tp-dst",
+            "23",
+            "--ip-addr-group-src",
+            "admins",
+            "--inv-ip-addr-group-src",
+            "true",
+        ],
         "reject": ["--nw-src", "10.66.0.0/16", "--in-port-ids", "vm1"],
         "return": ["--port-group", "web-servers"],
         "continue": ["--dl-type", "0x0800"],
@@ -59,16 +108,51 @@ def build_topology(kumo: Cli) -> dict[str, str]:
         kumo("chain", "rule", "add", "fw", "--type", rule_type, *extra[rule_type])
     kumo("router", "set", "r1", "--inbound-filter", "fw")
 
-    ids["subnet"] = kumo("dhcp-subnet", "create", "--bridge", "web", "--cidr", "10.0.1.0/24", "--gateway",
-                         "10.0.1.1", "--dns-servers", "10.0.1.1", "--routes", "10.9.0.0/16,10.0.1.1")["id"]
-    kumo("dhcp-host", "create", "--subnet", ids["subnet"], "--mac", "02:00:00:00:01:01", "--ip-address",
-         "10.0.1.11", "--name", "vm1", "--extra-options", "42=10.0.1.1")
+    ids["subnet"] = kumo(
+        "dhcp-subnet",
+        "create",
+        "--bridge",
+        "web",
+        "--cidr",
+        "10.0.1.0/24",
+        "--gateway",
+        "10.0.1.1",
+        "--dns-servers",
+        "10.0.1.1",
+        "--routes",
+        "10.9.0.0/16,10.0.1.1",
+    )["id"]
+    kumo(
+        "dhcp-host",
+        "create",
+        "--subnet",
+        ids["subnet"],
+        "--mac",
+        "02:00:00:00:01:01",
+        "--ip-address",
+        "10.0.1.11",
+        "--name",
+        "vm1",
+        "--extra-options",
+        "42=10.0.1.1",
+    )
 
     kumo("load-balancer", "create", "--router", "r1", "--name", "lb1")
     kumo("health-monitor", "create", "--name", "hm1", "--delay", "5", "--timeout", "2")
     kumo("pool", "create", "--load-balancer", "lb1", "--health-monitor", "hm1", "--name", "pool1")
     kumo("pool-member", "create", "--pool", "pool1", "--address", "10.0.1.11", "--protocol-port", "8080")
-    kumo("vip", "create", "--pool", "pool1", "--address", "192.0.2.10", "--protocol-port", "80", "--name", "vip1")
+    kumo(
+        "vip",
+        "create",
+        "--pool",
+        "pool1",
+        "--address",
+        "192.0.2.10",
+        "--protocol-port",
+        "80",
+        "--name",
+        "vip1",
+    )
     kumo("bgp-peer", "create", "--router", "r1", "--asn", "65000", "--address", "192.0.2.1")
     kumo("bgp-network", "create", "--router", "r1", "--cidr", "198.51.100.0/24")
 
@@ -122,8 +206,9 @@ def test_operator_builds_and_manages_a_cloud_with_the_cli(tmp_path: Path) -> Non
         assert "already linked" in kumo.fails("port", "link", "web-up", "r1-db")
         assert "no bridge with id or name 'nope'" in kumo.fails("bridge", "show", "nope")
         assert "already bound" in kumo.fails("port", "bind", "uplink", "--host", "host-1", "--interface", "tap-vm1")
-        assert "not inside network_cidr" in kumo.fails("port", "create", "--device", "r1", "--port-address",
-                                                       "10.5.0.1", "--network-cidr", "10.6.0.0/24")
+        assert "not inside network_cidr" in kumo.fails(
+            "port", "create", "--device", "r1", "--port-address", "10.5.0.1", "--network-cidr", "10.6.0.0/24"
+        )
         assert "No such option" in kumo.fails("bridge", "create", "--nmae", "x")
 
         # a rule naming one of the bridge's ports keeps it (409) until the rule lets go of it

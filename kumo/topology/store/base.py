@@ -113,9 +113,7 @@ def not_found(kind: str, obj_id: str) -> NotFound:
 
 def check_expected_version(kind: str, obj_id: str, expected: int | None, actual: int) -> None:
     if expected is not None and expected != actual:
-        raise VersionConflict(
-            f"{kind} {obj_id} changed concurrently (version {actual}, expected {expected}); retry"
-        )
+        raise VersionConflict(f"{kind} {obj_id} changed concurrently (version {actual}, expected {expected}); retry")
 
 
 def already_exists(kind: str, obj_id: str) -> Conflict:
@@ -132,9 +130,7 @@ class _Subscriber:
     def wants(self, change: Change) -> bool:
         if change.op == "resync":
             return self.kind is None or change.kind in ("*", self.kind)
-        return (self.kind is None or self.kind == change.kind) and (
-            self.obj_id is None or self.obj_id == change.id
-        )
+        return (self.kind is None or self.kind == change.kind) and (self.obj_id is None or self.obj_id == change.id)
 
 
 @dataclass
@@ -209,9 +205,7 @@ class WatchHub:
                     return
                 with self._lock:
                     if isinstance(item, Change):
-                        targets: Sequence[Callable[[Any], None]] = [
-                            s.callback for s in self._subs if s.wants(item)
-                        ]
+                        targets: Sequence[Callable[[Any], None]] = [s.callback for s in self._subs if s.wants(item)]
                     else:
                         targets = [cb for _, t, cb in self._state_subs if t == item.table]
                 for callback in targets:
@@ -246,11 +240,7 @@ class Store(abc.ABC):
     def list(self, kind: str, **equal: Any) -> list[Obj]:
         """Objects of a kind whose fields equal the given values (simple filters), in id order."""
         items = self.list_versioned(kind)
-        return [
-            v.value
-            for _, v in sorted(items.items())
-            if all(v.value.get(k) == want for k, want in equal.items())
-        ]
+        return [v.value for _, v in sorted(items.items()) if all(v.value.get(k) == want for k, want in equal.items())]
 
     @abc.abstractmethod
     def transaction(self, ops: Sequence[Op]) -> None:

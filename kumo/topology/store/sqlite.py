@@ -80,9 +80,7 @@ class SqliteStore(Store):
     # --- objects -------------------------------------------------------------------------------------
     def get_versioned(self, kind: str, obj_id: str) -> Versioned:
         with self._lock:
-            row = self._db.execute(
-                "SELECT data, version FROM objects WHERE kind=? AND id=?", (kind, obj_id)
-            ).fetchone()
+            row = self._db.execute("SELECT data, version FROM objects WHERE kind=? AND id=?", (kind, obj_id)).fetchone()
         if row is None:
             raise not_found(kind, obj_id)
         return Versioned(json.loads(row[0]), row[1])
@@ -117,9 +115,7 @@ class SqliteStore(Store):
             self._hub.publish(Change(c.op, c.kind, c.id, c.old, c.new, seq) for c in changes)
 
     def _current(self, kind: str, obj_id: str) -> tuple[Obj, int] | None:
-        row = self._db.execute(
-            "SELECT data, version FROM objects WHERE kind=? AND id=?", (kind, obj_id)
-        ).fetchone()
+        row = self._db.execute("SELECT data, version FROM objects WHERE kind=? AND id=?", (kind, obj_id)).fetchone()
         return None if row is None else (json.loads(row[0]), row[1])
 
     def _apply(self, op: Op) -> Change | None:
@@ -192,9 +188,7 @@ class SqliteStore(Store):
     def _drop_owned(self, owner_id: str) -> None:
         with self._lock:
             self._sessions.discard(owner_id)
-            rows = self._db.execute(
-                "SELECT tbl, key, data FROM state WHERE owner=?", (owner_id,)
-            ).fetchall()
+            rows = self._db.execute("SELECT tbl, key, data FROM state WHERE owner=?", (owner_id,)).fetchall()
             self._db.execute("DELETE FROM state WHERE owner=?", (owner_id,))
             self._hub.publish([StateChange(t, k, json.loads(d), None) for t, k, d in rows])
 
@@ -205,4 +199,3 @@ class SqliteStore(Store):
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
-

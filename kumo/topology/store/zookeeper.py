@@ -13,6 +13,7 @@ the same ZooKeeper multi-op as the objects gives every watcher every change, in 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -153,14 +154,15 @@ class ZookeeperStore(Store):
         pending: dict[str, tuple[Obj, int] | None] = {}
         for op in ops:
             path = self._obj_path(op.kind, op.id)
-            current = pending[path] if path in pending else self._read(path)
             if isinstance(op, Create):
-                if path in pending and current is not None:
+                # No read: ZooKeeper itself refuses an existing node (NodeExistsError below).
+                if pending.get(path) is not None:
                     raise already_exists(op.kind, op.id)
                 txn.create(path, _enc(op.value))
                 pending[path] = (op.value, 0)
                 changes.append({"op": "create", "kind": op.kind, "id": op.id, "old": None, "new": op.value})
                 continue
+            current = pending[path] if path in pending else self._read(path)
             if current is None:
                 raise not_found(op.kind, op.id)
             old, version = current
@@ -191,15 +193,15 @@ class ZookeeperStore(Store):
                 self._maybe_trim(int(str(results[-1]).rsplit("c-", 1)[1]))
             return True
         index, error = failure
-        op = ops[index] if index < len(ops) else None
-        if isinstance(error, NodeExistsError) and isinstance(op, Create):
-            raise already_exists(op.kind, op.id)
-        if isinstance(error, (BadVersionError, NoNodeError)) and op is not None:
-            if isinstance(error, NoNodeError) and not isinstance(op, Create):
-                # Vanished between our read and the commit: re-read decides whether that is NotFound.
+        failed = ops[index] if index < len(ops) else None
+        if isinstance(error, NodeExistsError) and isinstance(failed, Create):
+            raise already_exists(failed.kind, failed.id)
+        if isinstance(error, (BadVersionError, NoNodeError)) and failed is not None:
+            if isinstance(error, NoNodeError) or isinstance(failed, Create):
+                # Vanished between our read and the commit: re-reading decides whether that is NotFound.
                 return False
-            if op.version is not None:
-                raise VersionConflict(f"{op.kind} {op.id} changed concurrently; retry")
+            if failed.version is not None:
+                raise VersionConflict(f"{failed.kind} {failed.id} changed concurrently; retry")
             return False
         raise StoreUnavailable(f"ZooKeeper refused the transaction: {error!r}")
 
@@ -227,9 +229,7 @@ class ZookeeperStore(Store):
         with self._reader_lock:
             if self._reader is None:
                 start = self._log_tail()
-                self._reader = threading.Thread(
-                    target=self._read_log, args=(start,), name="zk-log-reader", daemon=True
-                )
+                self._reader = threading.Thread(target=self._read_log, args=(start,), name="zk-log-reader", daemon=True)
                 self._reader.start()
         return self._hub.subscribe(callback, kind, obj_id)
 
@@ -316,10 +316,8 @@ class ZookeeperStore(Store):
         raise VersionConflict(f"state entry {table}/{key} keeps changing concurrently; retry")
 
     def state_delete(self, table: str, key: str) -> None:
-        try:
+        with contextlib.suppress(NoNodeError):
             self.zk.delete(self._state_path(table, key))
-        except NoNodeError:
-            pass
 
     def state_list(self, table: str) -> dict[str, Obj]:
         try:

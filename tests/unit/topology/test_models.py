@@ -30,8 +30,13 @@ def test_defaults_follow_the_api_contract() -> None:
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("10.0.0.0/24", "10.0.0.0/24"), ("10.0.0.5/24", "did you mean 10.0.0.0/24"), ("10.0.0.0/33", "prefix"),
-     ("fe80::/64", "not an IPv4 CIDR"), ("banana", "not an IPv4 CIDR")],
+    [
+        ("10.0.0.0/24", "10.0.0.0/24"),
+        ("10.0.0.5/24", "did you mean 10.0.0.0/24"),
+        ("10.0.0.0/33", "prefix"),
+        ("fe80::/64", "not an IPv4 CIDR"),
+        ("banana", "not an IPv4 CIDR"),
+    ],
 )
 def test_cidrs_are_strict_and_explain_the_fix(value: str, expected: str) -> None:
     if value == expected:
@@ -44,21 +49,25 @@ def test_macs_are_normalised_and_checked() -> None:
     host = m.DhcpHost(id="h", subnet_id="s", bridge_id="b", mac="AA-BB-CC-00-11-22", ip_address="10.0.0.2")
     assert host.mac == "aa:bb:cc:00:11:22"
     assert "not a MAC address" in invalid(m.DhcpHost, subnet_id="s", bridge_id="b", mac="aa:bb", ip_address="10.0.0.2")
-    assert "multicast" in invalid(m.DhcpHost, subnet_id="s", bridge_id="b", mac="01:00:5e:00:00:01",
-                                  ip_address="10.0.0.2")
+    assert "multicast" in invalid(
+        m.DhcpHost, subnet_id="s", bridge_id="b", mac="01:00:5e:00:00:01", ip_address="10.0.0.2"
+    )
 
 
 def test_router_port_address_must_lie_in_its_network() -> None:
     ok = m.Port(id="p", device_id="r", type="router", port_address="10.0.1.1", network_cidr="10.0.1.0/24")
     assert ok.port_address == "10.0.1.1"
-    assert "not inside network_cidr" in invalid(m.Port, device_id="r", type="router", port_address="10.0.2.1",
-                                                network_cidr="10.0.1.0/24")
-    assert "network or broadcast" in invalid(m.Port, device_id="r", type="router", port_address="10.0.1.255",
-                                             network_cidr="10.0.1.0/24")
+    assert "not inside network_cidr" in invalid(
+        m.Port, device_id="r", type="router", port_address="10.0.2.1", network_cidr="10.0.1.0/24"
+    )
+    assert "network or broadcast" in invalid(
+        m.Port, device_id="r", type="router", port_address="10.0.1.255", network_cidr="10.0.1.0/24"
+    )
     assert "required on a router port" in invalid(m.Port, device_id="r", type="router")
     assert "router ports only" in invalid(m.Port, device_id="b", type="bridge", port_address="10.0.0.1")
-    assert "vlan_id is for bridge ports" in invalid(m.Port, device_id="r", type="router", port_address="10.0.1.1",
-                                                     network_cidr="10.0.1.0/24", vlan_id=5)
+    assert "vlan_id is for bridge ports" in invalid(
+        m.Port, device_id="r", type="router", port_address="10.0.1.1", network_cidr="10.0.1.0/24", vlan_id=5
+    )
     assert "binding needs both" in invalid(m.Port, device_id="b", type="bridge", host_id="h")
 
 
@@ -72,10 +81,18 @@ def test_router_port_address_must_lie_in_its_network() -> None:
         ({"type": "accept", "flow_action": "accept"}, "only for NAT rules"),
         ({"type": "accept", "match_forward_flow": True, "match_return_flow": True}, "cannot both"),
         ({"type": "drop", "tp_dst": {"start": 90, "end": 80}}, "above end"),
-        ({"type": "drop", "tp_dst": {"start": 80, "end": 80}, "fragment_policy": "nonheader"}, "non-first fragments"),
+        (
+            {"type": "drop", "tp_dst": {"start": 80, "end": 80}, "fragment_policy": "nonheader"},
+            "non-first fragments",
+        ),
         ({"type": "dnat", "nat_targets": [{"address_from": "10.0.0.9", "address_to": "10.0.0.1"}]}, "above"),
-        ({"type": "dnat", "nat_targets": [{"address_from": "10.0.0.1", "address_to": "10.0.0.1", "port_from": 0,
-                                           "port_to": 5}]}, "0/0 for static NAT"),
+        (
+            {
+                "type": "dnat",
+                "nat_targets": [{"address_from": "10.0.0.1", "address_to": "10.0.0.1", "port_from": 0, "port_to": 5}],
+            },
+            "0/0 for static NAT",
+        ),
         ({"type": "drop", "dl_src_mask": "ff:ff:ff:00:00:00"}, "needs dl_src"),
         ({"type": "explode"}, "Input should be"),
         ({"type": "drop", "nw_proto": 256}, "less than or equal to 255"),
@@ -97,10 +114,12 @@ def test_other_cross_field_rules() -> None:
     assert "not inside cidr" in invalid(m.DhcpSubnet, bridge_id="b", cidr="10.0.0.0/24", gateway="10.1.0.1")
     assert "timeout 9 is longer than delay 5" in invalid(m.HealthMonitor, delay=5, timeout=9)
     assert "at least 3 seconds" in invalid(m.BgpPeer, router_id="r", asn=1, address="10.0.0.1", hold_time=2)
-    assert "shorter than hold_time" in invalid(m.BgpPeer, router_id="r", asn=1, address="10.0.0.1", keepalive=90,
-                                               hold_time=90)
-    assert "blackhole route has no next hop" in invalid(m.Route, router_id="r", dst_cidr="10.0.0.0/8",
-                                                        type="blackhole", next_hop_port_id="p")
+    assert "shorter than hold_time" in invalid(
+        m.BgpPeer, router_id="r", asn=1, address="10.0.0.1", keepalive=90, hold_time=90
+    )
+    assert "blackhole route has no next hop" in invalid(
+        m.Route, router_id="r", dst_cidr="10.0.0.0/8", type="blackhole", next_hop_port_id="p"
+    )
     assert "next_hop_port_id is required" in invalid(m.Route, router_id="r", dst_cidr="10.0.0.0/8")
     assert m.Route(id="r", router_id="r", dst_cidr="10.0.0.0/8", type="reject").next_hop_port_id is None
 

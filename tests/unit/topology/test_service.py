@@ -37,7 +37,17 @@ def router_port(t: Topology, router: dict[str, Any], address: str, cidr: str, **
 
 
 def snapshot(t: Topology) -> dict[str, int]:
-    kinds = ["bridges", "routers", "ports", "routes", "chains", "rules", CLAIMS_KIND, "dhcp_subnets", "dhcp_hosts"]
+    kinds = [
+        "bridges",
+        "routers",
+        "ports",
+        "routes",
+        "chains",
+        "rules",
+        CLAIMS_KIND,
+        "dhcp_subnets",
+        "dhcp_hosts",
+    ]
     return {k: len(t.store.list(k)) for k in kinds}
 
 
@@ -107,7 +117,16 @@ def test_deleting_a_router_takes_its_routes_load_balancers_and_bgp(topo: Topolog
     with pytest.raises(Conflict, match="health_monitor_id of pool"):
         topo.delete("health_monitors", monitor["id"])
     topo.delete("routers", router["id"])
-    for kind in ("ports", "routes", "load_balancers", "pools", "pool_members", "vips", "bgp_peers", "bgp_networks"):
+    for kind in (
+        "ports",
+        "routes",
+        "load_balancers",
+        "pools",
+        "pool_members",
+        "vips",
+        "bgp_peers",
+        "bgp_networks",
+    ):
         assert topo.list(kind) == [], kind
     topo.delete("health_monitors", monitor["id"])
 
@@ -134,8 +153,15 @@ def test_port_groups_and_address_groups(topo: Topology) -> None:
         topo.create("ports", {"device_id": bridge["id"], "port_group_ids": ["missing"]})
     addresses = topo.create("ip_addr_groups", {"name": "admins", "addresses": ["10.0.0.1", "10.0.0.2"]})
     chain = topo.create("chains", {})
-    rule = topo.create("rules", {"chain_id": chain["id"], "type": "accept", "ip_addr_group_src": addresses["id"],
-                                 "in_port_ids": [port["id"]]})
+    rule = topo.create(
+        "rules",
+        {
+            "chain_id": chain["id"],
+            "type": "accept",
+            "ip_addr_group_src": addresses["id"],
+            "in_port_ids": [port["id"]],
+        },
+    )
     with pytest.raises(Conflict, match="ip_addr_group_src"):
         topo.delete("ip_addr_groups", addresses["id"])
     with pytest.raises(Conflict, match="in_port_ids"):
@@ -269,8 +295,9 @@ def test_hosts_tunnel_zones_and_liveness(topo: Topology) -> None:
 
 def test_bgp_password_is_write_only(topo: Topology) -> None:
     router = topo.create("routers", {"asn": 65001})
-    peer = topo.create("bgp_peers", {"router_id": router["id"], "asn": 65000, "address": "192.0.2.1",
-                                     "password": "secret"})
+    peer = topo.create(
+        "bgp_peers", {"router_id": router["id"], "asn": 65000, "address": "192.0.2.1", "password": "secret"}
+    )
     assert peer["password"] == "********"
     topo.update("bgp_peers", peer["id"], {"password": "********", "keepalive": 30})  # a round-tripped GET
     assert topo.store.get("bgp_peers", peer["id"])["password"] == "secret"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -129,7 +130,7 @@ def test_watch_delivers_every_change_in_order_with_old_and_new(store: Store) -> 
     for w in range(writers):
         mine = [c for c in seen if c.id == f"w{w}"]
         assert [c.op for c in mine] == ["create"] + ["update"] * (per_writer - 1) + ["delete"]
-        for before, after in zip(mine, mine[1:], strict=False):
+        for before, after in itertools.pairwise(mine):
             assert after.old == before.new  # every intermediate value is seen, none skipped
         assert mine[-1].new is None and mine[-1].old == {"n": per_writer - 1}
 
