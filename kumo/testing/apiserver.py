@@ -9,7 +9,7 @@ from types import TracebackType
 import uvicorn
 
 from kumo.api import create_app
-from kumo.testing.zookeeper import free_port
+from kumo.testing.common import free_port
 from kumo.topology.store.base import Store
 
 

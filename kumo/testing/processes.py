@@ -6,13 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import TracebackType
 
 import httpx
 
-from kumo.testing.zookeeper import free_port
+from kumo.testing.common import free_port, wait_ready
 
 
 class ApiProcess:
@@ -42,18 +41,19 @@ class ApiProcess:
             start_new_session=True,
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"kumo api exited at start:\n{self.log_path.read_text()[-3000:]}")
+
+        def answers() -> bool:
             try:
-                if httpx.get(f"{self.url}/v1/", timeout=1).status_code == 200:
-                    return self
+                return httpx.get(f"{self.url}/v1/", timeout=1).status_code == 200
             except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"kumo api did not answer on {self.url} within {timeout} s")
+                return False
+
+        try:
+            wait_ready(self.proc, answers, timeout, f"kumo api on {self.url}", self.log_path.read_text)
+        except RuntimeError:
+            self.kill()
+            raise
+        return self
 
     def kill(self) -> None:
         """SIGKILL: what a crash looks like (no clean shutdown)."""

@@ -10,9 +10,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
+
+from kumo.testing.common import free_port, wait_ready
 
 _JARS = [
     "/usr/share/java/zookeeper.jar",
@@ -20,12 +21,6 @@ _JARS = [
     "/usr/share/java/log4j-1.2.jar",
     "/usr/share/java/slf4j-api.jar",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def four_letter(port: int, word: str, timeout: float = 1.0) -> str:
@@ -94,18 +89,17 @@ class ZooKeeperServer:
             stderr=open(self.dir / "stderr.log", "wb"),  # noqa: SIM115 - closed with the process
             stdin=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ZooKeeper exited at start: {(self.dir / 'stderr.log').read_text()[-2000:]}")
-            try:
-                if four_letter(self.port, "ruok") == "imok":
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"ZooKeeper did not answer ruok on port {self.port} within {self.start_timeout} s")
+        try:
+            wait_ready(
+                self.proc,
+                lambda: four_letter(self.port, "ruok") == "imok",
+                self.start_timeout,
+                f"ZooKeeper on port {self.port}",
+                (self.dir / "stderr.log").read_text,
+            )
+        except RuntimeError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

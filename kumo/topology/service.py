@@ -164,19 +164,24 @@ class Topology:
         if self.store.find(spec.kind, obj_id) is not None:
             raise Conflict(f"a {spec.singular} with id {obj_id} already exists", code="already_exists")
         tx = Tx(self.store)
-        draft = {**fields, "id": obj_id}
-        prepare = getattr(self, f"_prepare_{spec.kind}", None)
-        if prepare is not None:
-            prepare(tx, draft, None)
-        obj = self._validate(spec, draft)
-        self._check_refs(tx, spec, obj, None)
-        finish = getattr(self, f"_finish_{spec.kind}", None)
-        if finish is not None:
-            finish(tx, obj, None)
+        obj = self._checked(tx, spec, {**fields, "id": obj_id}, None)
         tx.claim(spec.claims(obj))
         tx.creates.insert(0, Create(spec.kind, obj_id, obj))
         tx.commit()
         return self._view(spec.kind, obj)
+
+    def _checked(self, tx: Tx, spec: Spec, draft: Obj, old: Obj | None) -> Obj:
+        """The object a create (old is None) or update will write, with its kind's own hooks applied:
+        `_prepare_<kind>` derives fields before validation, `_finish_<kind>` adds dependent operations."""
+        prepare = getattr(self, f"_prepare_{spec.kind}", None)
+        if prepare is not None:
+            prepare(tx, draft, old)
+        obj = self._validate(spec, draft)
+        self._check_refs(tx, spec, obj, old)
+        finish = getattr(self, f"_finish_{spec.kind}", None)
+        if finish is not None:
+            finish(tx, obj, old)
+        return obj
 
     def update(self, kind: str, obj_id: str, changes: Obj) -> Obj:
         spec = spec_of(kind)
@@ -199,15 +204,7 @@ class Topology:
                     code="immutable_field",
                 )
         tx = Tx(self.store)
-        draft = {**old, **changes}
-        prepare = getattr(self, f"_prepare_{spec.kind}", None)
-        if prepare is not None:
-            prepare(tx, draft, old)
-        obj = self._validate(spec, draft)
-        self._check_refs(tx, spec, obj, old)
-        finish = getattr(self, f"_finish_{spec.kind}", None)
-        if finish is not None:
-            finish(tx, obj, old)
+        obj = self._checked(tx, spec, {**old, **changes}, old)
         old_claims, new_claims = spec.claims(old), spec.claims(obj)
         tx.release({c: m for c, m in old_claims.items() if c not in new_claims})
         tx.claim({c: m for c, m in new_claims.items() if c not in old_claims})

@@ -3,33 +3,20 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kumo.testing.zookeeper import ZooKeeperServer
 from kumo.topology.errors import Conflict, InvalidInput, NotFound
 from kumo.topology.resources import CLAIMS_KIND
 from kumo.topology.service import Topology
 from kumo.topology.state import register_host
 from kumo.topology.store.base import Store
-from kumo.topology.store.sqlite import SqliteStore
-from kumo.topology.store.zookeeper import ZookeeperStore, new_chroot
 
 
-@pytest.fixture(params=["sqlite", pytest.param("zookeeper", marks=pytest.mark.zookeeper)])
-def topo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Topology]:
-    if request.param == "sqlite":
-        store: Store = SqliteStore(tmp_path / "kumo.db")
-    else:
-        zk: ZooKeeperServer = request.getfixturevalue("zookeeper")
-        store = ZookeeperStore(zk.hosts, new_chroot())
-    try:
-        yield Topology(store)
-    finally:
-        store.close()
+@pytest.fixture
+def topo(store: Store) -> Topology:
+    return Topology(store)
 
 
 def router_port(t: Topology, router: dict[str, Any], address: str, cidr: str, **extra: Any) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,19 +16,6 @@ from kumo.topology.errors import Conflict, NotFound, VersionConflict
 from kumo.topology.store.base import Change, Check, Create, Delete, StateChange, Store, Update
 from kumo.topology.store.sqlite import SqliteStore
 from kumo.topology.store.zookeeper import ZookeeperStore, new_chroot
-
-
-@pytest.fixture(params=["sqlite", pytest.param("zookeeper", marks=pytest.mark.zookeeper)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        s: Store = SqliteStore(tmp_path / "kumo.db")
-    else:
-        zk: ZooKeeperServer = request.getfixturevalue("zookeeper")
-        s = ZookeeperStore(zk.hosts, new_chroot())
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
@@ -214,5 +201,6 @@ def test_zookeeper_owned_entries_vanish_on_session_expiry(zookeeper: ZooKeeperSe
         intruder.stop()
         intruder.close()
         assert wait_for(lambda: store.state_list("hosts_alive") == {}, timeout=10)
+        session.close()
     finally:
         store.close()
