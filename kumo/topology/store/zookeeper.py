@@ -19,19 +19,25 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote, unquote
 
-from kazoo.client import KazooClient
+from kazoo.client import KazooClient, TransactionRequest
 from kazoo.exceptions import (
     BadVersionError,
+    ConnectionClosedError,
+    ConnectionLoss,
     KazooException,
     NodeExistsError,
     NoNodeError,
     RolledBackError,
+    SessionExpiredError,
 )
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.protocol.states import KazooState
 from kazoo.recipe.cache import TreeCache, TreeEvent
+from kazoo.retry import KazooRetry
 
 from kumo.topology.errors import StoreUnavailable, VersionConflict
 from kumo.topology.store.base import (
@@ -62,6 +68,62 @@ TRIM_EVERY = 512  # trim the log once every this many commits
 _RETRIES = 20  # internal optimistic retries when another writer touched the same objects
 
 
+# kazoo's default reconnect backoff grows to a minute; a store must be back within a second of ZooKeeper.
+_RECONNECT = {"max_tries": -1, "delay": 0.1, "backoff": 1.5, "max_delay": 1.0}
+_UNAVAILABLE = (KazooTimeoutError, ConnectionLoss, SessionExpiredError, ConnectionClosedError)
+
+
+def _client(hosts: str, timeout: float) -> KazooClient:
+    return KazooClient(hosts=hosts, timeout=timeout, connection_retry=KazooRetry(**_RECONNECT))
+
+
+class _Bounded:
+    """kazoo's synchronous calls wait forever while ZooKeeper is away; these fail fast instead
+    (StoreUnavailable, a 503 at the API), so that no caller hangs on an outage."""
+
+    def __init__(self, client: KazooClient, hosts: str, timeout: float) -> None:
+        self.client = client
+        self.hosts = hosts
+        self.timeout = timeout
+
+    def call(self, start: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Issue one request and wait for it, boundedly. Refused before sending while disconnected (so a
+        refused write is never applied later); a request that goes unanswered has an unknown outcome."""
+        if self.client.state != KazooState.CONNECTED:
+            raise StoreUnavailable(f"ZooKeeper at {self.hosts} is unreachable; retry when it is back")
+        return self.wait(start(*args, **kwargs))
+
+    def wait(self, result: Any) -> Any:
+        try:
+            return result.get(timeout=self.timeout)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(
+                f"ZooKeeper at {self.hosts} did not answer ({type(exc).__name__}); a write may or may not "
+                "have been applied: re-read before retrying"
+            ) from None
+
+    def get(self, path: str, watch: Any = None) -> Any:
+        return self.call(self.client.get_async, path, watch=watch)
+
+    def get_children(self, path: str, watch: Any = None) -> list[str]:
+        return list(self.call(self.client.get_children_async, path, watch=watch))
+
+    def create(self, path: str, value: bytes = b"", ephemeral: bool = False) -> str:
+        return str(self.call(self.client.create_async, path, value, ephemeral=ephemeral))
+
+    def set(self, path: str, value: bytes, version: int = -1) -> Any:
+        return self.call(self.client.set_async, path, value, version=version)
+
+    def delete(self, path: str) -> None:
+        self.call(self.client.delete_async, path)
+
+    def ensure_path(self, path: str) -> None:
+        self.call(self.client.ensure_path_async, path)
+
+    def commit(self, txn: TransactionRequest) -> list[Any]:
+        return list(self.call(txn.commit_async))
+
+
 def _enc(value: Obj) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
@@ -74,8 +136,13 @@ class _ZkSession(Session):
     """An owner session is a ZooKeeper session of its own: its ephemeral znodes die with it."""
 
     def __init__(self, hosts: str, timeout: float) -> None:
-        self.client = KazooClient(hosts=hosts, timeout=timeout)
-        self.client.start(timeout=timeout)
+        self.client = _client(hosts, timeout)
+        try:
+            self.client.start(timeout=timeout)
+        except KazooTimeoutError:
+            self.client.close()
+            raise StoreUnavailable(f"cannot reach ZooKeeper at {hosts} to open a session") from None
+        self.io = _Bounded(self.client, hosts, timeout)
         self.id = f"{self.client.client_id[0]:x}"
 
     def close(self) -> None:
@@ -88,13 +155,15 @@ class ZookeeperStore(Store):
         self.hosts = hosts
         self.root = "/" + chroot.strip("/") if chroot.strip("/") else ""
         self.timeout = timeout
-        self.zk = KazooClient(hosts=hosts, timeout=timeout)
+        self.zk = _client(hosts, timeout)
         try:
             self.zk.start(timeout=timeout)
         except Exception as exc:
+            self.zk.close()
             raise StoreUnavailable(f"cannot reach ZooKeeper at {hosts}: {exc}") from exc
+        self.io = _Bounded(self.zk, hosts, timeout)
         for path in ("objects", "log", "state"):
-            self.zk.ensure_path(self._p(path))
+            self.io.ensure_path(self._p(path))
         self._known_kinds: set[str] = set()
         self._hub = WatchHub(f"zookeeper:{hosts}{self.root}")
         self._reader: threading.Thread | None = None
@@ -111,27 +180,27 @@ class ZookeeperStore(Store):
 
     def _ensure_kind(self, kind: str) -> None:
         if kind not in self._known_kinds:
-            self.zk.ensure_path(self._p("objects", kind))
+            self.io.ensure_path(self._p("objects", kind))
             self._known_kinds.add(kind)
 
     # --- objects -------------------------------------------------------------------------------------
     def get_versioned(self, kind: str, obj_id: str) -> Versioned:
         try:
-            data, stat = self.zk.get(self._obj_path(kind, obj_id))
+            data, stat = self.io.get(self._obj_path(kind, obj_id))
         except NoNodeError:
             raise not_found(kind, obj_id) from None
         return Versioned(_dec(data), stat.version)
 
     def list_versioned(self, kind: str) -> dict[str, Versioned]:
         try:
-            names = self.zk.get_children(self._p("objects", kind))
+            names = self.io.get_children(self._p("objects", kind))
         except NoNodeError:
             return {}
         pending = [(n, self.zk.get_async(self._p("objects", kind, n))) for n in names]
         out: dict[str, Versioned] = {}
         for name, result in pending:
             try:
-                data, stat = result.get(timeout=self.timeout)
+                data, stat = self.io.wait(result)
             except NoNodeError:
                 continue  # deleted between the listing and the read
             out[unquote(name)] = Versioned(_dec(data), stat.version)
@@ -181,7 +250,7 @@ class ZookeeperStore(Store):
         if changes:
             txn.create(self._p("log", "c-"), _enc({"changes": changes}), sequence=True)
         try:
-            results = txn.commit()
+            results = self.io.commit(txn)
         except KazooException as exc:
             raise StoreUnavailable(f"ZooKeeper transaction failed: {exc}") from exc
         failure = next(
@@ -207,7 +276,7 @@ class ZookeeperStore(Store):
 
     def _read(self, path: str) -> tuple[Obj, int] | None:
         try:
-            data, stat = self.zk.get(path)
+            data, stat = self.io.get(path)
         except NoNodeError:
             return None
         return _dec(data), stat.version
@@ -218,10 +287,10 @@ class ZookeeperStore(Store):
         floor = seq - LOG_KEEP
         floor_path = self._p("log-floor")
         try:
-            self.zk.create(floor_path, str(floor).encode())
+            self.io.create(floor_path, str(floor).encode())
         except NodeExistsError:
-            self.zk.set(floor_path, str(floor).encode())
-        for name in self.zk.get_children(self._p("log")):
+            self.io.set(floor_path, str(floor).encode())
+        for name in self.io.get_children(self._p("log")):
             if int(name[2:]) < floor:
                 self.zk.delete_async(self._p("log", name))
 
@@ -234,7 +303,7 @@ class ZookeeperStore(Store):
         return self._hub.subscribe(callback, kind, obj_id)
 
     def _log_seqs(self, watch: Any = None) -> list[int]:
-        return sorted(int(n[2:]) for n in self.zk.get_children(self._p("log"), watch=watch))
+        return sorted(int(n[2:]) for n in self.io.get_children(self._p("log"), watch=watch))
 
     def _log_tail(self) -> int:
         seqs = self._log_seqs()
@@ -242,10 +311,11 @@ class ZookeeperStore(Store):
 
     def _read_log(self, next_seq: int) -> None:
         """Follow the change log in sequence order and hand every change to the watch hub."""
+        outage = False
         while not self._closing:
             try:
                 try:
-                    data, _ = self.zk.get(self._p("log", f"c-{next_seq:010d}"))
+                    data, _ = self.io.get(self._p("log", f"c-{next_seq:010d}"))
                 except NoNodeError:
                     self._kick.clear()
                     later = [s for s in self._log_seqs(watch=lambda _e: self._kick.set()) if s >= next_seq]
@@ -263,15 +333,20 @@ class ZookeeperStore(Store):
                     Change(c["op"], c["kind"], c["id"], c["old"], c["new"], next_seq) for c in entry["changes"]
                 )
                 next_seq += 1
+                if outage:
+                    log.info("change-log reader: ZooKeeper is back; resuming at change %d", next_seq)
+                    outage = False
             except Exception as exc:
                 if self._closing:
                     return
-                log.warning("change-log reader: %s; retrying", exc)
+                if not outage:
+                    log.warning("change-log reader: %s; retrying until ZooKeeper answers", exc)
+                    outage = True
                 time.sleep(0.2)
 
     def _log_floor(self) -> int:
         try:
-            data, _ = self.zk.get(self._p("log-floor"))
+            data, _ = self.io.get(self._p("log-floor"))
         except NoNodeError:
             return 0
         return int(data.decode())
@@ -287,55 +362,55 @@ class ZookeeperStore(Store):
         return _ZkSession(self.hosts, self.timeout)
 
     def state_put(self, table: str, key: str, value: Obj, owner: Session | None = None) -> None:
-        client = owner.client if isinstance(owner, _ZkSession) else self.zk
+        io = owner.io if isinstance(owner, _ZkSession) else self.io
         path = self._state_path(table, key)
-        self.zk.ensure_path(self._state_path(table))
+        self.io.ensure_path(self._state_path(table))
         data = _enc(value)
+        owner_id = owner.client.client_id[0] if isinstance(owner, _ZkSession) else 0
         for _ in range(_RETRIES):
             try:
-                _, stat = client.get(path)
+                _, stat = io.get(path)
             except NoNodeError:
                 try:
-                    client.create(path, data, ephemeral=owner is not None)
+                    io.create(path, data, ephemeral=owner is not None)
                     return
                 except NodeExistsError:
                     continue
-            owner_id = owner.client.client_id[0] if isinstance(owner, _ZkSession) else 0
             if stat.ephemeralOwner == owner_id:
                 try:
-                    client.set(path, data, version=stat.version)
+                    io.set(path, data, version=stat.version)
                     return
                 except (BadVersionError, NoNodeError):
                     continue
             # Ownership changes: replace the znode atomically.
-            txn = client.transaction()
+            txn = io.client.transaction()
             txn.delete(path, stat.version)
             txn.create(path, data, ephemeral=owner is not None)
-            if not any(isinstance(r, Exception) for r in txn.commit()):
+            if not any(isinstance(r, Exception) for r in io.commit(txn)):
                 return
         raise VersionConflict(f"state entry {table}/{key} keeps changing concurrently; retry")
 
     def state_delete(self, table: str, key: str) -> None:
         with contextlib.suppress(NoNodeError):
-            self.zk.delete(self._state_path(table, key))
+            self.io.delete(self._state_path(table, key))
 
     def state_list(self, table: str) -> dict[str, Obj]:
         try:
-            names = self.zk.get_children(self._state_path(table))
+            names = self.io.get_children(self._state_path(table))
         except NoNodeError:
             return {}
         pending = [(n, self.zk.get_async(self._state_path(table) + "/" + n)) for n in names]
         out: dict[str, Obj] = {}
         for name, result in pending:
             try:
-                out[unquote(name)] = _dec(result.get(timeout=self.timeout)[0])
+                out[unquote(name)] = _dec(self.io.wait(result)[0])
             except NoNodeError:
                 continue
         return out
 
     def state_watch(self, table: str, callback: StateCallback) -> Watch:
         base = self._state_path(table)
-        self.zk.ensure_path(base)
+        self.io.ensure_path(base)
         watch = self._hub.subscribe_state(table, callback)
         cache = TreeCache(self.zk, base)
         known: dict[str, Obj] = {}

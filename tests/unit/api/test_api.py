@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
+from kumo.topology.errors import StoreUnavailable
 from kumo.topology.state import ARP_TABLE, MAC_TABLE, arp_key, mac_key
 
 
@@ -279,3 +281,13 @@ def test_openapi_lists_the_contract(api: TestClient) -> None:
         "/v1/routers/{router_id}/bgp_networks",
     ]:
         assert path in paths, path
+
+
+def test_store_outage_is_a_503_that_says_so(api: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = api.app.state.topology.store  # type: ignore[attr-defined]
+
+    def unreachable(kind: str) -> None:
+        raise StoreUnavailable("ZooKeeper at 127.0.0.1:2181 is unreachable; retry when it is back")
+
+    monkeypatch.setattr(store, "list_versioned", unreachable)
+    assert "unreachable" in error(api.get("/v1/bridges"), 503, "store_unavailable")
