@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import types
 import typing
+from collections.abc import Callable
 from typing import Any, Literal
 
 import click
@@ -104,7 +105,12 @@ def _dhcp_option(text: str) -> dict[str, Any]:
     return {"code": int(code), "value": value}
 
 
-_SHORT_FORMS = {PortRange: _range, NatTarget: _nat_target, DhcpRoute: _dhcp_route, DhcpOption: _dhcp_option}
+_SHORT_FORMS: dict[type, Callable[[str], dict[str, Any]]] = {
+    PortRange: _range,
+    NatTarget: _nat_target,
+    DhcpRoute: _dhcp_route,
+    DhcpOption: _dhcp_option,
+}
 
 
 def parse_structured(model: type, text: str) -> Any:

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from kumo.topology.errors import Conflict, InvalidInput, NotFound, VersionConflict
 from kumo.topology.resources import CLAIMS_KIND, SPECS, Ref, Spec, incoming_refs
-from kumo.topology.state import HOSTS_ALIVE
+from kumo.topology.state import HOSTS_ALIVE, learned_routes
 from kumo.topology.store.base import Check, Create, Delete, Obj, Op, Store, Update, Versioned
 
 T = TypeVar("T")
@@ -106,6 +106,8 @@ class Topology:
     def get(self, kind: str, obj_id: str) -> Obj:
         spec = spec_of(kind)
         obj = self.store.find(kind, obj_id)
+        if obj is None and kind == "routes":
+            obj = self._learned_route(obj_id)
         if obj is None:
             raise NotFound(f"no {spec.singular} with id {obj_id}")
         return self._view(kind, obj)
@@ -113,6 +115,8 @@ class Topology:
     def list(self, kind: str, **equal: Any) -> list[Obj]:
         spec_of(kind)
         objs = self.store.list(kind, **equal)
+        if kind == "routes":  # BGP-learned routes live in a state table, and read like declared ones
+            objs += [r for r in learned_routes(self.store) if all(r.get(k) == v for k, v in equal.items())]
         if kind == "rules":
             objs.sort(key=lambda r: (r["chain_id"], self._rule_position(r) or 0))
         return [self._view(kind, o) for o in objs]
@@ -127,6 +131,20 @@ class Topology:
         elif kind == "bgp_peers" and out.get("password"):
             out["password"] = MASKED
         return out
+
+    def _learned_route(self, route_id: str) -> Obj | None:
+        return next((r for r in learned_routes(self.store) if r["id"] == route_id), None)
+
+    def _refuse_learned(self, spec: Spec, obj_id: str) -> None:
+        if spec.kind == "routes" and self.store.find("routes", obj_id) is None:
+            learned = self._learned_route(obj_id)
+            if learned is not None:
+                raise Conflict(
+                    f"route {obj_id} was learned from BGP (router {learned['router_id']}); it follows its peer "
+                    "and cannot be changed or deleted here: withdraw it at the peer, or add a route with a "
+                    "lower weight",
+                    code="learned_route",
+                )
 
     def _rule_position(self, rule: Obj) -> int | None:
         chain = self.store.find("chains", rule["chain_id"])
@@ -193,6 +211,7 @@ class Topology:
         return self._retry(lambda: self._update_once(spec, obj_id, changes))
 
     def _update_once(self, spec: Spec, obj_id: str, changes: Obj) -> Obj:
+        self._refuse_learned(spec, obj_id)
         current = self._get_versioned(spec, obj_id)
         old = current.value
         if spec.kind == "bgp_peers" and changes.get("password") == MASKED:
@@ -217,6 +236,7 @@ class Topology:
         self._retry(lambda: self._delete_once(spec, obj_id))
 
     def _delete_once(self, spec: Spec, obj_id: str) -> None:
+        self._refuse_learned(spec, obj_id)
         root = self._get_versioned(spec, obj_id)
         guard = getattr(self, f"_before_delete_{spec.kind}", None)
         if guard is not None:

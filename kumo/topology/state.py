@@ -14,6 +14,7 @@ from kumo.topology.store.base import Session, Store
 MAC_TABLE = "mac_table"
 ARP_TABLE = "arp_table"
 HOSTS_ALIVE = "hosts_alive"
+LEARNED_ROUTES = "learned_routes"
 
 
 def mac_key(bridge_id: str, mac: str, vlan_id: int | None = None) -> str:
@@ -41,6 +42,19 @@ def arp_table(store: Store, router_id: str) -> list[dict[str, Any]]:
         if device == router_id:
             rows.append({"ip": ip, **value})
     return sorted(rows, key=lambda r: tuple(int(x) for x in r["ip"].split(".")))
+
+
+def learned_route_key(router_id: str, route_id: str) -> str:
+    return f"{router_id}/{route_id}"
+
+
+def put_learned_route(store: Store, session: Session, route: dict[str, Any]) -> None:
+    """A BGP-learned route: read like a declared one (learned=true), gone when the speaker's session ends."""
+    store.state_put(LEARNED_ROUTES, learned_route_key(route["router_id"], route["id"]), route, owner=session)
+
+
+def learned_routes(store: Store) -> list[dict[str, Any]]:
+    return [{**route, "learned": True} for route in store.state_list(LEARNED_ROUTES).values()]
 
 
 def register_host(

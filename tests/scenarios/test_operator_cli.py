@@ -258,3 +258,21 @@ def test_two_api_servers_share_one_zookeeper(zookeeper: ZooKeeperServer, tmp_pat
         a.kill()
     with ApiProcess(url, tmp_path / "c.log") as c:
         assert Cli(c.url)("bridge", "list") == []
+
+
+def test_kumo_up_serves_the_api_on_its_state_dir(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    with ApiProcess(None, tmp_path / "up.log", command=["up", "--state-dir", str(state_dir)]) as up:
+        kumo = Cli(up.url)
+        kumo("bridge", "create", "--name", "b1")
+        assert (state_dir / "kumo.db").exists()
+    with ApiProcess(None, tmp_path / "up.log", command=["up", "--state-dir", str(state_dir)]) as up:
+        assert [b["name"] for b in Cli(up.url)("bridge", "list")] == ["b1"]
+
+
+def test_missing_pieces_say_so() -> None:
+    cli = Cli("http://127.0.0.1:9")  # nothing listens on the discard port
+    assert "not implemented" in cli.fails("agent", "--host-id", "h1", "--store", "sqlite:///tmp/x.db")
+    assert "cannot reach the Kumo API" in cli.fails("bridge", "list")
+    assert "use ADDRESS:PORT" in cli.fails("api", "--store", "sqlite:///tmp/x.db", "--listen", "nonsense")
+    assert "unknown store URL" in cli.fails("api", "--store", "mysql://x", "--listen", "127.0.0.1:9")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -10,7 +12,7 @@ import pytest
 from kumo.topology.errors import Conflict, InvalidInput, NotFound
 from kumo.topology.resources import CLAIMS_KIND
 from kumo.topology.service import Topology
-from kumo.topology.state import register_host
+from kumo.topology.state import put_learned_route, register_host
 from kumo.topology.store.base import Store
 
 
@@ -290,3 +292,37 @@ def test_bgp_password_is_write_only(topo: Topology) -> None:
     assert topo.store.get("bgp_peers", peer["id"])["password"] == "secret"
     with pytest.raises(Conflict, match="already has a BGP peer"):
         topo.create("bgp_peers", {"router_id": router["id"], "asn": 65002, "address": "192.0.2.1"})
+
+
+def test_learned_routes_read_like_routes_and_vanish_with_their_session(topo: Topology) -> None:
+    router = topo.create("routers", {"asn": 65001})
+    uplink = router_port(topo, router, "192.0.2.2", "192.0.2.0/24")
+    session = topo.store.open_session()
+    learned = {
+        "id": "bgp-198.51.100.0-24",
+        "router_id": router["id"],
+        "dst_cidr": "198.51.100.0/24",
+        "src_cidr": "0.0.0.0/0",
+        "next_hop_port_id": uplink["id"],
+        "next_hop_gateway": "192.0.2.1",
+        "weight": 100,
+        "type": "normal",
+    }
+    put_learned_route(topo.store, session, learned)
+    routes = {r["dst_cidr"]: r for r in topo.list("routes", router_id=router["id"])}
+    assert routes["198.51.100.0/24"]["learned"] is True and routes["192.0.2.0/24"]["learned"] is False
+    assert topo.get("routes", learned["id"])["next_hop_gateway"] == "192.0.2.1"
+    with pytest.raises(Conflict, match="learned from BGP"):
+        topo.update("routes", learned["id"], {"weight": 1})
+    with pytest.raises(Conflict, match="learned from BGP"):
+        topo.delete("routes", learned["id"])
+    assert topo.list("routes", router_id="another-router") == []
+    session.close()
+    assert wait_until(lambda: len(topo.list("routes", router_id=router["id"])) == 2)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not predicate():
+        time.sleep(0.02)
+    return predicate()
