@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import random
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -25,7 +26,7 @@ from kumo.topology.store.base import Check, Create, Delete, Obj, Op, Store, Upda
 T = TypeVar("T")
 MEMBER_NAMESPACE = uuid.UUID("6b756d6f-0000-4000-8000-000000000001")
 MASKED = "********"
-_ATTEMPTS = 8
+_ATTEMPTS = 12  # jittered backoff totals at most ~4 s before the conflict reaches the caller
 
 
 def validation_message(error: ValidationError) -> str:
@@ -117,15 +118,17 @@ class Topology:
         objs = self.store.list(kind, **equal)
         if kind == "routes":  # BGP-learned routes live in a state table, and read like declared ones
             objs += [r for r in learned_routes(self.store) if all(r.get(k) == v for k, v in equal.items())]
+        chains: dict[str, Obj | None] = {}  # one read per chain, however many of its rules are listed
+        views = [self._view(kind, o, chains) for o in objs]
         if kind == "rules":
-            objs.sort(key=lambda r: (r["chain_id"], self._rule_position(r) or 0))
-        return [self._view(kind, o) for o in objs]
+            views.sort(key=lambda r: (r["chain_id"], r["position"] or 0))
+        return views
 
-    def _view(self, kind: str, obj: Obj) -> Obj:
+    def _view(self, kind: str, obj: Obj, chains: dict[str, Obj | None] | None = None) -> Obj:
         """Derived read-only fields: a rule's position, a host's liveness, a masked BGP password."""
         out = dict(obj)
         if kind == "rules":
-            out["position"] = self._rule_position(obj)
+            out["position"] = self._rule_position(obj, {} if chains is None else chains)
         elif kind == "hosts":
             out["alive"] = self.store.state_get(HOSTS_ALIVE, obj["id"]) is not None
         elif kind == "bgp_peers" and out.get("password"):
@@ -146,8 +149,10 @@ class Topology:
                     code="learned_route",
                 )
 
-    def _rule_position(self, rule: Obj) -> int | None:
-        chain = self.store.find("chains", rule["chain_id"])
+    def _rule_position(self, rule: Obj, chains: dict[str, Obj | None]) -> int | None:
+        if rule["chain_id"] not in chains:
+            chains[rule["chain_id"]] = self.store.find("chains", rule["chain_id"])
+        chain = chains[rule["chain_id"]]
         if chain is None or rule["id"] not in chain["rule_ids"]:
             return None
         return int(chain["rule_ids"].index(rule["id"])) + 1
@@ -161,11 +166,12 @@ class Topology:
 
     # --- generic writes -------------------------------------------------------------------------------
     def _retry(self, attempt: Callable[[], T]) -> T:
-        for _ in range(_ATTEMPTS - 1):
+        """Re-run an optimistic write that lost a race, with jittered backoff so that contenders spread out."""
+        for n in range(_ATTEMPTS - 1):
             try:
                 return attempt()
             except VersionConflict:
-                continue
+                time.sleep(random.uniform(0, 0.002 * 2**n))
         return attempt()
 
     def create(self, kind: str, fields: Obj) -> Obj:

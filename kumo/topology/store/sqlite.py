@@ -182,6 +182,11 @@ class SqliteStore(Store):
             rows = self._db.execute("SELECT key, data FROM state WHERE tbl=?", (table,)).fetchall()
         return {k: json.loads(d) for k, d in rows}
 
+    def state_get(self, table: str, key: str) -> Obj | None:
+        with self._lock:
+            row = self._db.execute("SELECT data FROM state WHERE tbl=? AND key=?", (table, key)).fetchone()
+        return None if row is None else json.loads(row[0])
+
     def state_watch(self, table: str, callback: StateCallback) -> Watch:
         return self._hub.subscribe_state(table, callback)
 

@@ -408,6 +408,13 @@ class ZookeeperStore(Store):
                 continue
         return out
 
+    def state_get(self, table: str, key: str) -> Obj | None:
+        try:
+            data, _ = self.io.get(self._state_path(table, key))
+        except NoNodeError:
+            return None
+        return dict(_dec(data))
+
     def state_watch(self, table: str, callback: StateCallback) -> Watch:
         base = self._state_path(table)
         self.io.ensure_path(base)
