@@ -44,7 +44,6 @@ class Collection:
         self.spec = SPECS[kind]
 
     def collection_path(self, parents: dict[str, str]) -> str:
-        path = ""
         spec_chain = [*[p for _, p in _path_params(self.spec)], self.spec]
         names = [n for n, _ in _path_params(self.spec)]
         path = f"/v1/{spec_chain[0].kind}"

@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 
 from kumo.topology.errors import NotFound
 from kumo.topology.resources import SPECS, Spec
@@ -95,8 +96,6 @@ def add_resource_routes(router: APIRouter, spec: Spec, topo: Topology) -> None:
                     fields[spec.parent_field] = params[spec.parent_field]
                 return topo.create(spec.kind, fields)
 
-            from fastapi.responses import JSONResponse
-
             return JSONResponse(status_code=201, content=await run_in_threadpool(work))
 
         _signature(create_item, names, body=create_model)
@@ -111,14 +110,10 @@ def add_resource_routes(router: APIRouter, spec: Spec, topo: Topology) -> None:
             responses={201: {"model": model}},
         )
 
-    item_routes: list[tuple[str, list[str]]] = [(f"{base}/{{id}}", names)]
+    # Items by their nested path, and (nested kinds) by id alone: /v1/<kind>/{id}.
+    _add_item_routes(router, spec, topo, f"{base}/{{id}}", names, update_model, "")
     if spec.parent is not None:
-        item_routes.append((f"/{spec.kind}/{{id}}", []))
-    for path, pnames in item_routes:
-        suffix = "" if pnames == names and spec.parent else "_by_id"
-        if spec.parent is None:
-            suffix = ""
-        _add_item_routes(router, spec, topo, path, pnames, update_model, suffix)
+        _add_item_routes(router, spec, topo, f"/{spec.kind}/{{id}}", [], update_model, "_by_id")
 
 
 def _add_item_routes(

@@ -280,8 +280,6 @@ def _parent_params(spec: Spec) -> list[str]:
 
 # --- verbs beyond CRUD -----------------------------------------------------------------------------------------
 def add_port_verbs(group: click.Group) -> None:
-    ports = SPECS["ports"]
-
     @group.command(
         "link", help="Link two ports (interior): router-bridge, router-router, or bridge-bridge with a VLAN."
     )
@@ -316,8 +314,6 @@ def add_port_verbs(group: click.Group) -> None:
     def unbind(port: str, api: str | None, as_json: bool | None) -> None:
         ctx = make_ctx(api, as_json)
         show_one(ctx, ctx.client.unbind_port(resolve(ctx.client, ("ports",), port)), "unbound port")
-
-    del ports
 
 
 def add_chain_rule_verbs(group: click.Group) -> None:

@@ -35,6 +35,17 @@ class Conflict(KumoError):
     code = "conflict"
 
 
+class AlreadyExists(Conflict):
+    """An object (or a uniqueness claim) with this kind and id exists already."""
+
+    code = "already_exists"
+
+    def __init__(self, kind: str, obj_id: str) -> None:
+        super().__init__(f"{kind} with id {obj_id} already exists")
+        self.kind = kind
+        self.obj_id = obj_id
+
+
 class VersionConflict(Conflict):
     """An object changed between read and write (optimistic concurrency); the caller may retry."""
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from kumo.topology.errors import Conflict, InvalidInput, NotFound, VersionConflict
+from kumo.topology.errors import AlreadyExists, Conflict, InvalidInput, NotFound, VersionConflict
 from kumo.topology.resources import CLAIMS_KIND, SPECS, Ref, Spec, incoming_refs
 from kumo.topology.state import HOSTS_ALIVE, learned_routes
 from kumo.topology.store.base import Check, Create, Delete, Obj, Op, Store, Update, Versioned
@@ -57,12 +57,6 @@ class Tx:
         self.checks: dict[tuple[str, str], Check] = {}
         self.claim_messages: dict[str, str] = {}
 
-    def read(self, kind: str, obj_id: str) -> Obj:
-        """An object as this transaction will leave it (pending updates included)."""
-        if (kind, obj_id) in self.updates:
-            return self.updates[(kind, obj_id)][0]
-        return self.store.get(kind, obj_id)
-
     def modify(self, kind: str, obj_id: str) -> Obj:
         """A working copy to change in place; written back with a version check."""
         if (kind, obj_id) not in self.updates:
@@ -88,10 +82,9 @@ class Tx:
         ops += [c for key, c in self.checks.items() if key not in self.updates]
         try:
             self.store.transaction(ops)
-        except Conflict as exc:
-            for claim_id, message in self.claim_messages.items():
-                if claim_id in exc.message and exc.code == "already_exists":
-                    raise Conflict(message, code="in_use") from None
+        except AlreadyExists as exc:
+            if exc.kind == CLAIMS_KIND and exc.obj_id in self.claim_messages:
+                raise Conflict(self.claim_messages[exc.obj_id], code="in_use") from None
             raise
         except NotFound as exc:
             raise Conflict(f"a referenced object was deleted concurrently ({exc.message}); retry") from None

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from kumo.topology.errors import Conflict, NotFound, VersionConflict
+from kumo.topology.errors import AlreadyExists, NotFound, VersionConflict
 
 Obj = dict[str, Any]
 
@@ -116,8 +116,8 @@ def check_expected_version(kind: str, obj_id: str, expected: int | None, actual:
         raise VersionConflict(f"{kind} {obj_id} changed concurrently (version {actual}, expected {expected}); retry")
 
 
-def already_exists(kind: str, obj_id: str) -> Conflict:
-    return Conflict(f"{kind} with id {obj_id} already exists", code="already_exists")
+def already_exists(kind: str, obj_id: str) -> AlreadyExists:
+    return AlreadyExists(kind, obj_id)
 
 
 @dataclass
