@@ -1,0 +1,118 @@
+"""FlowMatch: the header fields of one packet, recording which of them the simulation read.
+
+Every read through an attribute marks the field as seen; the wildcard match of a simulation result holds
+only the seen fields (and the input port), with their ORIGINAL values: rewrites made during the walk (NAT,
+TTL) change what later stages read, but the flow is keyed on what entered. Writes never mark a field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+FIELDS: tuple[str, ...] = (
+    "in_port",
+    "eth_src",
+    "eth_dst",
+    "eth_type",
+    "vlan",
+    "ip_src",
+    "ip_dst",
+    "ip_proto",
+    "ip_tos",
+    "ip_ttl",
+    "fragment",  # "none" | "first" | "later" (see kumo.packet.ipv4.IPv4.fragment)
+    "tp_src",
+    "tp_dst",
+    "icmp_type",
+    "icmp_code",
+    "icmp_id",
+    "arp_op",
+    "arp_sha",
+    "arp_spa",
+    "arp_tha",
+    "arp_tpa",
+)
+INDEX = {name: i for i, name in enumerate(FIELDS)}
+BIT = {name: 1 << i for i, name in enumerate(FIELDS)}
+L2_FIELDS = frozenset({"in_port", "eth_src", "eth_dst", "eth_type", "vlan"})
+
+
+class FlowMatch:
+    """Field values by name; `seen` is a bitmask of the fields read (bit i = FIELDS[i])."""
+
+    __slots__ = ("_orig", "_v", "seen")
+
+    def __init__(self, **values: Any) -> None:
+        v: list[Any] = [None] * len(FIELDS)
+        for name, value in values.items():
+            v[INDEX[name]] = value
+        self._v = v
+        self._orig = tuple(v)
+        self.seen = BIT["in_port"]  # a flow is always keyed on where it entered
+
+    def get(self, name: str) -> Any:
+        """Read a field (marks it seen)."""
+        i = INDEX[name]
+        self.seen |= 1 << i
+        return self._v[i]
+
+    def peek(self, name: str) -> Any:
+        """Read without marking: for traces, logs and building output, never for decisions."""
+        return self._v[INDEX[name]]
+
+    def set(self, name: str, value: Any) -> None:
+        self._v[INDEX[name]] = value
+
+    def original(self, name: str) -> Any:
+        return self._orig[INDEX[name]]
+
+    def changed(self) -> dict[str, Any]:
+        """Fields whose value differs from what entered: the header rewrites to apply."""
+        return {FIELDS[i]: v for i, (v, o) in enumerate(zip(self._v, self._orig, strict=True)) if v != o}
+
+    def seen_fields(self) -> list[str]:
+        return [name for i, name in enumerate(FIELDS) if self.seen >> i & 1]
+
+    def wildcard(self) -> WildcardMatch:
+        mask = self.seen
+        return WildcardMatch(mask, tuple(self._orig[i] for i in range(len(FIELDS)) if mask >> i & 1))
+
+    def key_for(self, mask: int) -> tuple[Any, ...]:
+        """This packet's original values under a mask (no marking): the tuple-space lookup key."""
+        return tuple(self._orig[i] for i in range(len(FIELDS)) if mask >> i & 1)
+
+    def copy(self) -> FlowMatch:
+        other = FlowMatch.__new__(FlowMatch)
+        other._v = list(self._v)
+        other._orig = self._orig
+        other.seen = self.seen
+        return other
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: v for name, v in zip(FIELDS, self._v, strict=True) if v is not None}
+
+    def __repr__(self) -> str:
+        return f"FlowMatch({self.as_dict()})"
+
+
+class WildcardMatch:
+    """A mask of fields and their values: matches every packet that agrees on those fields."""
+
+    __slots__ = ("mask", "values")
+
+    def __init__(self, mask: int, values: tuple[Any, ...]) -> None:
+        self.mask = mask
+        self.values = values
+
+    def fields(self) -> dict[str, Any]:
+        names = [name for i, name in enumerate(FIELDS) if self.mask >> i & 1]
+        return dict(zip(names, self.values, strict=True))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, WildcardMatch) and (self.mask, self.values) == (other.mask, other.values)
+
+    def __hash__(self) -> int:
+        return hash((self.mask, self.values))
+
+    def __repr__(self) -> str:
+        return f"WildcardMatch({self.fields()})"
