@@ -1,0 +1,124 @@
+"""A bridge: filters, source checks, VLANs, MAC learning, ARP suppression, DHCP, L2 forwarding."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kumo.packet import int_to_ip, is_multicast_mac
+from kumo.packet.arp import REQUEST
+from kumo.simulation import dhcp, replies
+from kumo.simulation.chains import ChainVerdict, run_chain
+from kumo.simulation.context import Context
+from kumo.simulation.pipeline import Stage
+from kumo.simulation.ports import chain_drop
+from kumo.simulation.result import Generated, LearnWrite, Reason, Verdict
+
+Obj = dict[str, Any]
+
+
+def process(ctx: Context, bridge: Obj, in_port: Obj) -> tuple[str, list[Obj]]:
+    """("unicast", [port]) or ("flood", ports): where the frame leaves this bridge (before egress filters)."""
+    bid = bridge["id"]
+    snap = ctx.topology
+    match = ctx.match
+    ctx.tag(f"device:{bid}")
+    if not bridge.get("admin_state_up", True):
+        ctx.step(bid, "bridge", Stage.BRIDGE_ADMIN, "bridge is administratively down: drop")
+        raise ctx.finish(Verdict.DROP, Reason.DEVICE_ADMIN_DOWN)
+    verdict = run_chain(ctx, bridge.get("inbound_filter_id"), bid, "bridge", Stage.BRIDGE_INBOUND_FILTER)
+    if verdict is not ChainVerdict.ACCEPT:
+        raise ctx.finish(Verdict.DROP, chain_drop(ctx, verdict))
+
+    src = match.get("eth_src")
+    if is_multicast_mac(src):
+        ctx.step(bid, "bridge", Stage.BRIDGE_SOURCE_CHECK, f"source MAC {src} is multicast: drop")
+        raise ctx.finish(Verdict.DROP, Reason.MULTICAST_SOURCE_MAC)
+
+    if in_port.get("vlan_id") is not None:  # from a VLAN-tagged interior link: tag with that port's VLAN
+        match.set("vlan", in_port["vlan_id"])
+        ctx.step(bid, "bridge", Stage.BRIDGE_VLAN, f"push VLAN {in_port['vlan_id']} (from its tagged port)")
+    vlan = match.get("vlan")
+
+    known = ctx.learned.mac_port(bid, src, vlan)
+    if known != in_port["id"]:
+        ctx.learn_writes.append(LearnWrite("mac", (bid, src, vlan), in_port["id"]))
+        ctx.step(bid, "bridge", Stage.BRIDGE_MAC_LEARNING, f"learn {src} on port {in_port['id']}")
+
+    suppress = snap.arp_suppression.get(bid)
+    if suppress and match.get("eth_type") == 0x0806 and match.get("arp_op") == REQUEST:
+        target = match.get("arp_tpa")
+        answer = suppress.get(target)
+        if answer is not None:
+            ctx.generated.append(
+                Generated(
+                    in_port["id"], replies.arp_reply(match, answer), f"ARP reply {int_to_ip(target)} is-at {answer}"
+                )
+            )
+            ctx.step(bid, "bridge", Stage.BRIDGE_ARP_SUPPRESSION, f"answer ARP for {int_to_ip(target)}: {answer}")
+            raise ctx.finish(Verdict.REPLY, Reason.ARP_SUPPRESSED)
+
+    hosts = snap.dhcp.get(bid)
+    if (
+        hosts
+        and match.get("eth_type") == 0x0800
+        and dhcp.is_dhcp_request({"ip_proto": match.get("ip_proto"), "tp_dst": match.get("tp_dst")})
+    ):
+        entry = hosts.get(src)
+        if entry is None:
+            ctx.step(bid, "bridge", Stage.BRIDGE_DHCP, f"no DHCP host entry for {src}: forward the request")
+        elif ctx.frame is None:
+            ctx.step(bid, "bridge", Stage.BRIDGE_DHCP, "DHCP request (a trace has no message to answer)")
+            raise ctx.finish(Verdict.REPLY, Reason.DHCP_REPLY)
+        else:
+            answered = dhcp.reply(ctx.frame, *entry)
+            if answered is not None:
+                frame, what = answered
+                ctx.generated.append(Generated(in_port["id"], frame, what))
+                ctx.step(bid, "bridge", Stage.BRIDGE_DHCP, what)
+                raise ctx.finish(Verdict.REPLY, Reason.DHCP_REPLY)
+
+    dst = match.get("eth_dst")
+    if is_multicast_mac(dst):
+        return _flood(ctx, bid, in_port, vlan, f"{dst} is broadcast/multicast: flood")
+    router_side = snap.router_macs.get(bid, {}).get(dst)
+    if router_side is not None:
+        ctx.step(bid, "bridge", Stage.BRIDGE_FORWARD, f"{dst} is a linked router port: to port {router_side}")
+        return "unicast", [snap.ports[router_side]]
+    ctx.tag(f"mac:{bid}/{dst}/{vlan}")
+    out = ctx.learned.mac_port(bid, dst, vlan)
+    if out is None or out not in snap.ports:
+        return _flood(ctx, bid, in_port, vlan, f"{dst} is unknown: flood")
+    if out == in_port["id"]:
+        ctx.step(bid, "bridge", Stage.BRIDGE_FORWARD, f"{dst} is behind the ingress port: drop")
+        raise ctx.finish(Verdict.DROP, Reason.HAIRPIN)
+    ctx.step(bid, "bridge", Stage.BRIDGE_FORWARD, f"{dst} is on port {out}")
+    return "unicast", [snap.ports[out]]
+
+
+def _flood(ctx: Context, bid: str, in_port: Obj, vlan: int | None, what: str) -> tuple[str, list[Obj]]:
+    ctx.step(bid, "bridge", Stage.BRIDGE_FORWARD, what)
+    ctx.tag(f"flood:{bid}")  # membership of the flood set: any port change on the bridge
+    targets = [p for p in ctx.topology.exterior_ports(bid) if p["id"] != in_port["id"]]
+    if vlan is not None:  # and the tagged interior link of that VLAN, if any
+        targets += [
+            p
+            for p in ctx.topology.device_ports.get(bid, [])
+            if p.get("peer_id") and p.get("vlan_id") == vlan and p["id"] != in_port["id"]
+        ]
+    return "flood", targets
+
+
+def egress(ctx: Context, bridge: Obj, port: Obj) -> bool:
+    """The bridge's outbound filter and VLAN pop for one egress port; False when the frame may not leave."""
+    if port.get("vlan_id") is not None:
+        if ctx.match.get("vlan") != port["vlan_id"]:
+            ctx.step(bridge["id"], "bridge", Stage.BRIDGE_VLAN, f"VLAN differs from port {port['id']}'s: not sent")
+            ctx.last_drop = Reason.VLAN_MISMATCH
+            return False
+        ctx.match.set("vlan", None)
+    ctx.egress_port = port["id"]
+    verdict = run_chain(ctx, bridge.get("outbound_filter_id"), bridge["id"], "bridge", Stage.BRIDGE_OUTBOUND_FILTER)
+    if verdict is not ChainVerdict.ACCEPT:
+        ctx.last_drop = chain_drop(ctx, verdict)
+        return False
+    return True

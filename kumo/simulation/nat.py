@@ -1,0 +1,94 @@
+"""NAT: static 1:1 and dynamic DNAT/SNAT over address and port ranges; rev_dnat/rev_snat through the
+recorded bindings. TCP and UDP ports; ICMP echo uses its identifier as the port.
+
+Bindings are recorded twice, both keyed for a lookup from one packet alone: the forward key (so that a flow
+simulated again reuses its translation) and the reply key (so that rev_* rules find it).
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+from kumo.packet import ip_to_int
+from kumo.packet.ipv4 import PROTO_ICMP
+from kumo.simulation.conntrack import five_tuple
+from kumo.simulation.context import Context
+from kumo.simulation.result import StateWrite
+
+
+def _rewrite(ctx: Context, proto: int, side: str, ip: int, port: int) -> None:
+    ctx.match.set(f"ip_{side}", ip)
+    if proto == PROTO_ICMP:
+        ctx.match.set("icmp_id", port)
+    else:
+        ctx.match.set(f"tp_{side}", port)
+
+
+def _record(ctx: Context, key: tuple[Any, ...], value: tuple[Any, ...]) -> None:
+    ctx.state_writes.append(StateWrite("nat", key, value))
+
+
+def _pick(targets: list[dict[str, Any]], flow: tuple[int, ...], keep_port: int) -> tuple[int, int]:
+    """A deterministic choice among the targets' addresses and ports (by a hash of the flow)."""
+    spread = zlib.crc32(repr(flow).encode())
+    target = targets[spread % len(targets)]
+    first, last = ip_to_int(target["address_from"]), ip_to_int(target["address_to"])
+    ip = first + spread % (last - first + 1)
+    port_from, port_to = target.get("port_from") or 0, target.get("port_to") or 0
+    port = keep_port if not port_from else port_from + spread % (port_to - port_from + 1)
+    return ip, port
+
+
+def dnat(ctx: Context, device_id: str, targets: list[dict[str, Any]]) -> bool:
+    flow = five_tuple(ctx)
+    if flow is None:  # no connection identity: translate the address only (static NAT of e.g. fragments)
+        ip, _ = _pick(targets, (ctx.match.get("ip_dst") or 0,), 0)
+        ctx.match.set("ip_dst", ip)
+        return True
+    proto, src, sport, dst, dport = flow
+    fwd_key = ("dnat-fwd", device_id, *flow)
+    chosen = ctx.flow_state.nat_get(fwd_key)
+    ctx.tag(f"nat:{fwd_key}")
+    new_dst, new_dport = chosen if chosen else _pick(targets, flow, dport)
+    if not chosen:
+        _record(ctx, fwd_key, (new_dst, new_dport))
+        _record(ctx, ("dnat", device_id, proto, new_dst, new_dport, src, sport), (dst, dport))
+    _rewrite(ctx, proto, "dst", new_dst, new_dport)
+    return True
+
+
+def snat(ctx: Context, device_id: str, targets: list[dict[str, Any]]) -> bool:
+    flow = five_tuple(ctx)
+    if flow is None:
+        ip, _ = _pick(targets, (ctx.match.get("ip_src") or 0,), 0)
+        ctx.match.set("ip_src", ip)
+        return True
+    proto, src, sport, dst, dport = flow
+    fwd_key = ("snat-fwd", device_id, *flow)
+    chosen = ctx.flow_state.nat_get(fwd_key)
+    ctx.tag(f"nat:{fwd_key}")
+    if chosen is None:
+        chosen = ctx.flow_state.snat_allocate(device_id, targets, (proto, dst, dport, src, sport))
+        if chosen is None:
+            return False
+        _record(ctx, fwd_key, chosen)
+        _record(ctx, ("snat", device_id, proto, dst, dport, chosen[0], chosen[1]), (src, sport))
+    _rewrite(ctx, proto, "src", chosen[0], chosen[1])
+    return True
+
+
+def reverse(ctx: Context, device_id: str, kind: str) -> bool:
+    """rev_dnat (restore the source of a reply) or rev_snat (restore its destination); False if no binding."""
+    flow = five_tuple(ctx)
+    if flow is None:
+        return False
+    proto, src, sport, dst, dport = flow
+    table = "dnat" if kind == "rev_dnat" else "snat"
+    key = (table, device_id, proto, src, sport, dst, dport)
+    ctx.tag(f"nat:{key}")
+    original = ctx.flow_state.nat_get(key)
+    if original is None:
+        return False
+    _rewrite(ctx, proto, "src" if table == "dnat" else "dst", original[0], original[1])
+    return True

@@ -1,0 +1,48 @@
+"""Ports: admin state and filters as a packet enters a device through a port or leaves through one;
+exterior ports deliver, interior ports hand the packet to their peer (and its device)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kumo.simulation.chains import ChainVerdict, run_chain
+from kumo.simulation.context import Context
+from kumo.simulation.pipeline import Stage
+from kumo.simulation.result import Reason, Verdict
+
+Obj = dict[str, Any]
+
+
+def chain_drop(ctx: Context, verdict: ChainVerdict) -> Reason:
+    if ctx.chain_loop:
+        return Reason.CHAIN_LOOP
+    if ctx.nat_exhausted:
+        return Reason.NAT_EXHAUSTED
+    return Reason.CHAIN_REJECT if verdict is ChainVerdict.REJECT else Reason.CHAIN_DROP
+
+
+def enter(ctx: Context, port: Obj) -> None:
+    """The packet enters the device behind `port`: the port must be up and its inbound filter accept."""
+    ctx.tag(f"port:{port['id']}")
+    if not port.get("admin_state_up", True):
+        ctx.step(port["id"], "port", Stage.PORT_ADMIN, "port is administratively down: drop")
+        raise ctx.finish(Verdict.DROP, Reason.PORT_ADMIN_DOWN)
+    ctx.ingress_port = port["id"]
+    ctx.egress_port = None
+    verdict = run_chain(ctx, port.get("inbound_filter_id"), port["id"], "port", Stage.PORT_INBOUND_FILTER)
+    if verdict is not ChainVerdict.ACCEPT:
+        raise ctx.finish(Verdict.DROP, chain_drop(ctx, verdict))
+
+
+def leave(ctx: Context, port: Obj) -> bool:
+    """The packet leaves through `port`: True when the port accepts it (its outbound filter)."""
+    ctx.tag(f"port:{port['id']}")
+    if not port.get("admin_state_up", True):
+        ctx.step(port["id"], "port", Stage.PORT_ADMIN, "port is administratively down: not sent here")
+        return False
+    ctx.egress_port = port["id"]
+    verdict = run_chain(ctx, port.get("outbound_filter_id"), port["id"], "port", Stage.PORT_OUTBOUND_FILTER)
+    if verdict is not ChainVerdict.ACCEPT:
+        ctx.last_drop = chain_drop(ctx, verdict)
+        return False
+    return True

@@ -1,0 +1,229 @@
+"""What the simulation may look at, behind small interfaces (STYLE 3): the declared topology (a compiled,
+read-only snapshot), the learned tables (MAC, ARP) and the flow state (conntrack, NAT bindings).
+
+`Snapshot` compiles the store's JSON objects once: routes sorted for longest-prefix match, address maps,
+ARP-suppression entries, rule predicates (see chains.py) are built ahead so that a simulation only looks up.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from kumo.packet import ip_to_int
+
+Obj = dict[str, Any]
+
+
+def cidr_to_int(cidr: str) -> tuple[int, int]:
+    """(network as int, prefix length)."""
+    net = ipaddress.IPv4Network(cidr)
+    return int(net.network_address), net.prefixlen
+
+
+def prefix_mask(length: int) -> int:
+    return (0xFFFFFFFF << (32 - length)) & 0xFFFFFFFF if length else 0
+
+
+@dataclass(slots=True)
+class Route:
+    id: str
+    dst: int
+    dst_len: int
+    src: int
+    src_len: int
+    next_hop_port_id: str | None
+    next_hop_gateway: int | None
+    weight: int
+    type: str
+
+    @classmethod
+    def from_obj(cls, route: Obj) -> Route:
+        dst, dst_len = cidr_to_int(route["dst_cidr"])
+        src, src_len = cidr_to_int(route.get("src_cidr") or "0.0.0.0/0")
+        gateway = route.get("next_hop_gateway")
+        return cls(
+            route["id"],
+            dst,
+            dst_len,
+            src,
+            src_len,
+            route.get("next_hop_port_id"),
+            ip_to_int(gateway) if gateway else None,
+            int(route.get("weight", 100)),
+            route.get("type", "normal"),
+        )
+
+
+@dataclass(slots=True)
+class Vip:
+    id: str
+    address: int
+    port: int
+    persistence: bool
+    members: list[tuple[str, int, int, int]]  # (member id, address, port, weight) of usable members
+    pool_id: str
+    method: str
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """The declared topology, compiled for lookups. Build with `Snapshot.build(objects_by_kind)`."""
+
+    ports: dict[str, Obj] = field(default_factory=dict)
+    devices: dict[str, tuple[str, Obj]] = field(default_factory=dict)  # id -> ("bridge"|"router", obj)
+    device_ports: dict[str, list[Obj]] = field(default_factory=dict)
+    chains: dict[str, Obj] = field(default_factory=dict)
+    rules: dict[str, Obj] = field(default_factory=dict)
+    routes: dict[str, list[Route]] = field(default_factory=dict)  # router -> routes, longest prefix first
+    port_groups: dict[str, frozenset[str]] = field(default_factory=dict)
+    ip_groups: dict[str, frozenset[int]] = field(default_factory=dict)
+    arp_suppression: dict[str, dict[int, str]] = field(default_factory=dict)  # bridge -> ip -> mac
+    router_macs: dict[str, dict[str, str]] = field(default_factory=dict)  # bridge -> router-port mac -> bridge port
+    dhcp: dict[str, dict[str, tuple[Obj, Obj]]] = field(default_factory=dict)  # bridge -> mac -> (subnet, host)
+    vips: dict[str, list[Vip]] = field(default_factory=dict)  # router -> VIPs
+    compiled_chains: dict[str, Any] = field(default_factory=dict)  # filled lazily by chains.compile_chain
+
+    @classmethod
+    def build(cls, objects: dict[str, list[Obj]]) -> Snapshot:
+        snap = cls()
+        for kind, dtype in (("bridges", "bridge"), ("routers", "router")):
+            for obj in objects.get(kind, []):
+                snap.devices[obj["id"]] = (dtype, obj)
+                snap.device_ports[obj["id"]] = []
+        for port in objects.get("ports", []):
+            snap.ports[port["id"]] = port
+            snap.device_ports.setdefault(port["device_id"], []).append(port)
+        snap.chains = {c["id"]: c for c in objects.get("chains", [])}
+        snap.rules = {r["id"]: r for r in objects.get("rules", [])}
+        by_router: dict[str, list[Route]] = {}
+        for route in objects.get("routes", []):
+            by_router.setdefault(route["router_id"], []).append(Route.from_obj(route))
+        for routes in by_router.values():
+            routes.sort(key=lambda r: (-r.dst_len, -r.src_len, r.weight, r.id))
+        snap.routes = by_router
+        members: dict[str, set[str]] = {}
+        for port in snap.ports.values():
+            for group in port.get("port_group_ids") or []:
+                members.setdefault(group, set()).add(port["id"])
+        snap.port_groups = {g: frozenset(m) for g, m in members.items()}
+        snap.ip_groups = {
+            g["id"]: frozenset(ip_to_int(a) for a in g.get("addresses", [])) for g in objects.get("ip_addr_groups", [])
+        }
+        # A bridge knows the router ports linked to it (ARP suppression, unicast to the router by MAC).
+        for port in snap.ports.values():
+            peer = snap.ports.get(port.get("peer_id") or "")
+            if port["type"] == "bridge" and peer is not None and peer["type"] == "router":
+                bridge = port["device_id"]
+                snap.arp_suppression.setdefault(bridge, {})[ip_to_int(peer["port_address"])] = peer["port_mac"]
+                snap.router_macs.setdefault(bridge, {})[peer["port_mac"]] = port["id"]
+        subnets = {s["id"]: s for s in objects.get("dhcp_subnets", [])}
+        for host in objects.get("dhcp_hosts", []):
+            subnet = subnets.get(host["subnet_id"])
+            if subnet is None or not subnet.get("enabled", True):
+                continue
+            snap.dhcp.setdefault(subnet["bridge_id"], {})[host["mac"]] = (subnet, host)
+            snap.arp_suppression.setdefault(subnet["bridge_id"], {}).setdefault(
+                ip_to_int(host["ip_address"]), host["mac"]
+            )
+        snap.vips = _compile_vips(objects)
+        return snap
+
+    # --- lookups the stages use -----------------------------------------------------------------------
+    def device(self, device_id: str) -> tuple[str, Obj] | None:
+        return self.devices.get(device_id)
+
+    def exterior_ports(self, device_id: str) -> list[Obj]:
+        return [p for p in self.device_ports.get(device_id, []) if p.get("peer_id") is None]
+
+    def router_port_for_ip(self, router_id: str, ip: int) -> Obj | None:
+        for port in self.device_ports.get(router_id, []):
+            if port.get("port_address") and ip_to_int(port["port_address"]) == ip:
+                return port
+        return None
+
+
+def _compile_vips(objects: dict[str, list[Obj]]) -> dict[str, list[Vip]]:
+    lbs = {lb["id"]: lb for lb in objects.get("load_balancers", []) if lb.get("admin_state_up", True)}
+    pools = {p["id"]: p for p in objects.get("pools", []) if p.get("load_balancer_id") in lbs}
+    usable: dict[str, list[tuple[str, int, int, int]]] = {}
+    for member in objects.get("pool_members", []):
+        if member.get("admin_state_up", True) and member.get("status", "up") == "up" and member.get("weight", 1) > 0:
+            usable.setdefault(member["pool_id"], []).append(
+                (member["id"], ip_to_int(member["address"]), member["protocol_port"], member.get("weight", 1))
+            )
+    vips: dict[str, list[Vip]] = {}
+    for vip in objects.get("vips", []):
+        pool = pools.get(vip["pool_id"])
+        if pool is None or not vip.get("admin_state_up", True):
+            continue
+        router = lbs[pool["load_balancer_id"]]["router_id"]
+        members = sorted(usable.get(pool["id"], [])) if pool.get("admin_state_up", True) else []
+        vips.setdefault(router, []).append(
+            Vip(
+                vip["id"],
+                ip_to_int(vip["address"]),
+                vip["protocol_port"],
+                vip.get("session_persistence") == "source_ip",
+                members,
+                pool["id"],
+                pool.get("lb_method", "round_robin"),
+            )
+        )
+    return vips
+
+
+class LearnedTables(Protocol):
+    """MAC and ARP tables (state tables in the store; the agent keeps a cache)."""
+
+    def mac_port(self, bridge_id: str, mac: str, vlan: int | None) -> str | None: ...
+
+    def arp_mac(self, router_id: str, ip: int) -> str | None: ...
+
+
+class FlowState(Protocol):
+    """Conntrack keys and NAT bindings (local tables, or Redis shared across hosts)."""
+
+    def conntrack_has(self, key: tuple[Any, ...]) -> bool: ...
+
+    def nat_get(self, key: tuple[Any, ...]) -> tuple[Any, ...] | None: ...
+
+    def snat_allocate(self, router_id: str, targets: list[Obj], flow: tuple[Any, ...]) -> tuple[int, int] | None: ...
+
+
+@dataclass
+class MemoryLearned:
+    """In-memory MAC/ARP tables: tests, traces, and the embedded agent."""
+
+    macs: dict[tuple[str, str, int | None], str] = field(default_factory=dict)
+    arps: dict[tuple[str, int], str] = field(default_factory=dict)
+
+    def mac_port(self, bridge_id: str, mac: str, vlan: int | None) -> str | None:
+        return self.macs.get((bridge_id, mac, vlan))
+
+    def arp_mac(self, router_id: str, ip: int) -> str | None:
+        return self.arps.get((router_id, ip))
+
+
+SNAPSHOT_KINDS = (
+    "bridges",
+    "routers",
+    "ports",
+    "routes",
+    "chains",
+    "rules",
+    "port_groups",
+    "ip_addr_groups",
+    "dhcp_subnets",
+    "dhcp_hosts",
+    "load_balancers",
+    "pools",
+    "pool_members",
+    "vips",
+)
+
+
+def snapshot_of(store: Any) -> Snapshot:
+    """A snapshot of everything a simulation reads, from a Store (or anything with `list(kind)`)."""
+    return Snapshot.build({kind: store.list(kind) for kind in SNAPSHOT_KINDS})
