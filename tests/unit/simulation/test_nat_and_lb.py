@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+from typing import Any
+
+from kumo.packet import int_to_ip, ip_to_int
+from kumo.simulation import Reason, SimulationResult, Verdict
+from tests.unit.simulation.conftest import VM1_MAC, VM2_MAC, VM3_MAC, Cloud, ping_frame, tcp_frame
+
+EXT_MAC = "02:00:00:00:00:e1"
+ONE_TO_ONE = {"address_from": "192.0.2.10", "address_to": "192.0.2.10"}
+
+
+def rule(cloud: Cloud, chain: str, **fields: Any) -> None:
+    cloud.topo.create("rules", {"chain_id": chain, **fields})
+
+
+def nat_chains(cloud: Cloud) -> tuple[str, str]:
+    pre, post = cloud.topo.create("chains", {})["id"], cloud.topo.create("chains", {})["id"]
+    cloud.topo.update("routers", cloud["rtr"], {"inbound_filter_id": pre, "outbound_filter_id": post})
+    return pre, post
+
+
+def known_neighbours(cloud: Cloud) -> None:
+    r = cloud["rtr"]
+    for ip, mac in (
+        ("192.0.2.1", EXT_MAC),
+        ("10.0.1.11", VM1_MAC),
+        ("10.0.1.12", VM2_MAC),
+        ("10.0.2.13", VM3_MAC),
+        ("10.0.2.14", "02:00:00:00:00:04"),
+    ):
+        cloud.learned.arps[(r, ip_to_int(ip))] = mac
+    for bridge, mac, port in (("web", VM1_MAC, "vm1"), ("web", VM2_MAC, "vm2"), ("db", VM3_MAC, "vm3")):
+        cloud.learned.macs[(cloud[bridge], mac, None)] = cloud[port]
+
+
+def rmac(cloud: Cloud, port: str) -> str:
+    return str(cloud.obj("ports", port)["port_mac"])
+
+
+def shown(result: SimulationResult) -> dict[str, Any]:
+    return {
+        k: int_to_ip(v) if k.startswith("ip_") else v
+        for k, v in result.rewrites.items()
+        if k.startswith(("ip_", "tp_", "icmp"))
+    }
+
+
+def test_floating_ip_both_ways(cloud: Cloud) -> None:
+    known_neighbours(cloud)
+    pre, post = nat_chains(cloud)
+    rule(
+        cloud,
+        pre,
+        type="dnat",
+        nw_dst="192.0.2.10/32",
+        nat_targets=[{"address_from": "10.0.1.11", "address_to": "10.0.1.11"}],
+    )
+    rule(cloud, pre, type="rev_snat")
+    rule(cloud, post, type="snat", nw_src="10.0.1.11/32", out_port_ids=[cloud["uplink"]], nat_targets=[ONE_TO_ONE])
+    rule(cloud, post, type="rev_dnat")
+    inbound = cloud.send("uplink", tcp_frame(EXT_MAC, rmac(cloud, "uplink"), "198.51.100.7", "192.0.2.10", 5000, 22))
+    assert (inbound.verdict, cloud.names(inbound.egress_port_ids)) == (Verdict.OUTPUT, ["vm1"])
+    assert shown(inbound) == {"ip_dst": "10.0.1.11"}
+    assert any("dnat: rewrite ip_dst=10.0.1.11" in s.what for s in inbound.trace)
+    reply = cloud.send("vm1", tcp_frame(VM1_MAC, rmac(cloud, "rtr-web"), "10.0.1.11", "198.51.100.7", 22, 5000))
+    assert cloud.names(reply.egress_port_ids) == ["uplink"]
+    assert shown(reply) == {"ip_src": "192.0.2.10"}  # rev_dnat restored the floating IP
+    outbound = cloud.send("vm1", tcp_frame(VM1_MAC, rmac(cloud, "rtr-web"), "10.0.1.11", "198.51.100.9", 4000, 443))
+    assert shown(outbound) == {"ip_src": "192.0.2.10"}  # static SNAT keeps the port
+    back = cloud.send("uplink", tcp_frame(EXT_MAC, rmac(cloud, "uplink"), "198.51.100.9", "192.0.2.10", 443, 4000))
+    assert shown(back) == {"ip_dst": "10.0.1.11"} and cloud.names(back.egress_port_ids) == ["vm1"]
+
+
+def test_dynamic_snat_gives_each_flow_its_own_port_and_reverses_replies(cloud: Cloud) -> None:
+    known_neighbours(cloud)
+    pre, post = nat_chains(cloud)
+    rule(
+        cloud,
+        post,
+        type="snat",
+        out_port_ids=[cloud["uplink"]],
+        nat_targets=[{"address_from": "192.0.2.2", "address_to": "192.0.2.2", "port_from": 20000, "port_to": 20099}],
+    )
+    rule(cloud, pre, type="rev_snat", in_port_ids=[cloud["uplink"]])
+    flows = [
+        ("vm1", VM1_MAC, "rtr-web", "10.0.1.11"),
+        ("vm2", VM2_MAC, "rtr-web", "10.0.1.12"),
+        ("vm3", VM3_MAC, "rtr-db", "10.0.2.13"),
+    ]
+    seen = set()
+    for port, mac, gw, ip in flows:
+        result = cloud.send(port, tcp_frame(mac, rmac(cloud, gw), ip, "198.51.100.7", 3333, 80))
+        src, sport = result.rewrites["ip_src"], result.rewrites["tp_src"]
+        assert int_to_ip(src) == "192.0.2.2" and 20000 <= sport <= 20099
+        seen.add(sport)
+        assert {w.kind for w in result.state_writes} == {"nat"}
+        back = cloud.send("uplink", tcp_frame(EXT_MAC, rmac(cloud, "uplink"), "198.51.100.7", "192.0.2.2", 80, sport))
+        assert cloud.names(back.egress_port_ids) == [port] and shown(back) == {"ip_dst": ip, "tp_dst": 3333}
+    assert len(seen) == 3
+    again = cloud.send("vm1", tcp_frame(VM1_MAC, rmac(cloud, "rtr-web"), "10.0.1.11", "198.51.100.7", 3333, 80))
+    assert again.rewrites["tp_src"] in seen and again.state_writes == []  # the same flow keeps its binding
+
+
+def test_snat_of_icmp_echo_uses_the_identifier_and_can_run_out(cloud: Cloud) -> None:
+    known_neighbours(cloud)
+    _, post = nat_chains(cloud)
+    rule(
+        cloud,
+        post,
+        type="snat",
+        nat_targets=[{"address_from": "192.0.2.2", "address_to": "192.0.2.2", "port_from": 7000, "port_to": 7000}],
+    )
+    first = cloud.send("vm1", ping_frame(VM1_MAC, rmac(cloud, "rtr-web"), "10.0.1.11", "198.51.100.7", ident=1))
+    assert shown(first) == {"ip_src": "192.0.2.2", "icmp_id": 7000}
+    second = cloud.send("vm2", ping_frame(VM2_MAC, rmac(cloud, "rtr-web"), "10.0.1.12", "198.51.100.7", ident=1))
+    assert (second.verdict, second.reason) == (Verdict.DROP, Reason.NAT_EXHAUSTED)
+
+
+def lb(cloud: Cloud, persistence: str | None = None) -> dict[str, str]:
+    lb_id = cloud.topo.create("load_balancers", {"router_id": cloud["rtr"]})["id"]
+    pool = cloud.topo.create("pools", {"load_balancer_id": lb_id})["id"]
+    a = cloud.topo.create("pool_members", {"pool_id": pool, "address": "10.0.2.13", "protocol_port": 8080})["id"]
+    b = cloud.topo.create(
+        "pool_members", {"pool_id": pool, "address": "10.0.2.14", "protocol_port": 8080, "weight": 3}
+    )["id"]
+    cloud.topo.create(
+        "vips", {"pool_id": pool, "address": "192.0.2.20", "protocol_port": 80, "session_persistence": persistence}
+    )
+    return {"a": a, "b": b, "pool": pool}
+
+
+def to_vip(cloud: Cloud, src: str, sport: int) -> SimulationResult:
+    return cloud.send("uplink", tcp_frame(EXT_MAC, rmac(cloud, "uplink"), src, "192.0.2.20", sport, 80))
+
+
+def test_load_balancer_spreads_by_weight_and_skips_down_members(cloud: Cloud) -> None:
+    known_neighbours(cloud)
+    ids = lb(cloud)
+    chosen = [int_to_ip(to_vip(cloud, "198.51.100.7", port).rewrites["ip_dst"]) for port in range(1000, 1200)]
+    share_b = chosen.count("10.0.2.14") / len(chosen)
+    assert set(chosen) == {"10.0.2.13", "10.0.2.14"} and 0.6 < share_b < 0.9  # weight 3 of 4
+    result = to_vip(cloud, "198.51.100.7", 5000)
+    assert {"ip_src", "ip_dst", "ip_proto", "tp_src", "tp_dst"} <= set(result.match.fields())
+    assert result.rewrites["tp_dst"] == 8080
+    cloud.topo.update("pool_members", ids["b"], {"admin_state_up": False})
+    assert {int_to_ip(to_vip(cloud, "198.51.100.8", p).rewrites["ip_dst"]) for p in range(50)} == {"10.0.2.13"}
+    cloud.topo.update("pool_members", ids["a"], {"admin_state_up": False})
+    assert to_vip(cloud, "198.51.100.8", 77).reason is Reason.NO_POOL_MEMBER
+
+
+def test_source_ip_persistence_and_reverse_dnat(cloud: Cloud) -> None:
+    known_neighbours(cloud)
+    vm4 = cloud.topo.create("ports", {"device_id": cloud["db"], "name": "vm4"})["id"]
+    cloud.topo.bind(vm4, "host-1", "tap4")
+    cloud.ids["vm4"] = vm4
+    lb(cloud, "source_ip")
+    behind = {"10.0.2.13": ("vm3", VM3_MAC), "10.0.2.14": ("vm4", "02:00:00:00:00:04")}
+    for client in ("198.51.100.7", "198.51.100.8", "198.51.100.9"):
+        members = {int_to_ip(to_vip(cloud, client, port).rewrites["ip_dst"]) for port in range(1000, 1030)}
+        assert len(members) == 1, client  # one client, one member, whatever its ports
+        member = members.pop()
+        port, mac = behind[member]
+        reply = cloud.send(port, tcp_frame(mac, rmac(cloud, "rtr-db"), member, client, 8080, 1000))
+        assert cloud.names(reply.egress_port_ids) == ["uplink"]
+        assert shown(reply) == {"ip_src": "192.0.2.20", "tp_src": 80}
