@@ -183,6 +183,11 @@ class Client:
         result: list[Obj] = self.request("GET", f"/v1/routers/{router_id}/arp_table")
         return result
 
+    def trace(self, ingress_port_id: str, packet: Obj) -> Obj:
+        body = {"ingress_port_id": ingress_port_id, "packet": packet}
+        result: Obj = self.request("POST", "/v1/traces", body)
+        return result
+
     def close(self) -> None:
         self.http.close()
 

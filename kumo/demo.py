@@ -11,9 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from kumo.cli import render
+from kumo.cli.trace import names_of, render_trace, wide_console
 from kumo.client import Client
 from kumo.testing.apiserver import ApiServer
 from kumo.topology.resources import SPECS
@@ -77,6 +76,19 @@ def build_sample_cloud(client: Client) -> dict[str, Any]:
     client.rules.create(chain_id=pre["id"], type="rev_snat", in_port_ids=[uplink["id"]])
     client.routers.update(router["id"], inbound_filter_id=pre["id"], outbound_filter_id=post["id"])
 
+    # Web VMs reach the database through a service address (10.0.9.10:5432), translated by the router.
+    client.rules.create(
+        chain_id=pre["id"],
+        type="dnat",
+        nw_proto=6,
+        nw_dst="10.0.9.10/32",
+        tp_dst={"start": 5432, "end": 5432},
+        nat_targets=[{"address_from": "10.0.2.20", "address_to": "10.0.2.20", "port_from": 5432, "port_to": 5432}],
+    )
+    client.rules.create(chain_id=post["id"], type="rev_dnat")
+    db_subnet = client.dhcp_subnets.create(bridge_id=db["id"], cidr="10.0.2.0/24", gateway="10.0.2.1")
+    client.dhcp_hosts.create(subnet_id=db_subnet["id"], mac="02:00:00:00:02:01", ip_address="10.0.2.20", name="db-1")
+
     subnet = client.dhcp_subnets.create(
         bridge_id=web["id"],
         cidr="10.0.1.0/24",
@@ -125,7 +137,7 @@ def show_cloud(client: Client, built: dict[str, Any]) -> None:
 
 
 def run_demo() -> None:
-    console = Console()
+    console = wide_console()
     with tempfile.TemporaryDirectory(prefix="kumo-demo-") as tmp:
         store = SqliteStore(Path(tmp) / "kumo.db")
         try:
@@ -133,9 +145,14 @@ def run_demo() -> None:
                 console.print(f"[bold]Kumo demo[/]: REST API on {api.url} (embedded store in {tmp})")
                 built = build_sample_cloud(client)
                 show_cloud(client, built)
+                web1 = next(p for p in client.ports.list() if p["name"] == "web-1-port")
+                console.print("\n[bold]kumo trace --port web-1-port --src 10.0.1.11 --dst 10.0.9.10 --dst-port 5432[/]")
+                journey = client.trace(web1["id"], {"ip_src": "10.0.1.11", "ip_dst": "10.0.9.10", "dst_port": 5432})
+                for line in render_trace(journey, names_of(client)):
+                    console.print(line, markup=False, highlight=False)
                 console.print(
-                    "[bold green]Built[/] through the REST API alone. Traffic between namespaces arrives with the "
-                    "datapath release; this demo stops here and removes its store."
+                    "[bold green]Built and traced[/] through the REST API alone. Traffic between namespaces arrives "
+                    "with the datapath release; this demo stops here and removes its store."
                 )
         finally:
             store.close()

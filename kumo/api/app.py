@@ -6,6 +6,7 @@ import kumo
 from kumo.api.errors import install_error_handlers
 from kumo.api.ports import add_port_routes
 from kumo.api.resources import add_resource_routes
+from kumo.api.traces import add_trace_routes
 from kumo.topology.resources import SPECS
 from kumo.topology.service import Topology
 from kumo.topology.store.base import Store
@@ -24,6 +25,7 @@ def create_app(store: Store) -> FastAPI:
     router = APIRouter(prefix="/v1")
     # Fixed paths first: /ports/{id}/link must not be taken for a nested collection.
     add_port_routes(router, topo)
+    add_trace_routes(router, topo)
     for spec in SPECS.values():
         if spec.generic_api:
             add_resource_routes(router, spec, topo)

@@ -13,6 +13,7 @@ import click
 
 from kumo.cli import render
 from kumo.cli.resources import resource_groups
+from kumo.cli.trace import trace_cmd
 from kumo.client import ApiError
 from kumo.topology.errors import KumoError
 
@@ -82,6 +83,7 @@ def demo() -> None:
 
 for _group in resource_groups():
     cli.add_command(_group)
+cli.add_command(trace_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

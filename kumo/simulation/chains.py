@@ -178,7 +178,7 @@ def run_chain(ctx: Context, chain_id: str | None, owner_id: str, owner_type: str
         return ChainVerdict.ACCEPT
     verdict = _evaluate(ctx, chain_id, owner_id, owner_type, stage, (chain_id,))
     if verdict is ChainVerdict.RETURN:
-        ctx.step(owner_id, owner_type, stage, f"chain {chain_id}: no rule decided, accept", chain_id)
+        ctx.step(owner_id, owner_type, stage, f"{chain_id}: no rule decided, accept", chain_id)
         return ChainVerdict.ACCEPT
     return verdict
 
@@ -208,10 +208,10 @@ def _evaluate(
         if kind == "jump":
             target = rule.jump_chain_id or ""
             if target in visited:
-                say(f"jump to chain {target} would loop: drop")
+                say(f"jump to {target} would loop: drop")
                 ctx.chain_loop = True
                 return ChainVerdict.DROP
-            say(f"jump to chain {target}")
+            say(f"jump to {target}")
             verdict = _evaluate(ctx, target, owner_id, owner_type, stage, (*visited, target))
             if verdict is not ChainVerdict.RETURN:
                 return verdict

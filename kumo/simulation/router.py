@@ -98,7 +98,7 @@ def process(ctx: Context, router: Obj, in_port: Obj) -> Obj:
         rid,
         "router",
         Stage.ROUTER_ROUTING,
-        f"route {route.id} to {int_to_ip(route.dst)}/{route.dst_len} via port {out_port['id']}",
+        f"route {route.id} to {int_to_ip(route.dst)}/{route.dst_len} via {out_port['id']}",
     )
 
     ttl = match.peek("ip_ttl") or 0
@@ -194,6 +194,10 @@ def _next_hop(ctx: Context, rid: str, route: Route, out_port: Obj) -> None:
         hop = route.next_hop_gateway or match.peek("ip_dst")
         ctx.tag(f"arp:{rid}/{hop}")
         mac = ctx.learned.arp_mac(rid, hop)
+        if mac is None and peer is not None:
+            # The peer bridge may know the address statically (a DHCP host entry, another router's port):
+            # declared data, so no ARP round trip is needed.
+            mac = snap.arp_suppression.get(peer["device_id"], {}).get(hop)
         if mac is None:
             request = replies.arp_request(out_port["port_mac"], ip_to_int(out_port["port_address"]), hop)
             ctx.generated.append(Generated(out_port["id"], request, f"ARP request who-has {int_to_ip(hop)}"))

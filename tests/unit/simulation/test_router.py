@@ -165,3 +165,10 @@ def test_longest_prefix_source_filter_weight_and_ecmp(cloud: Cloud) -> None:
     )
     hops = {via("198.51.100.7", sport=port) for port in range(1, 40)}
     assert hops == {"02:00:00:00:00:98", "02:00:00:00:00:91"}  # ECMP spreads flows over equal routes
+
+
+def test_next_hops_known_from_dhcp_entries_need_no_arp(cloud: Cloud) -> None:
+    subnet = cloud.topo.create("dhcp_subnets", {"bridge_id": cloud["db"], "cidr": "10.0.2.0/24"})
+    cloud.topo.create("dhcp_hosts", {"subnet_id": subnet["id"], "mac": VM3_MAC, "ip_address": "10.0.2.13"})
+    result = cloud.send("vm1", tcp_frame(VM1_MAC, rmac(cloud, "rtr-web"), "10.0.1.11", "10.0.2.13", 1, 2))
+    assert result.verdict is Verdict.FLOOD and result.rewrites["eth_dst"] == VM3_MAC
