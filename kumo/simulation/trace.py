@@ -64,7 +64,7 @@ def describe_match(match: FlowMatch) -> dict[str, Any]:
     """A packet's fields as API.md's trace packet shows them."""
     fields = match.as_dict()
     proto = fields.get("ip_proto")
-    names = {v: k for k, v in PROTOCOLS.items()}
+    names: dict[Any, str] = {v: k for k, v in PROTOCOLS.items()}
     out: dict[str, Any] = {
         "eth_src": fields.get("eth_src"),
         "eth_dst": fields.get("eth_dst"),
