@@ -42,7 +42,8 @@ def process(ctx: Context, bridge: Obj, in_port: Obj) -> tuple[str, list[Obj]]:
     known = ctx.learned.mac_port(bid, src, vlan)
     if known != in_port["id"]:
         ctx.learn_writes.append(LearnWrite("mac", (bid, src, vlan), in_port["id"]))
-        ctx.step(bid, "bridge", Stage.BRIDGE_MAC_LEARNING, f"learn {src} on {in_port['id']}")
+        if ctx.tracing:
+            ctx.step(bid, "bridge", Stage.BRIDGE_MAC_LEARNING, f"learn {src} on {in_port['id']}")
 
     suppress = snap.arp_suppression.get(bid)
     if suppress and match.get("eth_type") == 0x0806 and match.get("arp_op") == REQUEST:
@@ -82,7 +83,8 @@ def process(ctx: Context, bridge: Obj, in_port: Obj) -> tuple[str, list[Obj]]:
         return _flood(ctx, bid, in_port, vlan, f"{dst} is broadcast/multicast: flood")
     router_side = snap.router_macs.get(bid, {}).get(dst)
     if router_side is not None:
-        ctx.step(bid, "bridge", Stage.BRIDGE_FORWARD, f"{dst} is a linked router port: to {router_side}")
+        if ctx.tracing:
+            ctx.step(bid, "bridge", Stage.BRIDGE_FORWARD, f"{dst} is a linked router port: to {router_side}")
         return "unicast", [snap.ports[router_side]]
     ctx.tag(f"mac:{bid}/{dst}/{vlan}")
     out = ctx.learned.mac_port(bid, dst, vlan)
@@ -91,7 +93,8 @@ def process(ctx: Context, bridge: Obj, in_port: Obj) -> tuple[str, list[Obj]]:
     if out == in_port["id"]:
         ctx.step(bid, "bridge", Stage.BRIDGE_FORWARD, f"{dst} is behind the ingress port: drop")
         raise ctx.finish(Verdict.DROP, Reason.HAIRPIN)
-    ctx.step(bid, "bridge", Stage.BRIDGE_FORWARD, f"{dst} is on {out}")
+    if ctx.tracing:
+        ctx.step(bid, "bridge", Stage.BRIDGE_FORWARD, f"{dst} is on {out}")
     return "unicast", [snap.ports[out]]
 
 

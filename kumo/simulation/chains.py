@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kumo.packet.flowmatch import BIT, INDEX
 from kumo.packet.ipv4 import PROTO_ICMP
 from kumo.simulation import conntrack, nat
 from kumo.simulation.context import Context
@@ -30,125 +31,125 @@ class ChainVerdict(enum.Enum):
 class CompiledRule:
     id: str
     type: str
-    conditions: list[Predicate]
-    inv: bool
+    matches: Predicate  # all conditions, `inv` applied
     jump_chain_id: str | None
     nat_targets: list[dict[str, Any]]
     flow_action: str
     uses_conntrack: bool
-
-    def matches(self, ctx: Context) -> bool:
-        result = all(cond(ctx) for cond in self.conditions)
-        return result != self.inv
+    source: str  # the generated predicate, for debugging and tests
 
 
 def _mac_int(mac: str | None) -> int:
     return int(mac.replace(":", ""), 16) if mac else -1
 
 
-def _negate(pred: Predicate, inv: bool) -> Predicate:
-    return (lambda ctx: not pred(ctx)) if inv else pred
-
-
-def _field_equals(name: str, value: Any) -> Predicate:
-    return lambda ctx: ctx.match.get(name) == value
-
-
-def _in_set(name: str, values: frozenset[int]) -> Predicate:
-    return lambda ctx: ctx.match.get(name) in values
-
-
-def _in_prefix(name: str, cidr: str) -> Predicate:
-    net, length = cidr_to_int(cidr)
-    mask = prefix_mask(length)
-
-    def pred(ctx: Context) -> bool:
-        value = ctx.match.get(name)
-        return value is not None and value & mask == net
-
-    return pred
-
-
-def _in_range(which: str, bounds: dict[str, int]) -> Predicate:
-    """tp_src/tp_dst; for ICMP, API.md: type (src) / code (dst)."""
-    lo, hi = bounds["start"], bounds["end"]
-    icmp_field = "icmp_type" if which == "src" else "icmp_code"
-
-    def pred(ctx: Context) -> bool:
-        field = icmp_field if ctx.match.get("ip_proto") == PROTO_ICMP else f"tp_{which}"
-        value = ctx.match.get(field)
-        return value is not None and lo <= value <= hi
-
-    return pred
-
-
-def _mac_masked(name: str, mac: str, mask: str | None) -> Predicate:
-    m = _mac_int(mask) if mask else 0xFFFFFFFFFFFF
-    want = _mac_int(mac) & m
-    return lambda ctx: _mac_int(ctx.match.get(name)) & m == want
-
-
 _FRAGMENTS = {"header": ("none", "first"), "nonheader": ("later",), "unfragmented": ("none",)}
 
 
+class _Gen:
+    """Generates one rule's predicate as straight-line Python: each condition marks the fields it reads
+    (FlowMatch.seen) just before reading them, and the first failing condition returns False, so a flow's
+    wildcard holds exactly what the rule looked at. Constants travel in the function's namespace."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.env: dict[str, Any] = {"conntrack": conntrack, "_mac_int": _mac_int}
+
+    def const(self, value: Any) -> str:
+        name = f"c{len(self.env)}"
+        self.env[name] = value
+        return name
+
+    def read(self, field: str) -> str:
+        self.lines.append(f"m.seen |= {BIT[field]}")
+        return f"v[{INDEX[field]}]"
+
+    def require(self, expr: str, inv: bool = False) -> None:
+        """The rule fails unless `expr` (negated by the condition's own inv flag) holds."""
+        self.lines.append(f"if {'' if inv else 'not '}({expr}): return False")
+
+    def build(self, rule_inv: bool) -> tuple[Predicate, str]:
+        body = ["m = ctx.match", "v = m._v", *self.lines]
+        source = "def _conds(ctx):\n" + "\n".join(f"    {line}" for line in body) + "\n    return True\n"
+        if rule_inv:
+            source += "def _rule(ctx):\n    return not _conds(ctx)\n"
+        else:
+            source += "_rule = _conds\n"
+        exec(compile(source, "<rule>", "exec"), self.env)
+        return self.env["_rule"], source
+
+
 def compile_rule(rule: dict[str, Any], snap: Snapshot) -> CompiledRule:
-    conds: list[Predicate] = []
+    g = _Gen()
     if rule.get("in_port_ids"):
-        ports = frozenset(rule["in_port_ids"])
-        conds.append(_negate(lambda ctx: ctx.ingress_port in ports, rule.get("inv_in_ports", False)))
+        g.require(f"ctx.ingress_port in {g.const(frozenset(rule['in_port_ids']))}", rule.get("inv_in_ports", False))
     if rule.get("out_port_ids"):
-        outs = frozenset(rule["out_port_ids"])
-        conds.append(_negate(lambda ctx: ctx.egress_port in outs, rule.get("inv_out_ports", False)))
+        g.require(f"ctx.egress_port in {g.const(frozenset(rule['out_port_ids']))}", rule.get("inv_out_ports", False))
     if rule.get("port_group_id"):
-        group_id = rule["port_group_id"]
-        members = snap.port_groups.get(group_id, frozenset())
-        conds.append(_negate(lambda ctx: ctx.ingress_port in members, rule.get("inv_port_group", False)))
+        members = g.const(snap.port_groups.get(rule["port_group_id"], frozenset()))
+        g.require(f"ctx.ingress_port in {members}", rule.get("inv_port_group", False))
     for side in ("src", "dst"):
         group = rule.get(f"ip_addr_group_{side}")
         if group:
-            addresses = snap.ip_groups.get(group, frozenset())
-            conds.append(_negate(_in_set(f"ip_{side}", addresses), rule.get(f"inv_ip_addr_group_{side}", False)))
+            addresses = g.const(snap.ip_groups.get(group, frozenset()))
+            g.require(f"{g.read(f'ip_{side}')} in {addresses}", rule.get(f"inv_ip_addr_group_{side}", False))
     if rule.get("dl_type") is not None:
-        conds.append(_negate(_field_equals("eth_type", rule["dl_type"]), rule.get("inv_dl_type", False)))
+        g.require(f"{g.read('eth_type')} == {int(rule['dl_type'])}", rule.get("inv_dl_type", False))
     for side in ("src", "dst"):
-        if rule.get(f"dl_{side}"):
-            conds.append(
-                _negate(
-                    _mac_masked(f"eth_{side}", rule[f"dl_{side}"], rule.get(f"dl_{side}_mask")),
-                    rule.get(f"inv_dl_{side}", False),
-                )
-            )
+        mac = rule.get(f"dl_{side}")
+        if mac:
+            mask = rule.get(f"dl_{side}_mask")
+            value = g.read(f"eth_{side}")
+            if mask is None or mask == "ff:ff:ff:ff:ff:ff":
+                g.require(f"{value} == {g.const(mac)}", rule.get(f"inv_dl_{side}", False))
+            else:
+                m = _mac_int(mask)
+                g.require(f"_mac_int({value}) & {m} == {_mac_int(mac) & m}", rule.get(f"inv_dl_{side}", False))
     if rule.get("nw_tos") is not None:
-        conds.append(_field_equals("ip_tos", rule["nw_tos"]))
+        g.require(f"{g.read('ip_tos')} == {int(rule['nw_tos'])}")
     if rule.get("nw_proto") is not None:
-        conds.append(_negate(_field_equals("ip_proto", rule["nw_proto"]), rule.get("inv_nw_proto", False)))
+        g.require(f"{g.read('ip_proto')} == {int(rule['nw_proto'])}", rule.get("inv_nw_proto", False))
     for side in ("src", "dst"):
-        if rule.get(f"nw_{side}"):
-            conds.append(_negate(_in_prefix(f"ip_{side}", rule[f"nw_{side}"]), rule.get(f"inv_nw_{side}", False)))
-        if rule.get(f"tp_{side}"):
-            conds.append(_negate(_in_range(side, rule[f"tp_{side}"]), rule.get(f"inv_tp_{side}", False)))
+        cidr = rule.get(f"nw_{side}")
+        if cidr:
+            net, length = cidr_to_int(cidr)
+            value = g.read(f"ip_{side}")
+            g.require(
+                f"{value} is not None and {value} & {prefix_mask(length)} == {net}", rule.get(f"inv_nw_{side}", False)
+            )
+        bounds = rule.get(f"tp_{side}")
+        if bounds:
+            # API.md: for ICMP, tp_src matches the type and tp_dst the code
+            icmp_field = "icmp_type" if side == "src" else "icmp_code"
+            proto = g.read("ip_proto")
+            g.lines.append(f"if {proto} == {PROTO_ICMP}:")
+            g.lines.append(f"    m.seen |= {BIT[icmp_field]}; x = v[{INDEX[icmp_field]}]")
+            g.lines.append("else:")
+            g.lines.append(f"    m.seen |= {BIT['tp_' + side]}; x = v[{INDEX['tp_' + side]}]")
+            g.require(
+                f"x is not None and {int(bounds['start'])} <= x <= {int(bounds['end'])}",
+                rule.get(f"inv_tp_{side}", False),
+            )
     has_l4 = bool(rule.get("tp_src") or rule.get("tp_dst"))
     policy = rule.get("fragment_policy") or ("header" if has_l4 else "any")
     if policy != "any":
-        allowed = _FRAGMENTS[policy]
-        conds.append(lambda ctx: ctx.match.get("fragment") in allowed)
+        g.require(f"{g.read('fragment')} in {g.const(_FRAGMENTS[policy])}")
     if rule.get("traversed_device"):
-        device = rule["traversed_device"]
-        conds.append(lambda ctx: device in ctx.traversed)
-    uses_ct = bool(rule.get("match_forward_flow") or rule.get("match_return_flow"))
+        g.require(f"{g.const(rule['traversed_device'])} in ctx.traversed")
     if rule.get("match_return_flow"):
-        conds.append(lambda ctx: conntrack.is_return_flow(ctx, ctx.traversed[-1]))
+        g.require("conntrack.is_return_flow(ctx, ctx.traversed[-1])")
     if rule.get("match_forward_flow"):
-        conds.append(lambda ctx: not conntrack.is_return_flow(ctx, ctx.traversed[-1]))
+        g.require("not conntrack.is_return_flow(ctx, ctx.traversed[-1])")
+    predicate, source = g.build(bool(rule.get("inv")))
     return CompiledRule(
         rule["id"],
         rule["type"],
-        conds,
-        bool(rule.get("inv")),
+        predicate,
         rule.get("jump_chain_id"),
         list(rule.get("nat_targets") or []),
         rule.get("flow_action") or "accept",
-        uses_ct,
+        bool(rule.get("match_forward_flow") or rule.get("match_return_flow")),
+        source,
     )
 
 
@@ -158,7 +159,7 @@ def compiled_chain(snap: Snapshot, chain_id: str) -> list[CompiledRule]:
         rule_ids = snap.chains.get(chain_id, {}).get("rule_ids", [])
         chain = [compile_rule(snap.rules[r], snap) for r in rule_ids if r in snap.rules]
         snap.compiled_chains[chain_id] = chain
-    return list(chain)
+    return chain  # type: ignore[no-any-return]
 
 
 def chain_uses_conntrack(snap: Snapshot, chain_id: str, seen: frozenset[str] = frozenset()) -> bool:
@@ -178,7 +179,8 @@ def run_chain(ctx: Context, chain_id: str | None, owner_id: str, owner_type: str
         return ChainVerdict.ACCEPT
     verdict = _evaluate(ctx, chain_id, owner_id, owner_type, stage, (chain_id,))
     if verdict is ChainVerdict.RETURN:
-        ctx.step(owner_id, owner_type, stage, f"{chain_id}: no rule decided, accept", chain_id)
+        if ctx.tracing:
+            ctx.step(owner_id, owner_type, stage, f"{chain_id}: no rule decided, accept", chain_id)
         return ChainVerdict.ACCEPT
     return verdict
 
@@ -186,9 +188,8 @@ def run_chain(ctx: Context, chain_id: str | None, owner_id: str, owner_type: str
 def _evaluate(
     ctx: Context, chain_id: str, owner_id: str, owner_type: str, stage: str, visited: tuple[str, ...]
 ) -> ChainVerdict:
-    ctx.tag(f"chain:{chain_id}")
+    ctx.tags.add(f"chain:{chain_id}")  # rules are covered by their chain's tag (see kumo.simulation.tags)
     for rule in compiled_chain(ctx.topology, chain_id):
-        ctx.tag(f"rule:{rule.id}")
         if not rule.matches(ctx):
             continue
         kind = rule.type
@@ -216,7 +217,7 @@ def _evaluate(
             if verdict is not ChainVerdict.RETURN:
                 return verdict
             continue
-        before = ctx.match.changed()
+        before = ctx.match.changed() if ctx.tracing else {}
         if kind in ("dnat", "snat"):
             applied = (nat.dnat if kind == "dnat" else nat.snat)(ctx, owner_id, rule.nat_targets)
             if not applied:
@@ -227,7 +228,8 @@ def _evaluate(
             if not nat.reverse(ctx, owner_id, kind):
                 say(f"{kind}: no binding, rule does nothing")
                 continue
-        say(f"{kind}: {_describe_rewrite(before, ctx.match.changed())}")
+        if ctx.tracing:
+            say(f"{kind}: {_describe_rewrite(before, ctx.match.changed())}")
         if rule.flow_action == "accept":
             return ChainVerdict.ACCEPT
         if rule.flow_action == "return":

@@ -28,6 +28,7 @@ class Context:
     learned: LearnedTables
     flow_state: FlowState
     frame: bytes | None = None  # the original frame, for replies and ICMP quotes (None in traces)
+    tracing: bool = True  # False on the agent's hot path: no step text is built
     devices_entered: int = 0
     traversed: list[str] = field(default_factory=list)  # device ids, for traversed_device conditions
     tags: set[str] = field(default_factory=set)
@@ -54,6 +55,8 @@ class Context:
         chain_id: str | None = None,
         rule_id: str | None = None,
     ) -> None:
+        if not self.tracing:
+            return
         self.trace.append(TraceStep(device_id, device_type, stage, what, chain_id, rule_id))
 
     def finish(self, verdict: Verdict, reason: Reason) -> Finished:

@@ -29,7 +29,8 @@ def enter(ctx: Context, port: Obj) -> None:
         raise ctx.finish(Verdict.DROP, Reason.PORT_ADMIN_DOWN)
     ctx.ingress_port = port["id"]
     ctx.egress_port = None
-    ctx.step(port["id"], "port", Stage.PORT_ADMIN, f"enter {port['device_id']} through this port")
+    if ctx.tracing:
+        ctx.step(port["id"], "port", Stage.PORT_ADMIN, f"enter {port['device_id']} through this port")
     verdict = run_chain(ctx, port.get("inbound_filter_id"), port["id"], "port", Stage.PORT_INBOUND_FILTER)
     if verdict is not ChainVerdict.ACCEPT:
         raise ctx.finish(Verdict.DROP, chain_drop(ctx, verdict))

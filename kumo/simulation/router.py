@@ -94,12 +94,9 @@ def process(ctx: Context, router: Obj, in_port: Obj) -> Obj:
     out_port = ctx.topology.ports.get(route.next_hop_port_id or "")
     if out_port is None:
         raise ctx.finish(Verdict.DROP, Reason.UNKNOWN_PORT)
-    ctx.step(
-        rid,
-        "router",
-        Stage.ROUTER_ROUTING,
-        f"route {route.id} to {int_to_ip(route.dst)}/{route.dst_len} via {out_port['id']}",
-    )
+    if ctx.tracing:
+        where = f"{int_to_ip(route.dst)}/{route.dst_len} via {out_port['id']}"
+        ctx.step(rid, "router", Stage.ROUTER_ROUTING, f"route {route.id} to {where}")
 
     ttl = match.peek("ip_ttl") or 0
     if ttl <= 1:
@@ -206,4 +203,5 @@ def _next_hop(ctx: Context, rid: str, route: Route, out_port: Obj) -> None:
             raise ctx.finish(Verdict.PARK, Reason.WAITING_FOR_ARP)
     match.set("eth_src", out_port["port_mac"])
     match.set("eth_dst", mac)
-    ctx.step(rid, "router", Stage.ROUTER_NEXT_HOP, f"next hop MAC {mac}")
+    if ctx.tracing:
+        ctx.step(rid, "router", Stage.ROUTER_NEXT_HOP, f"next hop MAC {mac}")

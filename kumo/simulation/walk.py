@@ -20,9 +20,15 @@ Obj = dict[str, Any]
 
 
 def simulate(
-    match: FlowMatch, topology: Snapshot, learned: LearnedTables, flow_state: FlowState, frame: bytes | None = None
+    match: FlowMatch,
+    topology: Snapshot,
+    learned: LearnedTables,
+    flow_state: FlowState,
+    frame: bytes | None = None,
+    trace: bool = True,
 ) -> SimulationResult:
-    ctx = Context(match, topology, learned, flow_state, frame)
+    """With trace=False (the agent's hot path) no step text is built; the tags still say why a flow exists."""
+    ctx = Context(match, topology, learned, flow_state, frame, tracing=trace)
     port = topology.ports.get(match.peek("in_port"))
     try:
         if port is None:
@@ -116,6 +122,7 @@ def _through_device(ctx: Context, in_port: Obj) -> list[str]:
 def _deliver(ctx: Context, port: Obj) -> list[str]:
     peer = ctx.topology.ports.get(port.get("peer_id") or "")
     if peer is None:
-        ctx.step(port["id"], "port", Stage.PORT_DELIVER, "exterior port: deliver")
+        if ctx.tracing:
+            ctx.step(port["id"], "port", Stage.PORT_DELIVER, "exterior port: deliver")
         return [port["id"]]
     return _through_device(ctx, peer)

@@ -201,6 +201,13 @@ def test_operator_builds_and_manages_a_cloud_with_the_cli(tmp_path: Path) -> Non
         api.start()
         check_topology(kumo, ids)
 
+        # a trace through the CLI: bridge -> router, one readable line per step
+        traced = kumo.run("trace", "--port", "vm1", "--src", "10.0.1.20", "--dst", "10.0.2.30", "--dst-port", "5432")
+        assert traced.returncode == 0, traced.stderr
+        assert "bridge web" in traced.stdout and "router r1" in traced.stdout and "router.routing" in traced.stdout
+        assert "=> park (waiting_for_arp)" in traced.stdout
+        assert kumo("trace", "--port", "vm1", "--src", "10.0.1.20", "--dst", "10.0.2.30")["result"]["action"] == "park"
+
         # clear errors: one line, exit 1
         assert "still used as inbound_filter_id" in kumo.fails("chain", "delete", "fw")
         assert "already linked" in kumo.fails("port", "link", "web-up", "r1-db")

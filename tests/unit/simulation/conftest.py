@@ -31,9 +31,11 @@ def tcp_frame(src_mac: str, dst_mac: str, src: str, dst: str, sport: int, dport:
     return Ethernet(dst_mac, src_mac, ETH_P_IP, ip.build()).build()
 
 
-def udp_frame(src_mac: str, dst_mac: str, src: str, dst: str, sport: int, dport: int, payload: bytes = b"") -> bytes:
+def udp_frame(
+    src_mac: str, dst_mac: str, src: str, dst: str, sport: int, dport: int, payload: bytes = b"", ttl: int = 64
+) -> bytes:
     s, d = ip_to_int(src), ip_to_int(dst)
-    ip = IPv4(s, d, PROTO_UDP, Udp(sport, dport, payload).build(s, d))
+    ip = IPv4(s, d, PROTO_UDP, Udp(sport, dport, payload).build(s, d), ttl=ttl)
     return Ethernet(dst_mac, src_mac, ETH_P_IP, ip.build()).build()
 
 
