@@ -16,7 +16,7 @@ from kumo.simulation import nat
 from kumo.simulation.conntrack import five_tuple
 from kumo.simulation.context import Context
 from kumo.simulation.pipeline import Stage
-from kumo.simulation.result import Reason, StateWrite, Verdict
+from kumo.simulation.result import Reason, Verdict
 from kumo.simulation.view import Vip
 
 
@@ -52,14 +52,11 @@ def balance(ctx: Context, router_id: str) -> None:
             router_id, "router", Stage.ROUTER_L4LB, f"VIP {int_to_ip(vip.address)}:{vip.port} has no usable member"
         )
         raise ctx.finish(Verdict.DROP, Reason.NO_POOL_MEMBER)
-    fwd_key = ("dnat-fwd", router_id, *flow)
-    chosen = ctx.flow_state.nat_get(fwd_key)
+    chosen = nat.dnat_binding(ctx, router_id, flow)
     if chosen is None:
         _, address, port = _choose(vip, flow)
         chosen = (address, port)
-        proto, src, sport, _, _ = flow
-        ctx.state_writes.append(StateWrite("nat", fwd_key, chosen))
-        ctx.state_writes.append(StateWrite("nat", ("dnat", router_id, proto, address, port, src, sport), (dst, dport)))
+        nat.record_dnat(ctx, router_id, flow, address, port)
     match.set("ip_dst", chosen[0])
     match.set("tp_dst", chosen[1])
     ctx.step(

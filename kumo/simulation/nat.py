@@ -40,30 +40,45 @@ def _pick(targets: list[dict[str, Any]], flow: tuple[int, ...], keep_port: int) 
     return ip, port
 
 
+def _address_only(ctx: Context, side: str, targets: list[dict[str, Any]]) -> bool:
+    """No connection identity (e.g. a later fragment): translate the address alone, statelessly."""
+    ip, _ = _pick(targets, (ctx.match.get(f"ip_{side}") or 0,), 0)
+    ctx.match.set(f"ip_{side}", ip)
+    return True
+
+
+def dnat_binding(ctx: Context, device_id: str, flow: tuple[int, int, int, int, int]) -> tuple[Any, ...] | None:
+    """The translation a DNATed flow already has (the flow simulated again), or None."""
+    key = ("dnat-fwd", device_id, *flow)
+    ctx.tag(f"nat:{key}")
+    return ctx.flow_state.nat_get(key)
+
+
+def record_dnat(
+    ctx: Context, device_id: str, flow: tuple[int, int, int, int, int], new_dst: int, new_dport: int
+) -> None:
+    """Both keys of a DNAT binding (also used by the L4 load balancer): forward, and the reply's."""
+    proto, src, sport, dst, dport = flow
+    _record(ctx, ("dnat-fwd", device_id, *flow), (new_dst, new_dport))
+    _record(ctx, ("dnat", device_id, proto, new_dst, new_dport, src, sport), (dst, dport))
+
+
 def dnat(ctx: Context, device_id: str, targets: list[dict[str, Any]]) -> bool:
     flow = five_tuple(ctx)
-    if flow is None:  # no connection identity: translate the address only (static NAT of e.g. fragments)
-        ip, _ = _pick(targets, (ctx.match.get("ip_dst") or 0,), 0)
-        ctx.match.set("ip_dst", ip)
-        return True
-    proto, src, sport, dst, dport = flow
-    fwd_key = ("dnat-fwd", device_id, *flow)
-    chosen = ctx.flow_state.nat_get(fwd_key)
-    ctx.tag(f"nat:{fwd_key}")
-    new_dst, new_dport = chosen if chosen else _pick(targets, flow, dport)
-    if not chosen:
-        _record(ctx, fwd_key, (new_dst, new_dport))
-        _record(ctx, ("dnat", device_id, proto, new_dst, new_dport, src, sport), (dst, dport))
-    _rewrite(ctx, proto, "dst", new_dst, new_dport)
+    if flow is None:
+        return _address_only(ctx, "dst", targets)
+    chosen = dnat_binding(ctx, device_id, flow)
+    if chosen is None:
+        chosen = _pick(targets, flow, flow[4])
+        record_dnat(ctx, device_id, flow, *chosen)
+    _rewrite(ctx, flow[0], "dst", chosen[0], chosen[1])
     return True
 
 
 def snat(ctx: Context, device_id: str, targets: list[dict[str, Any]]) -> bool:
     flow = five_tuple(ctx)
     if flow is None:
-        ip, _ = _pick(targets, (ctx.match.get("ip_src") or 0,), 0)
-        ctx.match.set("ip_src", ip)
-        return True
+        return _address_only(ctx, "src", targets)
     proto, src, sport, dst, dport = flow
     fwd_key = ("snat-fwd", device_id, *flow)
     chosen = ctx.flow_state.nat_get(fwd_key)
