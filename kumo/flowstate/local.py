@@ -7,11 +7,11 @@ will carry, so that rev_snat/rev_dnat find them from the return packet alone.
 from __future__ import annotations
 
 import time
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from kumo.packet import ip_to_int
+from kumo.packet.flowhash import flow_hash
 
 DEFAULT_TTL = 60.0
 
@@ -40,7 +40,7 @@ class LocalFlowState:
         """A free (ip, port) from the targets towards `flow` = (proto, dst ip, dst port); spread by a hash
         of the flow so that concurrent flows rarely probe the same candidates."""
         proto, dst, dport, _src, sport = flow
-        start = zlib.crc32(repr(flow).encode())
+        start = flow_hash(flow)
         for target in targets:
             first, last = ip_to_int(target["address_from"]), ip_to_int(target["address_to"])
             port_from, port_to = target.get("port_from") or 0, target.get("port_to") or 0

@@ -99,15 +99,22 @@ def process(ctx: Context, bridge: Obj, in_port: Obj) -> tuple[str, list[Obj]]:
 
 
 def _flood(ctx: Context, bid: str, in_port: Obj, vlan: int | None, what: str) -> tuple[str, list[Obj]]:
-    ctx.step(bid, "bridge", Stage.BRIDGE_FORWARD, what)
+    """Every port but the ingress: exterior ports, and links to other bridges (a tagged link only for frames
+    of its VLAN). Links to routers are left out: a router takes no floods (the bridge answers ARP for it)."""
+    if ctx.tracing:
+        ctx.step(bid, "bridge", Stage.BRIDGE_FORWARD, what)
     ctx.tag(f"flood:{bid}")  # membership of the flood set: any port change on the bridge
-    targets = [p for p in ctx.topology.exterior_ports(bid) if p["id"] != in_port["id"]]
-    if vlan is not None:  # and the tagged interior link of that VLAN, if any
-        targets += [
-            p
-            for p in ctx.topology.device_ports.get(bid, [])
-            if p.get("peer_id") and p.get("vlan_id") == vlan and p["id"] != in_port["id"]
-        ]
+    snap = ctx.topology
+    targets = []
+    for port in snap.device_ports.get(bid, []):
+        if port["id"] == in_port["id"]:
+            continue
+        peer = snap.ports.get(port.get("peer_id") or "")
+        if peer is not None and peer["type"] == "router":
+            continue
+        if port.get("vlan_id") is not None and port["vlan_id"] != vlan:
+            continue
+        targets.append(port)
     return "flood", targets
 
 

@@ -37,6 +37,18 @@ class CompiledRule:
     flow_action: str
     uses_conntrack: bool
     source: str  # the generated predicate, for debugging and tests
+    requirements: list[tuple[list[str], str]]  # (statements, test) in order; see _Gen
+    env: dict[str, Any]
+    inv: bool
+
+
+@dataclass(slots=True)
+class CompiledChain:
+    """A chain's rules and one generated function that finds the first matching rule from a position."""
+
+    rules: list[CompiledRule]
+    first_match: Callable[[Context, int], int]  # (ctx, start) -> index of the first matching rule, or -1
+    source: str
 
 
 def _mac_int(mac: str | None) -> int:
@@ -47,40 +59,74 @@ _FRAGMENTS = {"header": ("none", "first"), "nonheader": ("later",), "unfragmente
 
 
 class _Gen:
-    """Generates one rule's predicate as straight-line Python: each condition marks the fields it reads
-    (FlowMatch.seen) just before reading them, and the first failing condition returns False, so a flow's
-    wildcard holds exactly what the rule looked at. Constants travel in the function's namespace."""
+    """Generates a rule's conditions as straight-line Python. Each condition is a requirement: statements
+    (marking the fields it reads in FlowMatch.seen, just before reading them) and a test; evaluation stops at
+    the first failing test, so a flow's wildcard holds exactly what the rules looked at. Constants travel in
+    the function's namespace under names unique to the rule (`prefix`)."""
 
-    def __init__(self) -> None:
-        self.lines: list[str] = []
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.pending: list[str] = []
+        self.requirements: list[tuple[list[str], str]] = []
         self.env: dict[str, Any] = {"conntrack": conntrack, "_mac_int": _mac_int}
 
     def const(self, value: Any) -> str:
-        name = f"c{len(self.env)}"
+        name = f"{self.prefix}c{len(self.env)}"
         self.env[name] = value
         return name
 
     def read(self, field: str) -> str:
-        self.lines.append(f"m.seen |= {BIT[field]}")
+        self.pending.append(f"m.seen |= {BIT[field]}")
         return f"v[{INDEX[field]}]"
+
+    def statement(self, line: str) -> None:
+        self.pending.append(line)
 
     def require(self, expr: str, inv: bool = False) -> None:
         """The rule fails unless `expr` (negated by the condition's own inv flag) holds."""
-        self.lines.append(f"if {'' if inv else 'not '}({expr}): return False")
+        self.requirements.append((self.pending, f"not ({expr})" if inv else f"({expr})"))
+        self.pending = []
 
     def build(self, rule_inv: bool) -> tuple[Predicate, str]:
-        body = ["m = ctx.match", "v = m._v", *self.lines]
+        body = ["m = ctx.match", "v = m._v"]
+        for statements, test in self.requirements:
+            body += [*statements, f"if not {test}: return False"]
         source = "def _conds(ctx):\n" + "\n".join(f"    {line}" for line in body) + "\n    return True\n"
         if rule_inv:
             source += "def _rule(ctx):\n    return not _conds(ctx)\n"
         else:
             source += "_rule = _conds\n"
-        exec(compile(source, "<rule>", "exec"), self.env)
-        return self.env["_rule"], source
+        env = dict(self.env)
+        exec(compile(source, "<rule>", "exec"), env)
+        return env["_rule"], source
 
 
-def compile_rule(rule: dict[str, Any], snap: Snapshot) -> CompiledRule:
-    g = _Gen()
+def compile_chain_function(rules: list[CompiledRule]) -> tuple[Callable[[Context, int], int], str]:
+    """One function for the whole chain: rule after rule as nested ifs, no call per rule. Rules with a whole
+    `inv` call their own predicate (the nesting cannot express "not all of")."""
+    env: dict[str, Any] = {}
+    lines = ["def _first(ctx, start):", "    m = ctx.match", "    v = m._v"]
+    for i, rule in enumerate(rules):
+        env.update(rule.env)
+        lines.append(f"    if start <= {i}:")
+        indent = "        "
+        if rule.inv:
+            env[f"_rule{i}"] = rule.matches
+            lines.append(f"{indent}if _rule{i}(ctx): return {i}")
+            continue
+        for statements, test in rule.requirements:
+            lines += [indent + st for st in statements]
+            lines.append(f"{indent}if {test}:")
+            indent += "    "
+        lines.append(f"{indent}return {i}")
+    lines.append("    return -1")
+    source = "\n".join(lines) + "\n"
+    exec(compile(source, "<chain>", "exec"), env)
+    return env["_first"], source
+
+
+def compile_rule(rule: dict[str, Any], snap: Snapshot, prefix: str = "r") -> CompiledRule:
+    g = _Gen(prefix)
     if rule.get("in_port_ids"):
         g.require(f"ctx.ingress_port in {g.const(frozenset(rule['in_port_ids']))}", rule.get("inv_in_ports", False))
     if rule.get("out_port_ids"):
@@ -120,14 +166,13 @@ def compile_rule(rule: dict[str, Any], snap: Snapshot) -> CompiledRule:
         bounds = rule.get(f"tp_{side}")
         if bounds:
             # API.md: for ICMP, tp_src matches the type and tp_dst the code
-            icmp_field = "icmp_type" if side == "src" else "icmp_code"
+            icmp_field, tp_field = ("icmp_type", "tp_src") if side == "src" else ("icmp_code", "tp_dst")
             proto = g.read("ip_proto")
-            g.lines.append(f"if {proto} == {PROTO_ICMP}:")
-            g.lines.append(f"    m.seen |= {BIT[icmp_field]}; x = v[{INDEX[icmp_field]}]")
-            g.lines.append("else:")
-            g.lines.append(f"    m.seen |= {BIT['tp_' + side]}; x = v[{INDEX['tp_' + side]}]")
+            icmp = f"{proto} == {PROTO_ICMP}"
+            g.statement(f"m.seen |= {BIT[icmp_field]} if {icmp} else {BIT[tp_field]}")
+            g.statement(f"x_{side} = v[{INDEX[icmp_field]}] if {icmp} else v[{INDEX[tp_field]}]")
             g.require(
-                f"x is not None and {int(bounds['start'])} <= x <= {int(bounds['end'])}",
+                f"x_{side} is not None and {int(bounds['start'])} <= x_{side} <= {int(bounds['end'])}",
                 rule.get(f"inv_tp_{side}", False),
             )
     has_l4 = bool(rule.get("tp_src") or rule.get("tp_dst"))
@@ -150,14 +195,19 @@ def compile_rule(rule: dict[str, Any], snap: Snapshot) -> CompiledRule:
         rule.get("flow_action") or "accept",
         bool(rule.get("match_forward_flow") or rule.get("match_return_flow")),
         source,
+        g.requirements,
+        g.env,
+        bool(rule.get("inv")),
     )
 
 
-def compiled_chain(snap: Snapshot, chain_id: str) -> list[CompiledRule]:
+def compiled_chain(snap: Snapshot, chain_id: str) -> CompiledChain:
     chain = snap.compiled_chains.get(chain_id)
     if chain is None:
         rule_ids = snap.chains.get(chain_id, {}).get("rule_ids", [])
-        chain = [compile_rule(snap.rules[r], snap) for r in rule_ids if r in snap.rules]
+        rules = [compile_rule(snap.rules[r], snap, f"r{i}_") for i, r in enumerate(rule_ids) if r in snap.rules]
+        first, source = compile_chain_function(rules)
+        chain = CompiledChain(rules, first, source)
         snap.compiled_chains[chain_id] = chain
     return chain  # type: ignore[no-any-return]
 
@@ -165,7 +215,7 @@ def compiled_chain(snap: Snapshot, chain_id: str) -> list[CompiledRule]:
 def chain_uses_conntrack(snap: Snapshot, chain_id: str, seen: frozenset[str] = frozenset()) -> bool:
     if chain_id in seen:
         return False
-    for rule in compiled_chain(snap, chain_id):
+    for rule in compiled_chain(snap, chain_id).rules:
         if rule.uses_conntrack:
             return True
         if rule.jump_chain_id and chain_uses_conntrack(snap, rule.jump_chain_id, seen | {chain_id}):
@@ -188,10 +238,14 @@ def run_chain(ctx: Context, chain_id: str | None, owner_id: str, owner_type: str
 def _evaluate(
     ctx: Context, chain_id: str, owner_id: str, owner_type: str, stage: str, visited: tuple[str, ...]
 ) -> ChainVerdict:
-    ctx.tags.add(f"chain:{chain_id}")  # rules are covered by their chain's tag (see kumo.simulation.tags)
-    for rule in compiled_chain(ctx.topology, chain_id):
-        if not rule.matches(ctx):
-            continue
+    ctx.tags.add(f"chain:{chain_id}")  # a rule's change is announced with its chain's tag
+    chain = compiled_chain(ctx.topology, chain_id)
+    index = -1
+    while True:
+        index = chain.first_match(ctx, index + 1)
+        if index < 0:
+            return ChainVerdict.RETURN
+        rule = chain.rules[index]
         kind = rule.type
 
         def say(what: str, rule_id: str = rule.id) -> None:
@@ -234,7 +288,6 @@ def _evaluate(
             return ChainVerdict.ACCEPT
         if rule.flow_action == "return":
             return ChainVerdict.RETURN
-    return ChainVerdict.RETURN
 
 
 def _describe_rewrite(before: dict[str, Any], after: dict[str, Any]) -> str:

@@ -8,9 +8,8 @@ so that the flow keeps its member. The flow holds the full 5-tuple either way.
 
 from __future__ import annotations
 
-import zlib
-
 from kumo.packet import int_to_ip
+from kumo.packet.flowhash import flow_hash
 from kumo.packet.ipv4 import PROTO_TCP
 from kumo.simulation import nat
 from kumo.simulation.conntrack import five_tuple
@@ -21,9 +20,8 @@ from kumo.simulation.view import Vip
 
 
 def _choose(vip: Vip, flow: tuple[int, int, int, int, int]) -> tuple[str, int, int]:
-    seed = repr((flow[1],) if vip.persistence else flow).encode()  # source_ip persistence: the source alone
     total = sum(weight for *_, weight in vip.members)
-    point = zlib.crc32(seed) % total
+    point = flow_hash((flow[1],) if vip.persistence else flow) % total  # persistence: the source alone
     for member_id, address, port, weight in vip.members:
         if point < weight:
             return member_id, address, port

@@ -7,10 +7,10 @@ simulated again reuses its translation) and the reply key (so that rev_* rules f
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
 
 from kumo.packet import ip_to_int
+from kumo.packet.flowhash import flow_hash
 from kumo.packet.ipv4 import PROTO_ICMP
 from kumo.simulation.conntrack import five_tuple
 from kumo.simulation.context import Context
@@ -31,7 +31,7 @@ def _record(ctx: Context, key: tuple[Any, ...], value: tuple[Any, ...]) -> None:
 
 def _pick(targets: list[dict[str, Any]], flow: tuple[int, ...], keep_port: int) -> tuple[int, int]:
     """A deterministic choice among the targets' addresses and ports (by a hash of the flow)."""
-    spread = zlib.crc32(repr(flow).encode())
+    spread = flow_hash(flow)
     target = targets[spread % len(targets)]
     first, last = ip_to_int(target["address_from"]), ip_to_int(target["address_to"])
     ip = first + spread % (last - first + 1)

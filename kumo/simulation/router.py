@@ -7,11 +7,11 @@ datapath returns packets that would expire to the agent, which simulates them wi
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
 
 from kumo.packet import int_to_ip, ip_to_int
 from kumo.packet.arp import REPLY, REQUEST
+from kumo.packet.flowhash import flow_hash
 from kumo.packet.icmp import (
     ADMIN_PROHIBITED,
     DEST_UNREACH,
@@ -138,7 +138,7 @@ def _route(ctx: Context, rid: str) -> Route | None:
         best.append(route)
     if len(best) > 1:  # ECMP: spread flows by their 5-tuple
         flow = five_tuple(ctx) or (ctx.match.get("ip_src"), dst)
-        return best[zlib.crc32(repr(flow).encode()) % len(best)]
+        return best[flow_hash(flow) % len(best)]
     return best[0] if best else None
 
 

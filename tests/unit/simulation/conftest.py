@@ -25,10 +25,12 @@ from kumo.topology.store.sqlite import SqliteStore
 VM1_MAC, VM2_MAC, VM3_MAC = "02:00:00:00:00:01", "02:00:00:00:00:02", "02:00:00:00:00:03"
 
 
-def tcp_frame(src_mac: str, dst_mac: str, src: str, dst: str, sport: int, dport: int, ttl: int = 64) -> bytes:
+def tcp_frame(
+    src_mac: str, dst_mac: str, src: str, dst: str, sport: int, dport: int, ttl: int = 64, vlan: int | None = None
+) -> bytes:
     s, d = ip_to_int(src), ip_to_int(dst)
     ip = IPv4(s, d, PROTO_TCP, Tcp(sport, dport).build(s, d), ttl=ttl)
-    return Ethernet(dst_mac, src_mac, ETH_P_IP, ip.build()).build()
+    return Ethernet(dst_mac, src_mac, ETH_P_IP, ip.build(), vlan=vlan).build()
 
 
 def udp_frame(

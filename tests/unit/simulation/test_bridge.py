@@ -51,3 +51,20 @@ def test_isolated_bridges_do_not_reach_each_other(cloud: Cloud) -> None:
     cloud.learned.macs[(cloud["db"], VM1_MAC, None)] = cloud["vm3"]  # even a MAC known on the other bridge
     result = cloud.send("vm1", tcp_frame(VM1_MAC, VM1_MAC.replace("01", "09"), "10.0.1.11", "10.0.2.13", 1, 2))
     assert cloud["vm3"] not in result.egress_port_ids
+
+
+def test_vlan_tag_is_pushed_and_popped_across_a_tagged_bridge_link(cloud: Cloud) -> None:
+    trunk = cloud.topo.create("bridges", {"name": "trunk"})["id"]
+    tagged = cloud.topo.create("ports", {"device_id": trunk, "vlan_id": 100})["id"]
+    cloud.topo.link(tagged, cloud.topo.create("ports", {"device_id": cloud["web"]})["id"])
+    uplink = cloud.topo.bind(cloud.topo.create("ports", {"device_id": trunk})["id"], "host-1", "trunk0")["id"]
+    cloud.ids["trunk-up"] = uplink
+    out = cloud.send("vm1", tcp_frame(VM1_MAC, "02:00:00:00:00:77", "10.0.1.11", "10.0.1.99", 1, 2))
+    assert "trunk-up" in cloud.names(out.egress_port_ids)
+    assert out.rewrites.get("vlan") == 100  # tagged on the way through the VLAN-aware bridge
+    back = cloud.send("trunk-up", tcp_frame("02:00:00:00:00:77", VM1_MAC, "10.0.1.99", "10.0.1.11", 2, 1, vlan=100))
+    assert cloud.names(back.egress_port_ids) == ["vm1"] and back.rewrites == {"vlan": None}  # popped again
+    other_vlan = cloud.send(
+        "trunk-up", tcp_frame("02:00:00:00:00:78", VM1_MAC, "10.0.1.98", "10.0.1.11", 2, 1, vlan=200)
+    )
+    assert "vm1" not in cloud.names(other_vlan.egress_port_ids)

@@ -172,3 +172,18 @@ def test_next_hops_known_from_dhcp_entries_need_no_arp(cloud: Cloud) -> None:
     cloud.topo.create("dhcp_hosts", {"subnet_id": subnet["id"], "mac": VM3_MAC, "ip_address": "10.0.2.13"})
     result = cloud.send("vm1", tcp_frame(VM1_MAC, rmac(cloud, "rtr-web"), "10.0.1.11", "10.0.2.13", 1, 2))
     assert result.verdict is Verdict.FLOOD and result.rewrites["eth_dst"] == VM3_MAC
+
+
+def test_a_routing_loop_stops_at_the_device_limit(cloud: Cloud) -> None:
+    other = cloud.topo.create("routers", {"name": "r2"})["id"]
+    a = cloud.topo.create(
+        "ports", {"device_id": cloud["rtr"], "port_address": "10.255.0.1", "network_cidr": "10.255.0.0/30"}
+    )["id"]
+    b = cloud.topo.create("ports", {"device_id": other, "port_address": "10.255.0.2", "network_cidr": "10.255.0.0/30"})[
+        "id"
+    ]
+    cloud.topo.link(a, b)
+    cloud.topo.create("routes", {"router_id": cloud["rtr"], "dst_cidr": "198.18.0.0/15", "next_hop_port_id": a})
+    cloud.topo.create("routes", {"router_id": other, "dst_cidr": "198.18.0.0/15", "next_hop_port_id": b})
+    result = cloud.send("vm1", tcp_frame(VM1_MAC, rmac(cloud, "rtr-web"), "10.0.1.11", "198.18.0.1", 1, 2))
+    assert (result.verdict, result.reason) == (Verdict.DROP, Reason.LOOP_LIMIT)
