@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from kumo.packet.icmp import ECHO_REPLY, ECHO_REQUEST
-from kumo.packet.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP
+from kumo.packet import PacketError
+from kumo.packet.ethernet import Ethernet
+from kumo.packet.icmp import ECHO_REPLY, ECHO_REQUEST, ERROR_TYPES, Icmp
+from kumo.packet.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP, IPv4
 from kumo.simulation.context import Context
 
 
@@ -30,6 +32,29 @@ def five_tuple(ctx: Context) -> tuple[int, int, int, int, int] | None:
         ident = match.get("icmp_id")
         return proto, match.get("ip_src"), ident, match.get("ip_dst"), ident
     return None
+
+
+def quoted_five_tuple(ctx: Context) -> tuple[int, int, int, int, int] | None:
+    """The (proto, src, sport, dst, dport) of the packet an ICMP error quotes (RFC 792: its IP header and
+    first 8 payload bytes), or None. Reading it makes the result about this packet only."""
+    match = ctx.match
+    if match.get("ip_proto") != PROTO_ICMP or match.get("icmp_type") not in ERROR_TYPES or ctx.frame is None:
+        return None
+    try:
+        icmp = Icmp.parse(IPv4.parse(Ethernet.parse(ctx.frame).payload).payload)
+        head = icmp.payload
+        ihl = (head[0] & 0x0F) * 4
+        proto, src, dst = head[9], int.from_bytes(head[12:16], "big"), int.from_bytes(head[16:20], "big")
+        if proto in (PROTO_TCP, PROTO_UDP):
+            sport, dport = int.from_bytes(head[ihl : ihl + 2], "big"), int.from_bytes(head[ihl + 2 : ihl + 4], "big")
+        elif proto == PROTO_ICMP:
+            sport = dport = int.from_bytes(head[ihl + 4 : ihl + 6], "big")  # echo identifier
+        else:
+            return None
+    except (PacketError, IndexError):
+        return None
+    ctx.one_off = True
+    return proto, src, sport, dst, dport
 
 
 def forward_key(flow: tuple[int, int, int, int, int], device_id: str) -> tuple[Any, ...]:

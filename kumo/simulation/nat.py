@@ -12,7 +12,7 @@ from typing import Any
 from kumo.packet import ip_to_int
 from kumo.packet.flowhash import flow_hash
 from kumo.packet.ipv4 import PROTO_ICMP
-from kumo.simulation.conntrack import five_tuple
+from kumo.simulation.conntrack import five_tuple, quoted_five_tuple
 from kumo.simulation.context import Context
 from kumo.simulation.result import StateWrite
 
@@ -94,16 +94,40 @@ def snat(ctx: Context, device_id: str, targets: list[dict[str, Any]]) -> bool:
 
 
 def reverse(ctx: Context, device_id: str, kind: str) -> bool:
-    """rev_dnat (restore the source of a reply) or rev_snat (restore its destination); False if no binding."""
+    """rev_dnat (restore the source of a reply) or rev_snat (restore its destination); False if no binding.
+
+    An ICMP error about a translated flow carries the translated header inside it: the binding is found from
+    that quoted header, and both the outer address and the quoted header are restored."""
+    table = "dnat" if kind == "rev_dnat" else "snat"
     flow = five_tuple(ctx)
     if flow is None:
-        return False
+        return _reverse_icmp_error(ctx, device_id, table)
     proto, src, sport, dst, dport = flow
-    table = "dnat" if kind == "rev_dnat" else "snat"
     key = (table, device_id, proto, src, sport, dst, dport)
     ctx.tag(f"nat:{key}")
     original = ctx.flow_state.nat_get(key)
     if original is None:
         return False
     _rewrite(ctx, proto, "src" if table == "dnat" else "dst", original[0], original[1])
+    return True
+
+
+def _reverse_icmp_error(ctx: Context, device_id: str, table: str) -> bool:
+    quoted = quoted_five_tuple(ctx)
+    if quoted is None:
+        return False
+    proto, src, sport, dst, dport = quoted
+    # The quoted packet went the forward way: its reply key is the quoted tuple turned around.
+    key = (table, device_id, proto, dst, dport, src, sport)
+    original = ctx.flow_state.nat_get(key)
+    if original is None:
+        return False
+    ip, port = original
+    port_field = "icmp_id" if proto == PROTO_ICMP else None
+    if table == "snat":  # we translated the quoted source: restore it, and the error's destination
+        ctx.match.set("ip_dst", ip)
+        ctx.inner_rewrites.update({"ip_src": ip, port_field or "tp_src": port})
+    else:  # we translated the quoted destination: restore it, and the error's source
+        ctx.match.set("ip_src", ip)
+        ctx.inner_rewrites.update({"ip_dst": ip, port_field or "tp_dst": port})
     return True

@@ -120,6 +120,8 @@ class SimulationResult:
     generated: list[Generated] = field(default_factory=list)
     park_until: tuple[str, ...] | None = None  # e.g. ("arp", router_id, ip)
     trace: list[TraceStep] = field(default_factory=list)
+    inner_rewrites: dict[str, Any] = field(default_factory=dict)  # inside an ICMP error's quoted header
+    one_off: bool = False  # about this packet only (not its flow): the wildcard table does not keep it
 
     def describe(self) -> str:
         where = f" to {', '.join(self.egress_port_ids)}" if self.egress_port_ids else ""

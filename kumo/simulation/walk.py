@@ -44,7 +44,7 @@ def simulate(
         verdict, reason, egress = done.verdict, done.reason, []
     rewrites = {k: v for k, v in match.changed().items() if k != "ip_ttl"}
     writes = ctx.state_writes if verdict in (Verdict.OUTPUT, Verdict.FLOOD) else []
-    return SimulationResult(
+    result = SimulationResult(
         verdict,
         reason,
         egress,
@@ -58,6 +58,9 @@ def simulate(
         ctx.park_until,
         ctx.trace,
     )
+    result.inner_rewrites = ctx.inner_rewrites if egress else {}
+    result.one_off = ctx.one_off
+    return result
 
 
 def _record_forward_flow(ctx: Context, port: Obj) -> None:

@@ -34,7 +34,7 @@ class WildcardTable:
         return len(self._tables)
 
     def insert(self, result: SimulationResult) -> bool:
-        if result.verdict not in CACHEABLE or result.generated or result.match is None:
+        if result.verdict not in CACHEABLE or result.generated or result.one_off or result.match is None:
             return False
         mask, key = result.match.mask, result.match.values
         self._tables.setdefault(mask, {})[key] = result

@@ -164,3 +164,37 @@ def test_source_ip_persistence_and_reverse_dnat(cloud: Cloud) -> None:
         reply = cloud.send(port, tcp_frame(mac, rmac(cloud, "rtr-db"), member, client, 8080, 1000))
         assert cloud.names(reply.egress_port_ids) == ["uplink"]
         assert shown(reply) == {"ip_src": "192.0.2.20", "tp_src": 80}
+
+
+def test_icmp_errors_about_translated_flows_are_translated_inside_too(cloud: Cloud) -> None:
+    from kumo.packet.ethernet import ETH_P_IP, Ethernet
+    from kumo.packet.icmp import DEST_UNREACH, PORT_UNREACH, Icmp
+    from kumo.packet.ipv4 import PROTO_ICMP, PROTO_TCP, IPv4
+    from kumo.packet.tcp import Tcp
+    from kumo.simulation.wildcard import WildcardTable
+
+    known_neighbours(cloud)
+    pre, post = nat_chains(cloud)
+    rule(cloud, post, type="snat", nw_src="10.0.1.11/32", out_port_ids=[cloud["uplink"]], nat_targets=[ONE_TO_ONE])
+    rule(cloud, pre, type="rev_snat")
+    out = cloud.send("vm1", tcp_frame(VM1_MAC, rmac(cloud, "rtr-web"), "10.0.1.11", "198.51.100.9", 4000, 443))
+    assert shown(out) == {"ip_src": "192.0.2.10"}
+    # the far side answers with "port unreachable", quoting the packet as it saw it (translated)
+    fip, far = ip_to_int("192.0.2.10"), ip_to_int("198.51.100.9")
+    quoted = IPv4(fip, far, PROTO_TCP, Tcp(4000, 443).build(fip, far), ttl=60).build()
+    error = Icmp.error(DEST_UNREACH, PORT_UNREACH, quoted).build()
+    frame = Ethernet(rmac(cloud, "uplink"), EXT_MAC, ETH_P_IP, IPv4(far, fip, PROTO_ICMP, error).build()).build()
+    result = cloud.send("uplink", frame)
+    assert (result.verdict, cloud.names(result.egress_port_ids)) == (Verdict.OUTPUT, ["vm1"])
+    assert shown(result) == {"ip_dst": "10.0.1.11"}
+    assert result.inner_rewrites == {"ip_src": ip_to_int("10.0.1.11"), "tp_src": 4000}
+    assert result.one_off and not WildcardTable().insert(result)
+    # an error quoting a flow nobody translated is left alone
+    stray = IPv4(fip, far, PROTO_TCP, Tcp(4001, 443).build(fip, far)).build()
+    frame = Ethernet(
+        rmac(cloud, "uplink"),
+        EXT_MAC,
+        ETH_P_IP,
+        IPv4(far, fip, PROTO_ICMP, Icmp.error(DEST_UNREACH, PORT_UNREACH, stray).build()).build(),
+    ).build()
+    assert cloud.send("uplink", frame).inner_rewrites == {}
