@@ -187,3 +187,12 @@ def test_a_routing_loop_stops_at_the_device_limit(cloud: Cloud) -> None:
     cloud.topo.create("routes", {"router_id": other, "dst_cidr": "198.18.0.0/15", "next_hop_port_id": b})
     result = cloud.send("vm1", tcp_frame(VM1_MAC, rmac(cloud, "rtr-web"), "10.0.1.11", "198.18.0.1", 1, 2))
     assert (result.verdict, result.reason) == (Verdict.DROP, Reason.LOOP_LIMIT)
+
+
+def test_gratuitous_arp_inside_the_subnet_is_learned(cloud: Cloud) -> None:
+    announce = cloud.send("uplink", arp_request("02:00:00:00:00:aa", "192.0.2.77", "192.0.2.77"))
+    assert (announce.verdict, announce.reason) == (Verdict.CONSUME, Reason.ARP_LEARNED)
+    assert cloud.learned.arps[(cloud["rtr"], ip_to_int("192.0.2.77"))] == "02:00:00:00:00:aa"
+    foreign = cloud.send("uplink", arp_request("02:00:00:00:00:bb", "203.0.113.9", "203.0.113.9"))
+    assert foreign.reason is Reason.ARP_NOT_IN_SUBNET
+    assert (cloud["rtr"], ip_to_int("203.0.113.9")) not in cloud.learned.arps
