@@ -27,6 +27,9 @@ class ChainVerdict(enum.Enum):
     RETURN = "return"  # fell off the end or returned: the caller goes on (at top level: accept)
 
 
+_TERMINAL = {"accept": ChainVerdict.ACCEPT, "drop": ChainVerdict.DROP, "reject": ChainVerdict.REJECT}
+
+
 @dataclass(slots=True)
 class CompiledRule:
     id: str
@@ -68,6 +71,7 @@ class _Gen:
         self.prefix = prefix
         self.pending: list[str] = []
         self.requirements: list[tuple[list[str], str]] = []
+        self.marked: set[str] = set()  # fields this rule already marked: marking again adds nothing
         self.env: dict[str, Any] = {"conntrack": conntrack, "_mac_int": _mac_int}
 
     def const(self, value: Any) -> str:
@@ -76,7 +80,9 @@ class _Gen:
         return name
 
     def read(self, field: str) -> str:
-        self.pending.append(f"m.seen |= {BIT[field]}")
+        if field not in self.marked:
+            self.marked.add(field)
+            self.pending.append(f"s |= {BIT[field]}")
         return f"v[{INDEX[field]}]"
 
     def statement(self, line: str) -> None:
@@ -88,10 +94,12 @@ class _Gen:
         self.pending = []
 
     def build(self, rule_inv: bool) -> tuple[Predicate, str]:
-        body = ["m = ctx.match", "v = m._v"]
+        # Marks gather in the local `s` (cheap) and reach FlowMatch.seen once, at whichever exit is taken.
+        body = ["m = ctx.match", "v = m._v", "s = 0"]
         for statements, test in self.requirements:
-            body += [*statements, f"if not {test}: return False"]
-        source = "def _conds(ctx):\n" + "\n".join(f"    {line}" for line in body) + "\n    return True\n"
+            body += [*statements, f"if not {test}:", "    m.seen |= s", "    return False"]
+        body += ["m.seen |= s", "return True"]
+        source = "def _conds(ctx):\n" + "\n".join(f"    {line}" for line in body) + "\n"
         if rule_inv:
             source += "def _rule(ctx):\n    return not _conds(ctx)\n"
         else:
@@ -102,25 +110,46 @@ class _Gen:
 
 
 def compile_chain_function(rules: list[CompiledRule]) -> tuple[Callable[[Context, int], int], str]:
-    """One function for the whole chain: rule after rule as nested ifs, no call per rule. Rules with a whole
-    `inv` call their own predicate (the nesting cannot express "not all of")."""
+    """One function for the whole chain: rule after rule as nested ifs, no call per rule; the index of the
+    first matching rule at or after `start`, or -1. Seen-field marks gather in a local and are stored at the
+    exit. Rules with a whole `inv` call their own predicate (the nesting cannot express "not all of")."""
     env: dict[str, Any] = {}
-    lines = ["def _first(ctx, start):", "    m = ctx.match", "    v = m._v"]
     for i, rule in enumerate(rules):
         env.update(rule.env)
-        lines.append(f"    if start <= {i}:")
-        indent = "        "
         if rule.inv:
             env[f"_rule{i}"] = rule.matches
-            lines.append(f"{indent}if _rule{i}(ctx): return {i}")
-            continue
-        for statements, test in rule.requirements:
-            lines += [indent + st for st in statements]
-            lines.append(f"{indent}if {test}:")
-            indent += "    "
-        lines.append(f"{indent}return {i}")
-    lines.append("    return -1")
-    source = "\n".join(lines) + "\n"
+
+    def body(resumable: bool) -> list[str]:
+        lines = ["    m = ctx.match", "    v = m._v", "    s = 0"]
+        for i, rule in enumerate(rules):
+            indent = "    "
+            if resumable:
+                lines.append(f"    if start <= {i}:")
+                indent = "        "
+            if rule.inv:
+                lines.append(f"{indent}m.seen |= s")
+                lines.append(f"{indent}if _rule{i}(ctx): return {i}")
+                continue
+            for statements, test in rule.requirements:
+                lines += [indent + st for st in statements]
+                lines.append(f"{indent}if {test}:")
+                indent += "    "
+            lines += [f"{indent}m.seen |= s", f"{indent}return {i}"]
+        return [*lines, "    m.seen |= s", "    return -1"]
+
+    source = (
+        "\n".join(
+            [
+                "def _from(ctx, start):",
+                *body(True),
+                "def _first(ctx, start):",
+                "    if start:",
+                "        return _from(ctx, start)",
+                *body(False),
+            ]
+        )
+        + "\n"
+    )
     exec(compile(source, "<chain>", "exec"), env)
     return env["_first"], source
 
@@ -169,7 +198,7 @@ def compile_rule(rule: dict[str, Any], snap: Snapshot, prefix: str = "r") -> Com
             icmp_field, tp_field = ("icmp_type", "tp_src") if side == "src" else ("icmp_code", "tp_dst")
             proto = g.read("ip_proto")
             icmp = f"{proto} == {PROTO_ICMP}"
-            g.statement(f"m.seen |= {BIT[icmp_field]} if {icmp} else {BIT[tp_field]}")
+            g.statement(f"s |= {BIT[icmp_field]} if {icmp} else {BIT[tp_field]}")
             g.statement(f"x_{side} = v[{INDEX[icmp_field]}] if {icmp} else v[{INDEX[tp_field]}]")
             g.require(
                 f"x_{side} is not None and {int(bounds['start'])} <= x_{side} <= {int(bounds['end'])}",
@@ -251,9 +280,11 @@ def _evaluate(
         def say(what: str, rule_id: str = rule.id) -> None:
             ctx.step(owner_id, owner_type, stage, what, chain_id, rule_id)
 
-        if kind in ("accept", "drop", "reject"):
-            say(f"rule {kind}")
-            return ChainVerdict(kind)
+        terminal = _TERMINAL.get(kind)
+        if terminal is not None:
+            if ctx.tracing:
+                say(f"rule {kind}")
+            return terminal
         if kind == "return":
             say("rule return")
             return ChainVerdict.RETURN

@@ -21,7 +21,7 @@ class Finished(Exception):
         self.reason = reason
 
 
-@dataclass
+@dataclass(slots=True)
 class Context:
     match: FlowMatch
     topology: Snapshot
