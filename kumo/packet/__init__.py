@@ -38,4 +38,5 @@ BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
 
 
 def is_multicast_mac(mac: str) -> bool:
-    return bool(int(mac[:2], 16) & 1)
+    """The I/G bit: the low bit of the first octet (IEEE 802-2014 §8.2), read from its second hex digit."""
+    return mac[1] in "13579bdfBDF"

@@ -35,6 +35,15 @@ FIELDS: tuple[str, ...] = (
 INDEX = {name: i for i, name in enumerate(FIELDS)}
 BIT = {name: 1 << i for i, name in enumerate(FIELDS)}
 L2_FIELDS = frozenset({"in_port", "eth_src", "eth_dst", "eth_type", "vlan"})
+_MASK_INDEXES: dict[int, tuple[int, ...]] = {}  # mask -> the field indexes it selects (few distinct masks)
+
+
+def mask_indexes(mask: int) -> tuple[int, ...]:
+    indexes = _MASK_INDEXES.get(mask)
+    if indexes is None:
+        indexes = tuple(i for i in range(len(FIELDS)) if mask >> i & 1)
+        _MASK_INDEXES[mask] = indexes
+    return indexes
 
 
 class FlowMatch:
@@ -75,11 +84,13 @@ class FlowMatch:
 
     def wildcard(self) -> WildcardMatch:
         mask = self.seen
-        return WildcardMatch(mask, tuple(self._orig[i] for i in range(len(FIELDS)) if mask >> i & 1))
+        orig = self._orig
+        return WildcardMatch(mask, tuple([orig[i] for i in mask_indexes(mask)]))
 
     def key_for(self, mask: int) -> tuple[Any, ...]:
         """This packet's original values under a mask (no marking): the tuple-space lookup key."""
-        return tuple(self._orig[i] for i in range(len(FIELDS)) if mask >> i & 1)
+        orig = self._orig
+        return tuple([orig[i] for i in mask_indexes(mask)])
 
     def copy(self) -> FlowMatch:
         other = FlowMatch.__new__(FlowMatch)

@@ -21,7 +21,7 @@ def process(ctx: Context, bridge: Obj, in_port: Obj) -> tuple[str, list[Obj]]:
     bid = bridge["id"]
     snap = ctx.topology
     match = ctx.match
-    ctx.tag(f"device:{bid}")
+    ctx.tags.add(f"device:{bid}")
     if not bridge.get("admin_state_up", True):
         ctx.step(bid, "bridge", Stage.BRIDGE_ADMIN, "bridge is administratively down: drop")
         raise ctx.finish(Verdict.DROP, Reason.DEVICE_ADMIN_DOWN)
@@ -86,7 +86,7 @@ def process(ctx: Context, bridge: Obj, in_port: Obj) -> tuple[str, list[Obj]]:
         if ctx.tracing:
             ctx.step(bid, "bridge", Stage.BRIDGE_FORWARD, f"{dst} is a linked router port: to {router_side}")
         return "unicast", [snap.ports[router_side]]
-    ctx.tag(f"mac:{bid}/{dst}/{vlan}")
+    ctx.tags.add(f"mac:{bid}/{dst}/{vlan}")
     out = ctx.learned.mac_port(bid, dst, vlan)
     if out is None or out not in snap.ports:
         return _flood(ctx, bid, in_port, vlan, f"{dst} is unknown: flood")
@@ -103,7 +103,7 @@ def _flood(ctx: Context, bid: str, in_port: Obj, vlan: int | None, what: str) ->
     of its VLAN). Links to routers are left out: a router takes no floods (the bridge answers ARP for it)."""
     if ctx.tracing:
         ctx.step(bid, "bridge", Stage.BRIDGE_FORWARD, what)
-    ctx.tag(f"flood:{bid}")  # membership of the flood set: any port change on the bridge
+    ctx.tags.add(f"flood:{bid}")  # membership of the flood set: any port change on the bridge
     snap = ctx.topology
     targets = []
     for port in snap.device_ports.get(bid, []):

@@ -71,5 +71,5 @@ def is_return_flow(ctx: Context, device_id: str) -> bool:
     if flow is None:
         return False
     key = return_key(flow, device_id)
-    ctx.tag(f"conntrack:{key}")
+    ctx.tags.add(("conntrack", key))
     return ctx.flow_state.conntrack_has(key)

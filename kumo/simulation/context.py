@@ -31,7 +31,7 @@ class Context:
     tracing: bool = True  # False on the agent's hot path: no step text is built
     devices_entered: int = 0
     traversed: list[str] = field(default_factory=list)  # device ids, for traversed_device conditions
-    tags: set[str] = field(default_factory=set)
+    tags: set[Any] = field(default_factory=set)  # strings like "port:<id>", or (kind, key) for state keys
     trace: list[TraceStep] = field(default_factory=list)
     state_writes: list[StateWrite] = field(default_factory=list)
     learn_writes: list[LearnWrite] = field(default_factory=list)
@@ -64,5 +64,5 @@ class Context:
     def finish(self, verdict: Verdict, reason: Reason) -> Finished:
         return Finished(verdict, reason)
 
-    def tag(self, *tags: str) -> None:
+    def tag(self, *tags: Any) -> None:
         self.tags.update(tags)

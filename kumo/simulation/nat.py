@@ -50,7 +50,7 @@ def _address_only(ctx: Context, side: str, targets: list[dict[str, Any]]) -> boo
 def dnat_binding(ctx: Context, device_id: str, flow: tuple[int, int, int, int, int]) -> tuple[Any, ...] | None:
     """The translation a DNATed flow already has (the flow simulated again), or None."""
     key = ("dnat-fwd", device_id, *flow)
-    ctx.tag(f"nat:{key}")
+    ctx.tags.add(("nat", key))
     return ctx.flow_state.nat_get(key)
 
 
@@ -82,7 +82,7 @@ def snat(ctx: Context, device_id: str, targets: list[dict[str, Any]]) -> bool:
     proto, src, sport, dst, dport = flow
     fwd_key = ("snat-fwd", device_id, *flow)
     chosen = ctx.flow_state.nat_get(fwd_key)
-    ctx.tag(f"nat:{fwd_key}")
+    ctx.tags.add(("nat", fwd_key))
     if chosen is None:
         chosen = ctx.flow_state.snat_allocate(device_id, targets, (proto, dst, dport, src, sport))
         if chosen is None:
@@ -104,7 +104,7 @@ def reverse(ctx: Context, device_id: str, kind: str) -> bool:
         return _reverse_icmp_error(ctx, device_id, table)
     proto, src, sport, dst, dport = flow
     key = (table, device_id, proto, src, sport, dst, dport)
-    ctx.tag(f"nat:{key}")
+    ctx.tags.add(("nat", key))
     original = ctx.flow_state.nat_get(key)
     if original is None:
         return False

@@ -23,7 +23,7 @@ def chain_drop(ctx: Context, verdict: ChainVerdict) -> Reason:
 
 def enter(ctx: Context, port: Obj) -> None:
     """The packet enters the device behind `port`: the port must be up and its inbound filter accept."""
-    ctx.tag(f"port:{port['id']}")
+    ctx.tags.add(f"port:{port['id']}")
     if not port.get("admin_state_up", True):
         ctx.step(port["id"], "port", Stage.PORT_ADMIN, "port is administratively down: drop")
         raise ctx.finish(Verdict.DROP, Reason.PORT_ADMIN_DOWN)
@@ -38,7 +38,7 @@ def enter(ctx: Context, port: Obj) -> None:
 
 def leave(ctx: Context, port: Obj) -> bool:
     """The packet leaves through `port`: True when the port accepts it (its outbound filter)."""
-    ctx.tag(f"port:{port['id']}")
+    ctx.tags.add(f"port:{port['id']}")
     if not port.get("admin_state_up", True):
         ctx.step(port["id"], "port", Stage.PORT_ADMIN, "port is administratively down: not sent here")
         return False

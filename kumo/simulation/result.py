@@ -114,7 +114,7 @@ class SimulationResult:
     rewrites: dict[str, Any] = field(default_factory=dict)  # field -> new value
     ttl_decrement: int = 0  # relative: the datapath decrements (and punts packets that would expire)
     match: WildcardMatch | None = None
-    tags: set[str] = field(default_factory=set)
+    tags: set[Any] = field(default_factory=set)  # "device:<id>", "chain:<id>", ... or ("nat"|"conntrack", key)
     state_writes: list[StateWrite] = field(default_factory=list)
     learn_writes: list[LearnWrite] = field(default_factory=list)
     generated: list[Generated] = field(default_factory=list)

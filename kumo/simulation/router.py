@@ -53,7 +53,7 @@ def process(ctx: Context, router: Obj, in_port: Obj) -> Obj:
     """The egress router port of a routed packet (before its filters). Raises Finished otherwise."""
     rid = router["id"]
     match = ctx.match
-    ctx.tag(f"device:{rid}")
+    ctx.tags.add(f"device:{rid}")
     if not router.get("admin_state_up", True):
         ctx.step(rid, "router", Stage.ROUTER_ADMIN, "router is administratively down: drop")
         raise ctx.finish(Verdict.DROP, Reason.DEVICE_ADMIN_DOWN)
@@ -119,7 +119,7 @@ def process(ctx: Context, router: Obj, in_port: Obj) -> Obj:
 
 def _route(ctx: Context, rid: str) -> Route | None:
     routes = ctx.topology.routes.get(rid, [])
-    ctx.tag(f"routes:{rid}")
+    ctx.tags.add(f"routes:{rid}")
     dst = ctx.match.get("ip_dst")
     src: int | None = None
     best: list[Route] = []
@@ -189,7 +189,7 @@ def _next_hop(ctx: Context, rid: str, route: Route, out_port: Obj) -> None:
         mac = peer["port_mac"]
     else:
         hop = route.next_hop_gateway or match.peek("ip_dst")
-        ctx.tag(f"arp:{rid}/{hop}")
+        ctx.tags.add(f"arp:{rid}/{hop}")
         mac = ctx.learned.arp_mac(rid, hop)
         if mac is None and peer is not None:
             # The peer bridge may know the address statically (a DHCP host entry, another router's port):

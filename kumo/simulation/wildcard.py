@@ -22,7 +22,7 @@ class WildcardTable:
         self.max_entries = max_entries
         self._tables: dict[int, dict[tuple[Any, ...], SimulationResult]] = {}
         self._order: OrderedDict[tuple[int, tuple[Any, ...]], None] = OrderedDict()  # oldest first
-        self._by_tag: dict[str, set[tuple[int, tuple[Any, ...]]]] = {}
+        self._by_tag: dict[Any, set[tuple[int, tuple[Any, ...]]]] = {}
         self.hits = 0
         self.misses = 0
 
@@ -55,7 +55,7 @@ class WildcardTable:
         self.misses += 1
         return None
 
-    def invalidate(self, tag: str) -> int:
+    def invalidate(self, tag: Any) -> int:
         """Remove every entry that depended on `tag`; returns how many went."""
         entries = self._by_tag.pop(tag, set())
         for mask, key in entries:
