@@ -10,7 +10,7 @@ from kumo.simulation import dhcp, replies
 from kumo.simulation.chains import ChainVerdict, run_chain
 from kumo.simulation.context import Context
 from kumo.simulation.pipeline import Stage
-from kumo.simulation.ports import chain_drop
+from kumo.simulation.ports import chain_drop, outbound_filter
 from kumo.simulation.result import Generated, LearnWrite, Reason, Verdict
 
 Obj = dict[str, Any]
@@ -126,9 +126,6 @@ def egress(ctx: Context, bridge: Obj, port: Obj) -> bool:
             ctx.last_drop = Reason.VLAN_MISMATCH
             return False
         ctx.match.set("vlan", None)
-    ctx.egress_port = port["id"]
-    verdict = run_chain(ctx, bridge.get("outbound_filter_id"), bridge["id"], "bridge", Stage.BRIDGE_OUTBOUND_FILTER)
-    if verdict is not ChainVerdict.ACCEPT:
-        ctx.last_drop = chain_drop(ctx, verdict)
-        return False
-    return True
+    return outbound_filter(
+        ctx, port["id"], bridge.get("outbound_filter_id"), bridge["id"], "bridge", Stage.BRIDGE_OUTBOUND_FILTER
+    )

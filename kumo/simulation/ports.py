@@ -42,8 +42,17 @@ def leave(ctx: Context, port: Obj) -> bool:
     if not port.get("admin_state_up", True):
         ctx.step(port["id"], "port", Stage.PORT_ADMIN, "port is administratively down: not sent here")
         return False
-    ctx.egress_port = port["id"]
-    verdict = run_chain(ctx, port.get("outbound_filter_id"), port["id"], "port", Stage.PORT_OUTBOUND_FILTER)
+    return outbound_filter(
+        ctx, port["id"], port.get("outbound_filter_id"), port["id"], "port", Stage.PORT_OUTBOUND_FILTER
+    )
+
+
+def outbound_filter(
+    ctx: Context, egress_port_id: str, chain_id: str | None, owner_id: str, owner_type: str, stage: str
+) -> bool:
+    """A filter on the way out through `egress_port_id`; False (with the reason kept) when it refuses."""
+    ctx.egress_port = egress_port_id
+    verdict = run_chain(ctx, chain_id, owner_id, owner_type, stage)
     if verdict is not ChainVerdict.ACCEPT:
         ctx.last_drop = chain_drop(ctx, verdict)
         return False

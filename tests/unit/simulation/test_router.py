@@ -118,51 +118,36 @@ def test_frames_not_for_the_router_mac_are_dropped(cloud: Cloud) -> None:
 
 def test_longest_prefix_source_filter_weight_and_ecmp(cloud: Cloud) -> None:
     r, up = cloud["rtr"], cloud["uplink"]
-    cloud.learned.arps[(r, ip_to_int("192.0.2.1"))] = "02:00:00:00:00:91"
-    cloud.learned.arps[(r, ip_to_int("192.0.2.9"))] = "02:00:00:00:00:99"
-    cloud.learned.arps[(r, ip_to_int("192.0.2.8"))] = "02:00:00:00:00:98"
+    for ip, mac in (
+        ("192.0.2.1", "02:00:00:00:00:91"),
+        ("192.0.2.9", "02:00:00:00:00:99"),
+        ("192.0.2.8", "02:00:00:00:00:98"),
+    ):
+        cloud.learned.arps[(r, ip_to_int(ip))] = mac
 
     def via(dst: str, src: str = "10.0.1.11", sport: int = 1) -> str:
         result = cloud.send("vm1", tcp_frame(VM1_MAC, rmac(cloud, "rtr-web"), src, dst, sport, 80))
         return str(result.rewrites["eth_dst"])
 
-    cloud.topo.create(
-        "routes",
-        {"router_id": r, "dst_cidr": "198.51.100.0/24", "next_hop_port_id": up, "next_hop_gateway": "192.0.2.9"},
-    )
+    def route(gateway: str, **extra: object) -> None:
+        cloud.topo.create(
+            "routes",
+            {
+                "router_id": r,
+                "dst_cidr": "198.51.100.0/24",
+                "next_hop_port_id": up,
+                "next_hop_gateway": gateway,
+                **extra,
+            },
+        )
+
+    route("192.0.2.9")
     assert via("198.51.100.7") == "02:00:00:00:00:99"  # longer prefix than the default
-    cloud.topo.create(
-        "routes",
-        {
-            "router_id": r,
-            "dst_cidr": "198.51.100.0/24",
-            "src_cidr": "10.0.9.0/24",
-            "next_hop_port_id": up,
-            "next_hop_gateway": "192.0.2.8",
-        },
-    )
+    route("192.0.2.8", src_cidr="10.0.9.0/24")
     assert via("198.51.100.7") == "02:00:00:00:00:99"  # source filter does not match 10.0.1.11
-    cloud.topo.create(
-        "routes",
-        {
-            "router_id": r,
-            "dst_cidr": "198.51.100.0/24",
-            "weight": 50,
-            "next_hop_port_id": up,
-            "next_hop_gateway": "192.0.2.8",
-        },
-    )
+    route("192.0.2.8", weight=50)
     assert via("198.51.100.7") == "02:00:00:00:00:98"  # lower weight wins
-    cloud.topo.create(
-        "routes",
-        {
-            "router_id": r,
-            "dst_cidr": "198.51.100.0/24",
-            "weight": 50,
-            "next_hop_port_id": up,
-            "next_hop_gateway": "192.0.2.1",
-        },
-    )
+    route("192.0.2.1", weight=50)
     hops = {via("198.51.100.7", sport=port) for port in range(1, 40)}
     assert hops == {"02:00:00:00:00:98", "02:00:00:00:00:91"}  # ECMP spreads flows over equal routes
 
