@@ -45,6 +45,7 @@ class Context:
     nat_exhausted: bool = False  # set when SNAT found no free address/port
     flooded: bool = False
     inner_rewrites: dict[str, Any] = field(default_factory=dict)  # of the header quoted in an ICMP error
+    path_mtu: int | None = None
     one_off: bool = False  # the result depends on more than the match (e.g. an ICMP error's quote): never cache
     last_drop: Reason | None = None  # why the last egress port refused the packet
 

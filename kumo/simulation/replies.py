@@ -58,9 +58,11 @@ def icmp_error_allowed(match: FlowMatch) -> bool:
     return dst != limited and dst not in multicast and src not in multicast and src != 0
 
 
-def icmp_error(match: FlowMatch, frame: bytes | None, port_mac: str, port_ip: int, icmp_type: int, code: int) -> bytes:
+def icmp_error(
+    match: FlowMatch, frame: bytes | None, port_mac: str, port_ip: int, icmp_type: int, code: int, mtu: int = 0
+) -> bytes:
     quote = _original_ip(match, frame)
-    icmp = Icmp.error(icmp_type, code, quote)
+    icmp = Icmp.error(icmp_type, code, quote, mtu)
     ip = IPv4(port_ip, match.original("ip_src"), PROTO_ICMP, icmp.build(), ttl=64)
     return Ethernet(match.original("eth_src"), port_mac, ETH_P_IP, ip.build()).build(pad=True)
 

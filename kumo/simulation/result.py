@@ -56,6 +56,7 @@ class Reason(enum.StrEnum):
     NAT_EXHAUSTED = "nat_exhausted"
     NO_POOL_MEMBER = "no_pool_member"
     DHCP_NO_HOST = "dhcp_no_host"
+    FRAGMENTATION_NEEDED = "fragmentation_needed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +123,7 @@ class SimulationResult:
     trace: list[TraceStep] = field(default_factory=list)
     inner_rewrites: dict[str, Any] = field(default_factory=dict)  # inside an ICMP error's quoted header
     one_off: bool = False  # about this packet only (not its flow): the wildcard table does not keep it
+    path_mtu: int | None = None  # smallest MTU on the way: the datapath punts larger DF packets of the flow
 
     def describe(self) -> str:
         where = f" to {', '.join(self.egress_port_ids)}" if self.egress_port_ids else ""

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from kumo.packet import int_to_ip, ip_to_int
+from kumo.packet import PacketError, int_to_ip, ip_to_int
 from kumo.packet.arp import REPLY, REQUEST
 from kumo.packet.flowhash import flow_hash
+from kumo.packet.frame import ip_packet
 from kumo.packet.icmp import (
     ADMIN_PROHIBITED,
     DEST_UNREACH,
     ECHO_REQUEST,
+    FRAG_NEEDED,
     NET_UNREACH,
     TIME_EXCEEDED,
     TTL_EXCEEDED,
@@ -98,6 +100,8 @@ def process(ctx: Context, router: Obj, in_port: Obj) -> Obj:
         where = f"{int_to_ip(route.dst)}/{route.dst_len} via {out_port['id']}"
         ctx.step(rid, "router", Stage.ROUTER_ROUTING, f"route {route.id} to {where}")
 
+    _check_mtu(ctx, rid, in_port, out_port)
+
     ttl = match.peek("ip_ttl") or 0
     if ttl <= 1:
         match.get("ip_ttl")  # the decision read the TTL: such packets are keyed on it
@@ -115,6 +119,36 @@ def process(ctx: Context, router: Obj, in_port: Obj) -> Obj:
 
     _next_hop(ctx, rid, route, out_port)
     return out_port
+
+
+def _check_mtu(ctx: Context, rid: str, in_port: Obj, out_port: Obj) -> None:
+    """RFC 1191: a DF packet larger than the egress MTU gets "fragmentation needed" with that MTU. Only the
+    packet at hand can be measured, so the flow carries the MTU and the datapath punts larger packets."""
+    mtu = out_port.get("mtu")
+    if not mtu:
+        return
+    ctx.path_mtu = mtu if ctx.path_mtu is None else min(ctx.path_mtu, mtu)
+    if ctx.frame is None:
+        return
+    try:
+        ip = ip_packet(ctx.frame)
+    except PacketError:
+        return
+    if ip.dont_fragment and len(ip.header(len(ip.payload))) + len(ip.payload) > mtu:
+        ctx.one_off = True
+        if replies.icmp_error_allowed(ctx.match):
+            frame = replies.icmp_error(
+                ctx.match,
+                ctx.frame,
+                in_port["port_mac"],
+                ip_to_int(in_port["port_address"]),
+                DEST_UNREACH,
+                FRAG_NEEDED,
+                mtu,
+            )
+            ctx.generated.append(Generated(in_port["id"], frame, f"ICMP fragmentation needed (MTU {mtu})"))
+        ctx.step(rid, "router", Stage.ROUTER_ROUTING, f"{len(ip.payload) + 20}+ bytes with DF over MTU {mtu}: drop")
+        raise ctx.finish(Verdict.DROP, Reason.FRAGMENTATION_NEEDED)
 
 
 def _route(ctx: Context, rid: str) -> Route | None:

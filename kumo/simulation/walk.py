@@ -60,6 +60,7 @@ def simulate(
     )
     result.inner_rewrites = ctx.inner_rewrites if egress else {}
     result.one_off = ctx.one_off
+    result.path_mtu = ctx.path_mtu if egress else None
     return result
 
 

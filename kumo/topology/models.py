@@ -64,6 +64,8 @@ class Port(Filtered):
     network_cidr: CIDR | None = None
     port_mac: MAC | None = None
     vlan_id: VlanId | None = None
+    # Largest IP packet this port sends (router ports: DF packets above it get ICMP fragmentation needed).
+    mtu: int | None = Field(default=None, ge=576, le=9000)
 
     @model_validator(mode="after")
     def _consistent(self) -> Port:

@@ -181,3 +181,27 @@ def test_gratuitous_arp_inside_the_subnet_is_learned(cloud: Cloud) -> None:
     foreign = cloud.send("uplink", arp_request("02:00:00:00:00:bb", "203.0.113.9", "203.0.113.9"))
     assert foreign.reason is Reason.ARP_NOT_IN_SUBNET
     assert (cloud["rtr"], ip_to_int("203.0.113.9")) not in cloud.learned.arps
+
+
+def test_fragmentation_needed_for_df_packets_over_the_egress_mtu(cloud: Cloud) -> None:
+    from kumo.packet.icmp import FRAG_NEEDED
+    from kumo.packet.ipv4 import FLAG_DF, PROTO_UDP
+    from kumo.packet.udp import Udp
+
+    cloud.topo.update("ports", cloud["rtr-db"], {"mtu": 1400})
+    cloud.learned.arps[(cloud["rtr"], ip_to_int("10.0.2.13"))] = VM3_MAC
+    src, dst = ip_to_int("10.0.1.11"), ip_to_int("10.0.2.13")
+
+    def udp(size: int, flags: int) -> bytes:
+        ip = IPv4(src, dst, PROTO_UDP, Udp(1, 2, bytes(size)).build(src, dst), flags_offset=flags)
+        return Ethernet(rmac(cloud, "rtr-web"), VM1_MAC, 0x0800, ip.build()).build()
+
+    big = cloud.send("vm1", udp(1400, FLAG_DF))
+    assert (big.verdict, big.reason) == (Verdict.DROP, Reason.FRAGMENTATION_NEEDED)
+    ip, icmp = icmp_of(big.generated[0].frame)
+    assert (icmp.type, icmp.code, icmp.rest & 0xFFFF, ip.dst) == (DEST_UNREACH, FRAG_NEEDED, 1400, src)
+    assert big.one_off
+    small = cloud.send("vm1", udp(100, FLAG_DF))
+    assert small.verdict in (Verdict.OUTPUT, Verdict.FLOOD) and small.path_mtu == 1400
+    unfenced = cloud.send("vm1", udp(1400, 0))  # without DF a larger packet may pass (and be fragmented)
+    assert unfenced.verdict in (Verdict.OUTPUT, Verdict.FLOOD)
