@@ -34,7 +34,6 @@ FIELDS: tuple[str, ...] = (
 )
 INDEX = {name: i for i, name in enumerate(FIELDS)}
 BIT = {name: 1 << i for i, name in enumerate(FIELDS)}
-L2_FIELDS = frozenset({"in_port", "eth_src", "eth_dst", "eth_type", "vlan"})
 _MASK_INDEXES: dict[int, tuple[int, ...]] = {}  # mask -> the field indexes it selects (few distinct masks)
 
 
