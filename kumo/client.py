@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from kumo.topology.resources import SPECS, Spec
+from kumo.topology.resources import SPECS, path_params
 
 DEFAULT_API = "http://127.0.0.1:8181"
 Obj = dict[str, Any]
@@ -29,13 +29,6 @@ class ApiError(Exception):
         self.message = message
 
 
-def _path_params(spec: Spec) -> list[tuple[str, Spec]]:
-    if spec.parent is None or spec.parent_field is None:
-        return []
-    parent = SPECS[spec.parent]
-    return [*_path_params(parent), (spec.parent_field, parent)]
-
-
 class Collection:
     """One resource kind of the API."""
 
@@ -44,8 +37,8 @@ class Collection:
         self.spec = SPECS[kind]
 
     def collection_path(self, parents: dict[str, str]) -> str:
-        spec_chain = [*[p for _, p in _path_params(self.spec)], self.spec]
-        names = [n for n, _ in _path_params(self.spec)]
+        spec_chain = [*[p for _, p in path_params(self.spec)], self.spec]
+        names = [n for n, _ in path_params(self.spec)]
         path = f"/v1/{spec_chain[0].kind}"
         for name, spec in zip(names, spec_chain[1:], strict=True):
             if name not in parents:
@@ -56,10 +49,10 @@ class Collection:
     def _parents(self, fields: dict[str, Any]) -> dict[str, str]:
         """The path parameters of a nested kind, looking up outer parents the caller did not name."""
         params: dict[str, str] = {k: v for k, v in fields.items() if isinstance(v, str)}
-        names = [n for n, _ in _path_params(self.spec)]
+        names = [n for n, _ in path_params(self.spec)]
         for outer, inner in reversed(list(itertools.pairwise(names))):
             if outer not in params and inner in params:
-                inner_spec = dict(_path_params(self.spec))[inner]
+                inner_spec = dict(path_params(self.spec))[inner]
                 params[outer] = self.client.request("GET", f"/v1/{inner_spec.kind}/{params[inner]}")[outer]
         return params
 
@@ -75,7 +68,7 @@ class Collection:
         return result
 
     def create(self, **fields: Any) -> Obj:
-        names = {n for n, _ in _path_params(self.spec)}
+        names = {n for n, _ in path_params(self.spec)}
         path = self.collection_path(self._parents(fields))
         body = {k: v for k, v in fields.items() if k not in names}
         result: Obj = self.client.request("POST", path, body)

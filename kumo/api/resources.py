@@ -14,7 +14,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from kumo.topology.errors import NotFound
-from kumo.topology.resources import SPECS, Spec
+from kumo.topology.resources import SPECS, Spec, path_params
 from kumo.topology.service import Topology
 
 
@@ -23,14 +23,6 @@ def collection_path(spec: Spec) -> str:
         return f"/{spec.kind}"
     parent = SPECS[spec.parent]
     return f"{collection_path(parent)}/{{{spec.parent_field}}}/{spec.path_segment}"
-
-
-def path_params(spec: Spec) -> list[tuple[str, Spec]]:
-    """The (parameter, parent spec) pairs of a nested collection path, outermost first."""
-    if spec.parent is None or spec.parent_field is None:
-        return []
-    parent = SPECS[spec.parent]
-    return [*path_params(parent), (spec.parent_field, parent)]
 
 
 def _signature(fn: Callable[..., Any], names: list[str], body: Any = None, body_required: bool = False) -> None:

@@ -15,7 +15,7 @@ import click
 from kumo.cli import render
 from kumo.cli.values import NONE_WORDS, field_shape, parse_scalar
 from kumo.client import ApiError, Client
-from kumo.topology.resources import SPECS, Ref, Spec
+from kumo.topology.resources import SPECS, Ref, Spec, path_params
 
 Obj = dict[str, Any]
 
@@ -175,7 +175,8 @@ def resource_group(spec: Spec) -> click.Group:
     name = cli_name(spec.kind)
     group = click.Group(name, help=f"Manage {spec.kind.replace('_', ' ')}.")
     coll_kind = spec.kind
-    parent_names = _parent_params(spec)
+    parents = dict(path_params(spec))
+    parent_names = list(parents)
 
     @click.command("list", help=f"List {spec.kind.replace('_', ' ')}.")
     @common_options
@@ -195,7 +196,7 @@ def resource_group(spec: Spec) -> click.Group:
                 default=None,
                 show_default=False,
                 metavar="ID",
-                help=f"the {SPECS[_parent_kind(spec, pname)].singular} (id or name)",
+                help=f"the {parents[pname].singular} (id or name)",
             )
         )
     group.add_command(list_cmd)
@@ -258,24 +259,6 @@ def resource_group(spec: Spec) -> click.Group:
 
         group.add_command(delete_cmd)
     return group
-
-
-def _parent_kind(spec: Spec, field: str) -> str:
-    current = spec
-    while current.parent is not None:
-        if current.parent_field == field:
-            return current.parent
-        current = SPECS[current.parent]
-    raise KeyError(field)
-
-
-def _parent_params(spec: Spec) -> list[str]:
-    names: list[str] = []
-    current = spec
-    while current.parent is not None and current.parent_field is not None:
-        names.insert(0, current.parent_field)
-        current = SPECS[current.parent]
-    return names
 
 
 # --- verbs beyond CRUD -----------------------------------------------------------------------------------------

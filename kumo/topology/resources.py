@@ -326,6 +326,15 @@ SPECS: dict[str, Spec] = {
 CLAIMS_KIND = "claims"  # uniqueness guards: creating an existing claim fails inside the same transaction
 
 
+def path_params(spec: Spec) -> list[tuple[str, Spec]]:
+    """The (parameter, parent spec) pairs of a nested kind's collection path, outermost first:
+    dhcp_hosts -> [("bridge_id", bridges), ("subnet_id", dhcp_subnets)]."""
+    if spec.parent is None or spec.parent_field is None:
+        return []
+    parent = SPECS[spec.parent]
+    return [*path_params(parent), (spec.parent_field, parent)]
+
+
 def incoming_refs(kind: str) -> list[tuple[Spec, Ref]]:
     """Every (spec, ref) that can point at an object of `kind`."""
     return [(s, r) for s in SPECS.values() for r in s.refs if kind in r.kinds]
