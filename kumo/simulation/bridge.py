@@ -59,11 +59,7 @@ def process(ctx: Context, bridge: Obj, in_port: Obj) -> tuple[str, list[Obj]]:
             raise ctx.finish(Verdict.REPLY, Reason.ARP_SUPPRESSED)
 
     hosts = snap.dhcp.get(bid)
-    if (
-        hosts
-        and match.get("eth_type") == 0x0800
-        and dhcp.is_dhcp_request({"ip_proto": match.get("ip_proto"), "tp_dst": match.get("tp_dst")})
-    ):
+    if hosts and match.get("eth_type") == 0x0800 and dhcp.is_dhcp_request(match.get("ip_proto"), match.get("tp_dst")):
         entry = hosts.get(src)
         if entry is None:
             ctx.step(bid, "bridge", Stage.BRIDGE_DHCP, f"no DHCP host entry for {src}: forward the request")

@@ -20,8 +20,8 @@ from kumo.packet.udp import Udp
 SERVER_MAC = "02:6b:64:68:63:70"  # the DHCP server's own source MAC ("kdhcp"), locally administered
 
 
-def is_dhcp_request(fields: dict[str, Any]) -> bool:
-    return fields.get("ip_proto") == PROTO_UDP and fields.get("tp_dst") == d.SERVER_PORT
+def is_dhcp_request(ip_proto: int | None, tp_dst: int | None) -> bool:
+    return ip_proto == PROTO_UDP and tp_dst == d.SERVER_PORT
 
 
 def _option_value(value: str) -> bytes:

@@ -22,6 +22,7 @@ from kumo.packet.icmp import (
     TIME_EXCEEDED,
     TTL_EXCEEDED,
 )
+from kumo.packet.ipv4 import HEADER as IP_HEADER
 from kumo.packet.ipv4 import PROTO_ICMP
 from kumo.simulation import l4lb, replies
 from kumo.simulation.chains import ChainVerdict, run_chain
@@ -40,10 +41,10 @@ def _in_port_subnet(port: Obj, ip: int) -> bool:
     return ip & prefix_mask(length) == net
 
 
-def _icmp_error(ctx: Context, rid: str, port: Obj, icmp_type: int, code: int, what: str) -> None:
+def _icmp_error(ctx: Context, rid: str, port: Obj, icmp_type: int, code: int, what: str, mtu: int = 0) -> None:
     if replies.icmp_error_allowed(ctx.match):
         frame = replies.icmp_error(
-            ctx.match, ctx.frame, port["port_mac"], ip_to_int(port["port_address"]), icmp_type, code
+            ctx.match, ctx.frame, port["port_mac"], ip_to_int(port["port_address"]), icmp_type, code, mtu
         )
         ctx.generated.append(Generated(port["id"], frame, what))
         ctx.step(rid, "router", Stage.ROUTER_ROUTING, f"send {what} to {int_to_ip(ctx.match.original('ip_src'))}")
@@ -134,20 +135,11 @@ def _check_mtu(ctx: Context, rid: str, in_port: Obj, out_port: Obj) -> None:
         ip = ip_packet(ctx.frame)
     except PacketError:
         return
-    if ip.dont_fragment and len(ip.header(len(ip.payload))) + len(ip.payload) > mtu:
+    length = IP_HEADER.size + len(ip.options) + len(ip.payload)
+    if ip.dont_fragment and length > mtu:
         ctx.one_off = True
-        if replies.icmp_error_allowed(ctx.match):
-            frame = replies.icmp_error(
-                ctx.match,
-                ctx.frame,
-                in_port["port_mac"],
-                ip_to_int(in_port["port_address"]),
-                DEST_UNREACH,
-                FRAG_NEEDED,
-                mtu,
-            )
-            ctx.generated.append(Generated(in_port["id"], frame, f"ICMP fragmentation needed (MTU {mtu})"))
-        ctx.step(rid, "router", Stage.ROUTER_ROUTING, f"{len(ip.payload) + 20}+ bytes with DF over MTU {mtu}: drop")
+        _icmp_error(ctx, rid, in_port, DEST_UNREACH, FRAG_NEEDED, f"ICMP fragmentation needed (MTU {mtu})", mtu)
+        ctx.step(rid, "router", Stage.ROUTER_ROUTING, f"{length} bytes with DF over MTU {mtu}: drop")
         raise ctx.finish(Verdict.DROP, Reason.FRAGMENTATION_NEEDED)
 
 

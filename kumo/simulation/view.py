@@ -83,7 +83,8 @@ class Snapshot:
     router_macs: dict[str, dict[str, str]] = field(default_factory=dict)  # bridge -> router-port mac -> bridge port
     dhcp: dict[str, dict[str, tuple[Obj, Obj]]] = field(default_factory=dict)  # bridge -> mac -> (subnet, host)
     vips: dict[str, list[Vip]] = field(default_factory=dict)  # router -> VIPs
-    compiled_chains: dict[str, Any] = field(default_factory=dict)  # filled lazily by chains.compile_chain
+    compiled_chains: dict[str, Any] = field(default_factory=dict)  # filled lazily by chains.compiled_chain
+    stateful_devices: frozenset[str] | None = None  # filled lazily by walk._stateful_devices
 
     @classmethod
     def build(cls, objects: dict[str, list[Obj]]) -> Snapshot:

@@ -73,17 +73,13 @@ def _record_forward_flow(ctx: Context, port: Obj) -> None:
     flow = conntrack.five_tuple(ctx)
     if flow is None:
         return
-    ctx.traversed.append(device_id)
-    try:
-        if not conntrack.is_return_flow(ctx, device_id):
-            ctx.state_writes.append(StateWrite("conntrack", conntrack.forward_key(flow, device_id)))
-    finally:
-        ctx.traversed.pop()
+    if not conntrack.is_return_flow(ctx, device_id):
+        ctx.state_writes.append(StateWrite("conntrack", conntrack.forward_key(flow, device_id)))
 
 
 def _stateful_devices(snap: Snapshot) -> frozenset[str]:
-    cached = snap.compiled_chains.get("__stateful_devices__")
-    if cached is None:
+    """Devices whose own filters, or their ports' filters, use connection state (computed once per snapshot)."""
+    if snap.stateful_devices is None:
         stateful = set()
         for device_id, (_, device) in snap.devices.items():
             chains = [device.get("inbound_filter_id"), device.get("outbound_filter_id")]
@@ -91,9 +87,8 @@ def _stateful_devices(snap: Snapshot) -> frozenset[str]:
                 chains += [p.get("inbound_filter_id"), p.get("outbound_filter_id")]
             if any(c and chain_uses_conntrack(snap, c) for c in chains):
                 stateful.add(device_id)
-        cached = frozenset(stateful)
-        snap.compiled_chains["__stateful_devices__"] = cached
-    return frozenset(cached)
+        snap.stateful_devices = frozenset(stateful)
+    return snap.stateful_devices
 
 
 def _through_device(ctx: Context, in_port: Obj) -> list[str]:
