@@ -16,7 +16,7 @@ from kumo.packet.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP
 from kumo.simulation.view import Snapshot, cidr_to_int, prefix_mask, snapshot_of
 from kumo.simulation.walk import simulate
 from kumo.topology.errors import InvalidInput, NotFound
-from kumo.topology.state import ARP_TABLE, MAC_TABLE
+from kumo.topology.state import ARP_TABLE, MAC_TABLE, parse_arp_key, parse_mac_key
 from kumo.topology.store.base import Store
 
 TRACE_MAC = "02:6b:74:72:63:00"  # "ktrc": the default source MAC of a traced packet
@@ -29,12 +29,10 @@ class StoreLearned:
     def __init__(self, store: Store) -> None:
         self.macs: dict[tuple[str, str, int | None], str] = {}
         for key, value in store.state_list(MAC_TABLE).items():
-            parts = key.split("/")
-            vlan = int(parts[2]) if len(parts) > 2 else None
-            self.macs[(parts[0], parts[1], vlan)] = value.get("port_id", "")
+            self.macs[parse_mac_key(key)] = value.get("port_id", "")
         self.arps: dict[tuple[str, int], str] = {}
         for key, value in store.state_list(ARP_TABLE).items():
-            router, ip = key.split("/", 1)
+            router, ip = parse_arp_key(key)
             self.arps[(router, ip_to_int(ip))] = value.get("mac", "")
 
     def mac_port(self, bridge_id: str, mac: str, vlan: int | None) -> str | None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from kumo.topology.store.base import Session, Store
+from kumo.topology.errors import NotFound
+from kumo.topology.store.base import Create, Session, Store, Update
 
 MAC_TABLE = "mac_table"
 ARP_TABLE = "arp_table"
@@ -25,20 +26,31 @@ def arp_key(router_id: str, ip: str) -> str:
     return f"{router_id}/{ip}"
 
 
+def parse_mac_key(key: str) -> tuple[str, str, int | None]:
+    """(bridge id, mac, vlan id) of a MAC-table key."""
+    parts = key.split("/")
+    return parts[0], parts[1], int(parts[2]) if len(parts) > 2 else None
+
+
+def parse_arp_key(key: str) -> tuple[str, str]:
+    """(router id, ip) of an ARP-table key."""
+    router_id, ip = key.split("/", 1)
+    return router_id, ip
+
+
 def mac_table(store: Store, bridge_id: str) -> list[dict[str, Any]]:
     rows = []
     for key, value in store.state_list(MAC_TABLE).items():
-        parts = key.split("/")
-        if parts[0] == bridge_id:
-            vlan = int(parts[2]) if len(parts) > 2 else None
-            rows.append({"mac": parts[1], "vlan_id": vlan, **value})
+        bridge, mac, vlan = parse_mac_key(key)
+        if bridge == bridge_id:
+            rows.append({"mac": mac, "vlan_id": vlan, **value})
     return sorted(rows, key=lambda r: (r["mac"], r["vlan_id"] or 0))
 
 
 def arp_table(store: Store, router_id: str) -> list[dict[str, Any]]:
     rows = []
     for key, value in store.state_list(ARP_TABLE).items():
-        device, ip = key.split("/", 1)
+        device, ip = parse_arp_key(key)
         if device == router_id:
             rows.append({"ip": ip, **value})
     return sorted(rows, key=lambda r: tuple(int(x) for x in r["ip"].split(".")))
@@ -61,13 +73,12 @@ def register_host(
     store: Store, session: Session, host_id: str, name: str | None = None, addresses: list[str] | None = None
 ) -> None:
     """An agent announces its host: the host object is durable, its liveness lives with the session."""
-    from kumo.topology.store.base import Create, Update
-
     value = {"id": host_id, "name": name, "addresses": addresses or [], "interfaces": [], "alive": False}
     try:
         current = store.get_versioned("hosts", host_id)
+    except NotFound:  # a first start; any other error (an unreachable store) is the caller's to see
+        store.transaction([Create("hosts", host_id, value)])
+    else:
         value["interfaces"] = current.value.get("interfaces", [])
         store.transaction([Update("hosts", host_id, value, current.version)])
-    except Exception:
-        store.transaction([Create("hosts", host_id, value)])
     store.state_put(HOSTS_ALIVE, host_id, {"since": time.time()}, owner=session)
