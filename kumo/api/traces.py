@@ -1,6 +1,6 @@
 """POST /v1/traces: the simulated journey of a described packet (pure: nothing is sent or written)."""
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
@@ -17,7 +17,7 @@ class TracePacket(Strict):
     vlan_id: VlanId | None = None
     ip_src: IPv4
     ip_dst: IPv4
-    proto: Literal["tcp", "udp", "icmp"] | int | None = Field(default=None)
+    proto: Literal["tcp", "udp", "icmp"] | Annotated[int, Field(ge=0, le=255)] | None = None
     src_port: L4Port | None = None
     dst_port: L4Port | None = None
     icmp_type: int | None = Field(default=None, ge=0, le=255)
@@ -34,9 +34,4 @@ class TraceRequest(Strict):
 def add_trace_routes(router: APIRouter, topo: Topology) -> None:
     @router.post("/traces", tags=["traces"], summary="Simulate a packet and show its journey")
     async def post_trace(body: TraceRequest) -> dict[str, Any]:
-        packet = body.packet.model_dump()
-        if isinstance(packet["proto"], int) and not 0 <= packet["proto"] <= 255:
-            from kumo.topology.errors import InvalidInput
-
-            raise InvalidInput("packet.proto: a protocol number is between 0 and 255")
-        return await run_in_threadpool(trace, topo.store, body.ingress_port_id, packet)
+        return await run_in_threadpool(trace, topo.store, body.ingress_port_id, body.packet.model_dump())

@@ -11,10 +11,11 @@ from rich.console import Console
 from rich.table import Table
 
 
-def _console(stderr: bool = False) -> Console:
+def console(stderr: bool = False, soft_wrap: bool = False) -> Console:
+    """Output is not cut to 80 columns when it goes to a pipe or file."""
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() else max(shutil.get_terminal_size((200, 24)).columns, 200)
-    return Console(file=stream, width=width, highlight=False, soft_wrap=False)
+    return Console(file=stream, width=width, highlight=False, soft_wrap=soft_wrap)
 
 
 def cell(value: Any) -> str:
@@ -49,7 +50,7 @@ def print_table(rows: list[dict[str, Any]], columns: tuple[str, ...] | list[str]
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*(cell(row.get(c)) for c in columns))
-    _console().print(table)
+    console().print(table)
 
 
 def print_object(obj: dict[str, Any], title: str | None = None) -> None:
@@ -58,8 +59,8 @@ def print_object(obj: dict[str, Any], title: str | None = None) -> None:
     table.add_column("value", overflow="fold")
     for key, value in obj.items():
         table.add_row(key, cell(value))
-    _console().print(table)
+    console().print(table)
 
 
 def print_error(message: str) -> None:
-    _console(stderr=True).print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    console(stderr=True).print(f"[bold red]error:[/] {message}", markup=True, highlight=False)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
-import sys
 from typing import Any
 
 import click
@@ -61,9 +59,8 @@ def render_trace(trace: dict[str, Any], names: dict[str, str]) -> list[str]:
 
 
 def wide_console() -> Console:
-    """Lines are not wrapped when the output goes to a pipe or file."""
-    width = None if sys.stdout.isatty() else max(shutil.get_terminal_size((200, 24)).columns, 200)
-    return Console(width=width, highlight=False, soft_wrap=True)
+    """Trace lines are never wrapped."""
+    return render.console(soft_wrap=True)
 
 
 @click.command("trace", help="Simulate a packet entering a port and show its journey (nothing is sent).")
