@@ -10,8 +10,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from kumo.packet import ip_to_int
 from kumo.packet.flowhash import flow_hash
+from kumo.simulation.view import NatTarget
 
 DEFAULT_TTL = 60.0
 
@@ -34,16 +34,13 @@ class LocalFlowState:
             return None
         return entry[0]
 
-    def snat_allocate(
-        self, router_id: str, targets: list[dict[str, Any]], flow: tuple[Any, ...]
-    ) -> tuple[int, int] | None:
+    def snat_allocate(self, router_id: str, targets: list[NatTarget], flow: tuple[Any, ...]) -> tuple[int, int] | None:
         """A free (ip, port) from the targets towards `flow` = (proto, dst ip, dst port); spread by a hash
         of the flow so that concurrent flows rarely probe the same candidates."""
         proto, dst, dport, _src, sport = flow
         start = flow_hash(flow)
         for target in targets:
-            first, last = ip_to_int(target["address_from"]), ip_to_int(target["address_to"])
-            port_from, port_to = target.get("port_from") or 0, target.get("port_to") or 0
+            first, last, port_from, port_to = target.first, target.last, target.port_from, target.port_to
             if not port_from:  # 0/0: address-only NAT keeps the source port
                 port_from = port_to = sport
             span_ips, span_ports = last - first + 1, port_to - port_from + 1

@@ -48,7 +48,7 @@ def mask_indexes(mask: int) -> tuple[int, ...]:
 class FlowMatch:
     """Field values by name; `seen` is a bitmask of the fields read (bit i = FIELDS[i])."""
 
-    __slots__ = ("_orig", "_v", "seen")
+    __slots__ = ("_orig", "_v", "dirty", "seen")
 
     def __init__(self, **values: Any) -> None:
         v: list[Any] = [None] * len(FIELDS)
@@ -57,6 +57,7 @@ class FlowMatch:
         self._v = v
         self._orig = tuple(v)
         self.seen = BIT["in_port"]  # a flow is always keyed on where it entered
+        self.dirty = 0  # fields written since entry (bit i = FIELDS[i]): where changed() looks
 
     def get(self, name: str) -> Any:
         """Read a field (marks it seen)."""
@@ -69,14 +70,18 @@ class FlowMatch:
         return self._v[INDEX[name]]
 
     def set(self, name: str, value: Any) -> None:
-        self._v[INDEX[name]] = value
+        i = INDEX[name]
+        self._v[i] = value
+        self.dirty |= 1 << i
 
     def original(self, name: str) -> Any:
         return self._orig[INDEX[name]]
 
-    def changed(self) -> dict[str, Any]:
-        """Fields whose value differs from what entered: the header rewrites to apply."""
-        return {FIELDS[i]: v for i, (v, o) in enumerate(zip(self._v, self._orig, strict=True)) if v != o}
+    def changed(self, ignore: int = 0) -> dict[str, Any]:
+        """Fields whose value differs from what entered (but those in the `ignore` mask): the header
+        rewrites to apply."""
+        v, o = self._v, self._orig
+        return {FIELDS[i]: v[i] for i in mask_indexes(self.dirty & ~ignore) if v[i] != o[i]}
 
     def seen_fields(self) -> list[str]:
         return [name for i, name in enumerate(FIELDS) if self.seen >> i & 1]
@@ -96,6 +101,7 @@ class FlowMatch:
         other._v = list(self._v)
         other._orig = self._orig
         other.seen = self.seen
+        other.dirty = self.dirty
         return other
 
     def as_dict(self) -> dict[str, Any]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from kumo.packet import int_to_ip, is_multicast_mac
 from kumo.packet.arp import REQUEST
 from kumo.simulation import dhcp, replies
@@ -12,35 +10,37 @@ from kumo.simulation.context import Context
 from kumo.simulation.pipeline import Stage
 from kumo.simulation.ports import chain_drop, outbound_filter
 from kumo.simulation.result import Generated, LearnWrite, Reason, Verdict
+from kumo.simulation.view import DeviceView, PortView
 
-Obj = dict[str, Any]
 
-
-def process(ctx: Context, bridge: Obj, in_port: Obj) -> tuple[str, list[Obj]]:
+def process(ctx: Context, bridge: DeviceView, in_port: PortView) -> tuple[str, list[PortView]]:
     """("unicast", [port]) or ("flood", ports): where the frame leaves this bridge (before egress filters)."""
     bid = bridge["id"]
     snap = ctx.topology
     match = ctx.match
-    ctx.tags.add(f"device:{bid}")
-    if not bridge.get("admin_state_up", True):
+    ctx.tags.add(bridge.tag)
+    if not bridge.up:
         ctx.step(bid, "bridge", Stage.BRIDGE_ADMIN, "bridge is administratively down: drop")
         raise ctx.finish(Verdict.DROP, Reason.DEVICE_ADMIN_DOWN)
-    verdict = run_chain(ctx, bridge.get("inbound_filter_id"), bid, "bridge", Stage.BRIDGE_INBOUND_FILTER)
-    if verdict is not ChainVerdict.ACCEPT:
-        raise ctx.finish(Verdict.DROP, chain_drop(ctx, verdict))
+    if bridge.inbound:  # (no call for the common case of no filter: this is the hot path)
+        verdict = run_chain(ctx, bridge.inbound, bid, "bridge", Stage.BRIDGE_INBOUND_FILTER)
+        if verdict is not ChainVerdict.ACCEPT:
+            raise ctx.finish(Verdict.DROP, chain_drop(ctx, verdict))
 
     src = match.get("eth_src")
     if is_multicast_mac(src):
         ctx.step(bid, "bridge", Stage.BRIDGE_SOURCE_CHECK, f"source MAC {src} is multicast: drop")
         raise ctx.finish(Verdict.DROP, Reason.MULTICAST_SOURCE_MAC)
 
-    if in_port.get("vlan_id") is not None:  # from a VLAN-tagged interior link: tag with that port's VLAN
-        match.set("vlan", in_port["vlan_id"])
-        ctx.step(bid, "bridge", Stage.BRIDGE_VLAN, f"push VLAN {in_port['vlan_id']} (from its tagged port)")
+    if in_port.vlan is not None:  # from a VLAN-tagged interior link: tag with that port's VLAN
+        match.set("vlan", in_port.vlan)
+        ctx.step(bid, "bridge", Stage.BRIDGE_VLAN, f"push VLAN {in_port.vlan} (from its tagged port)")
     vlan = match.get("vlan")
 
-    known = ctx.learned.mac_port(bid, src, vlan)
-    if known != in_port["id"]:
+    router_macs = snap.router_macs.get(bid)
+    if router_macs and router_macs.get(src) == in_port["id"]:
+        pass  # a linked router port's MAC: declared, nothing to learn
+    elif ctx.learned.mac_port(bid, src, vlan) != in_port["id"]:
         ctx.learn_writes.append(LearnWrite("mac", (bid, src, vlan), in_port["id"]))
         if ctx.tracing:
             ctx.step(bid, "bridge", Stage.BRIDGE_MAC_LEARNING, f"learn {src} on {in_port['id']}")
@@ -77,7 +77,7 @@ def process(ctx: Context, bridge: Obj, in_port: Obj) -> tuple[str, list[Obj]]:
     dst = match.get("eth_dst")
     if is_multicast_mac(dst):
         return _flood(ctx, bid, in_port, vlan, f"{dst} is broadcast/multicast: flood")
-    router_side = snap.router_macs.get(bid, {}).get(dst)
+    router_side = router_macs.get(dst) if router_macs else None
     if router_side is not None:
         if ctx.tracing:
             ctx.step(bid, "bridge", Stage.BRIDGE_FORWARD, f"{dst} is a linked router port: to {router_side}")
@@ -94,7 +94,7 @@ def process(ctx: Context, bridge: Obj, in_port: Obj) -> tuple[str, list[Obj]]:
     return "unicast", [snap.ports[out]]
 
 
-def _flood(ctx: Context, bid: str, in_port: Obj, vlan: int | None, what: str) -> tuple[str, list[Obj]]:
+def _flood(ctx: Context, bid: str, in_port: PortView, vlan: int | None, what: str) -> tuple[str, list[PortView]]:
     """Every port but the ingress: exterior ports, and links to other bridges (a tagged link only for frames
     of its VLAN). Links to routers are left out: a router takes no floods (the bridge answers ARP for it)."""
     if ctx.tracing:
@@ -105,23 +105,21 @@ def _flood(ctx: Context, bid: str, in_port: Obj, vlan: int | None, what: str) ->
     for port in snap.device_ports.get(bid, []):
         if port["id"] == in_port["id"]:
             continue
-        peer = snap.ports.get(port.get("peer_id") or "")
+        peer = port.peer
         if peer is not None and peer["type"] == "router":
             continue
-        if port.get("vlan_id") is not None and port["vlan_id"] != vlan:
+        if port.vlan is not None and port.vlan != vlan:
             continue
         targets.append(port)
     return "flood", targets
 
 
-def egress(ctx: Context, bridge: Obj, port: Obj) -> bool:
+def egress(ctx: Context, bridge: DeviceView, port: PortView) -> bool:
     """The bridge's outbound filter and VLAN pop for one egress port; False when the frame may not leave."""
-    if port.get("vlan_id") is not None:
-        if ctx.match.get("vlan") != port["vlan_id"]:
+    if port.vlan is not None:
+        if ctx.match.get("vlan") != port.vlan:
             ctx.step(bridge["id"], "bridge", Stage.BRIDGE_VLAN, f"VLAN differs from port {port['id']}'s: not sent")
             ctx.last_drop = Reason.VLAN_MISMATCH
             return False
         ctx.match.set("vlan", None)
-    return outbound_filter(
-        ctx, port["id"], bridge.get("outbound_filter_id"), bridge["id"], "bridge", Stage.BRIDGE_OUTBOUND_FILTER
-    )
+    return outbound_filter(ctx, port["id"], bridge.outbound, bridge["id"], "bridge", Stage.BRIDGE_OUTBOUND_FILTER)

@@ -15,7 +15,7 @@ from kumo.packet.flowmatch import BIT, INDEX
 from kumo.packet.ipv4 import PROTO_ICMP
 from kumo.simulation import conntrack, nat
 from kumo.simulation.context import Context
-from kumo.simulation.view import Snapshot, cidr_to_int, prefix_mask
+from kumo.simulation.view import NatTarget, Snapshot, cidr_to_int, prefix_mask
 
 Predicate = Callable[[Context], bool]
 
@@ -36,7 +36,7 @@ class CompiledRule:
     type: str
     matches: Predicate  # all conditions, `inv` applied
     jump_chain_id: str | None
-    nat_targets: list[dict[str, Any]]
+    nat_targets: list[NatTarget]
     flow_action: str
     uses_conntrack: bool
     source: str  # the generated predicate, for debugging and tests
@@ -52,6 +52,7 @@ class CompiledChain:
     rules: list[CompiledRule]
     first_match: Callable[[Context, int], int]  # (ctx, start) -> index of the first matching rule, or -1
     source: str
+    tag: str  # "chain:<id>": what a result depending on this chain is tagged with
 
 
 def _mac_int(mac: str | None) -> int:
@@ -220,7 +221,7 @@ def compile_rule(rule: dict[str, Any], snap: Snapshot, prefix: str = "r") -> Com
         rule["type"],
         predicate,
         rule.get("jump_chain_id"),
-        list(rule.get("nat_targets") or []),
+        [NatTarget.from_obj(t) for t in rule.get("nat_targets") or []],
         rule.get("flow_action") or "accept",
         bool(rule.get("match_forward_flow") or rule.get("match_return_flow")),
         source,
@@ -236,7 +237,7 @@ def compiled_chain(snap: Snapshot, chain_id: str) -> CompiledChain:
         rule_ids = snap.chains.get(chain_id, {}).get("rule_ids", [])
         rules = [compile_rule(snap.rules[r], snap, f"r{i}_") for i, r in enumerate(rule_ids) if r in snap.rules]
         first, source = compile_chain_function(rules)
-        chain = CompiledChain(rules, first, source)
+        chain = CompiledChain(rules, first, source, f"chain:{chain_id}")
         snap.compiled_chains[chain_id] = chain
     return chain  # type: ignore[no-any-return]
 
@@ -267,8 +268,9 @@ def run_chain(ctx: Context, chain_id: str | None, owner_id: str, owner_type: str
 def _evaluate(
     ctx: Context, chain_id: str, owner_id: str, owner_type: str, stage: str, visited: tuple[str, ...]
 ) -> ChainVerdict:
-    ctx.tags.add(f"chain:{chain_id}")  # a rule's change is announced with its chain's tag
-    chain = compiled_chain(ctx.topology, chain_id)
+    chain = ctx.topology.compiled_chains.get(chain_id) or compiled_chain(ctx.topology, chain_id)
+    ctx.tags.add(chain.tag)  # a rule's change is announced with its chain's tag
+    tracing = ctx.tracing
     index = -1
     while True:
         index = chain.first_match(ctx, index + 1)
@@ -276,15 +278,18 @@ def _evaluate(
             return ChainVerdict.RETURN
         rule = chain.rules[index]
         kind = rule.type
-
-        def say(what: str, rule_id: str = rule.id) -> None:
-            ctx.step(owner_id, owner_type, stage, what, chain_id, rule_id)
-
         terminal = _TERMINAL.get(kind)
         if terminal is not None:
-            if ctx.tracing:
-                say(f"rule {kind}")
+            if tracing:
+                ctx.step(owner_id, owner_type, stage, f"rule {kind}", chain_id, rule.id)
             return terminal
+        if tracing:
+
+            def say(what: str, rule_id: str = rule.id) -> None:
+                ctx.step(owner_id, owner_type, stage, what, chain_id, rule_id)
+
+        else:
+            say = _silent
         if kind == "return":
             say("rule return")
             return ChainVerdict.RETURN
@@ -302,8 +307,8 @@ def _evaluate(
             if verdict is not ChainVerdict.RETURN:
                 return verdict
             continue
-        before = ctx.match.changed() if ctx.tracing else {}
-        if kind in ("dnat", "snat"):
+        before = ctx.match.changed() if tracing else {}
+        if kind == "dnat" or kind == "snat":
             applied = (nat.dnat if kind == "dnat" else nat.snat)(ctx, owner_id, rule.nat_targets)
             if not applied:
                 say(f"{kind}: no free address/port in the targets: drop")
@@ -313,12 +318,16 @@ def _evaluate(
             if not nat.reverse(ctx, owner_id, kind):
                 say(f"{kind}: no binding, rule does nothing")
                 continue
-        if ctx.tracing:
+        if tracing:
             say(f"{kind}: {_describe_rewrite(before, ctx.match.changed())}")
         if rule.flow_action == "accept":
             return ChainVerdict.ACCEPT
         if rule.flow_action == "return":
             return ChainVerdict.RETURN
+
+
+def _silent(what: str, rule_id: str = "") -> None:
+    """The hot path's `say`: no trace text is built."""
 
 
 def _describe_rewrite(before: dict[str, Any], after: dict[str, Any]) -> str:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from kumo.packet import ip_to_int
 from kumo.packet.flowhash import flow_hash
 from kumo.packet.ipv4 import PROTO_ICMP
 from kumo.simulation.conntrack import five_tuple, quoted_five_tuple
 from kumo.simulation.context import Context
 from kumo.simulation.result import StateWrite
+from kumo.simulation.view import NatTarget
 
 
 def _rewrite(ctx: Context, proto: int, side: str, ip: int, port: int) -> None:
@@ -29,18 +29,17 @@ def _record(ctx: Context, key: tuple[Any, ...], value: tuple[Any, ...]) -> None:
     ctx.state_writes.append(StateWrite("nat", key, value))
 
 
-def _pick(targets: list[dict[str, Any]], flow: tuple[int, ...], keep_port: int) -> tuple[int, int]:
+def _pick(targets: list[NatTarget], flow: tuple[int, ...], keep_port: int) -> tuple[int, int]:
     """A deterministic choice among the targets' addresses and ports (by a hash of the flow)."""
     spread = flow_hash(flow)
     target = targets[spread % len(targets)]
-    first, last = ip_to_int(target["address_from"]), ip_to_int(target["address_to"])
-    ip = first + spread % (last - first + 1)
-    port_from, port_to = target.get("port_from") or 0, target.get("port_to") or 0
-    port = keep_port if not port_from else port_from + spread % (port_to - port_from + 1)
+    ip = target.first + spread % (target.last - target.first + 1)
+    port_from = target.port_from
+    port = keep_port if not port_from else port_from + spread % (target.port_to - port_from + 1)
     return ip, port
 
 
-def _address_only(ctx: Context, side: str, targets: list[dict[str, Any]]) -> bool:
+def _address_only(ctx: Context, side: str, targets: list[NatTarget]) -> bool:
     """No connection identity (e.g. a later fragment): translate the address alone, statelessly."""
     ip, _ = _pick(targets, (ctx.match.get(f"ip_{side}") or 0,), 0)
     ctx.match.set(f"ip_{side}", ip)
@@ -63,7 +62,7 @@ def record_dnat(
     _record(ctx, ("dnat", device_id, proto, new_dst, new_dport, src, sport), (dst, dport))
 
 
-def dnat(ctx: Context, device_id: str, targets: list[dict[str, Any]]) -> bool:
+def dnat(ctx: Context, device_id: str, targets: list[NatTarget]) -> bool:
     flow = five_tuple(ctx)
     if flow is None:
         return _address_only(ctx, "dst", targets)
@@ -75,7 +74,7 @@ def dnat(ctx: Context, device_id: str, targets: list[dict[str, Any]]) -> bool:
     return True
 
 
-def snat(ctx: Context, device_id: str, targets: list[dict[str, Any]]) -> bool:
+def snat(ctx: Context, device_id: str, targets: list[NatTarget]) -> bool:
     flow = five_tuple(ctx)
     if flow is None:
         return _address_only(ctx, "src", targets)

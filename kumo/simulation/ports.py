@@ -3,14 +3,11 @@ exterior ports deliver, interior ports hand the packet to their peer (and its de
 
 from __future__ import annotations
 
-from typing import Any
-
 from kumo.simulation.chains import ChainVerdict, run_chain
 from kumo.simulation.context import Context
 from kumo.simulation.pipeline import Stage
 from kumo.simulation.result import Reason, Verdict
-
-Obj = dict[str, Any]
+from kumo.simulation.view import PortView
 
 
 def chain_drop(ctx: Context, verdict: ChainVerdict) -> Reason:
@@ -21,30 +18,29 @@ def chain_drop(ctx: Context, verdict: ChainVerdict) -> Reason:
     return Reason.CHAIN_REJECT if verdict is ChainVerdict.REJECT else Reason.CHAIN_DROP
 
 
-def enter(ctx: Context, port: Obj) -> None:
+def enter(ctx: Context, port: PortView) -> None:
     """The packet enters the device behind `port`: the port must be up and its inbound filter accept."""
-    ctx.tags.add(f"port:{port['id']}")
-    if not port.get("admin_state_up", True):
+    ctx.tags.add(port.tag)
+    if not port.up:
         ctx.step(port["id"], "port", Stage.PORT_ADMIN, "port is administratively down: drop")
         raise ctx.finish(Verdict.DROP, Reason.PORT_ADMIN_DOWN)
     ctx.ingress_port = port["id"]
     ctx.egress_port = None
     if ctx.tracing:
         ctx.step(port["id"], "port", Stage.PORT_ADMIN, f"enter {port['device_id']} through this port")
-    verdict = run_chain(ctx, port.get("inbound_filter_id"), port["id"], "port", Stage.PORT_INBOUND_FILTER)
-    if verdict is not ChainVerdict.ACCEPT:
-        raise ctx.finish(Verdict.DROP, chain_drop(ctx, verdict))
+    if port.inbound:  # (no call for the common case of no filter: this is the hot path)
+        verdict = run_chain(ctx, port.inbound, port["id"], "port", Stage.PORT_INBOUND_FILTER)
+        if verdict is not ChainVerdict.ACCEPT:
+            raise ctx.finish(Verdict.DROP, chain_drop(ctx, verdict))
 
 
-def leave(ctx: Context, port: Obj) -> bool:
+def leave(ctx: Context, port: PortView) -> bool:
     """The packet leaves through `port`: True when the port accepts it (its outbound filter)."""
-    ctx.tags.add(f"port:{port['id']}")
-    if not port.get("admin_state_up", True):
+    ctx.tags.add(port.tag)
+    if not port.up:
         ctx.step(port["id"], "port", Stage.PORT_ADMIN, "port is administratively down: not sent here")
         return False
-    return outbound_filter(
-        ctx, port["id"], port.get("outbound_filter_id"), port["id"], "port", Stage.PORT_OUTBOUND_FILTER
-    )
+    return outbound_filter(ctx, port["id"], port.outbound, port["id"], "port", Stage.PORT_OUTBOUND_FILTER)
 
 
 def outbound_filter(
@@ -52,6 +48,8 @@ def outbound_filter(
 ) -> bool:
     """A filter on the way out through `egress_port_id`; False (with the reason kept) when it refuses."""
     ctx.egress_port = egress_port_id
+    if not chain_id:
+        return True
     verdict = run_chain(ctx, chain_id, owner_id, owner_type, stage)
     if verdict is not ChainVerdict.ACCEPT:
         ctx.last_drop = chain_drop(ctx, verdict)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from kumo.packet.flowmatch import WildcardMatch
 
@@ -89,8 +89,7 @@ class Generated:
     what: str
 
 
-@dataclass(frozen=True, slots=True)
-class StateWrite:
+class StateWrite(NamedTuple):  # a NamedTuple: immutable and cheap to make (several per new flow)
     """Flow state to record before the first packet is forwarded: kind "conntrack" or "nat"."""
 
     kind: str
@@ -98,8 +97,7 @@ class StateWrite:
     value: Any = None
 
 
-@dataclass(frozen=True, slots=True)
-class LearnWrite:
+class LearnWrite(NamedTuple):
     """Learned state for the store's tables: kind "mac" (bridge, mac, vlan -> port) or "arp" (router, ip -> mac)."""
 
     kind: str

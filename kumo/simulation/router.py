@@ -31,7 +31,7 @@ from kumo.simulation.context import Context
 from kumo.simulation.pipeline import Stage
 from kumo.simulation.ports import chain_drop
 from kumo.simulation.result import Generated, LearnWrite, Reason, Verdict
-from kumo.simulation.view import Route, cidr_to_int, prefix_mask
+from kumo.simulation.view import DeviceView, PortView, Route, cidr_to_int, prefix_mask
 
 Obj = dict[str, Any]
 
@@ -52,12 +52,12 @@ def _icmp_error(ctx: Context, rid: str, port: Obj, icmp_type: int, code: int, wh
         ctx.step(rid, "router", Stage.ROUTER_ROUTING, f"no {what}: RFC 1812 §4.3.2.7 forbids one here")
 
 
-def process(ctx: Context, router: Obj, in_port: Obj) -> Obj:
+def process(ctx: Context, router: DeviceView, in_port: PortView) -> PortView:
     """The egress router port of a routed packet (before its filters). Raises Finished otherwise."""
     rid = router["id"]
     match = ctx.match
-    ctx.tags.add(f"device:{rid}")
-    if not router.get("admin_state_up", True):
+    ctx.tags.add(router.tag)
+    if not router.up:
         ctx.step(rid, "router", Stage.ROUTER_ADMIN, "router is administratively down: drop")
         raise ctx.finish(Verdict.DROP, Reason.DEVICE_ADMIN_DOWN)
     dst_mac = match.get("eth_dst")
@@ -71,13 +71,20 @@ def process(ctx: Context, router: Obj, in_port: Obj) -> Obj:
         ctx.step(rid, "router", Stage.ROUTER_L2_CHECK, f"ethertype {eth_type:#06x} is not IPv4: drop")
         raise ctx.finish(Verdict.DROP, Reason.NOT_IPV4)
 
-    l4lb.reverse(ctx, rid)
-    verdict = run_chain(ctx, router.get("inbound_filter_id"), rid, "router", Stage.ROUTER_PRE_ROUTING)
+    has_vips = rid in ctx.topology.vips
+    if has_vips:
+        l4lb.reverse(ctx, rid)
+    verdict = (
+        run_chain(ctx, router.inbound, rid, "router", Stage.ROUTER_PRE_ROUTING)
+        if router.inbound
+        else ChainVerdict.ACCEPT
+    )
     if verdict is not ChainVerdict.ACCEPT:
         if verdict is ChainVerdict.REJECT:
             _icmp_error(ctx, rid, in_port, DEST_UNREACH, ADMIN_PROHIBITED, "ICMP admin prohibited")
         raise ctx.finish(Verdict.DROP, chain_drop(ctx, verdict))
-    l4lb.balance(ctx, rid)
+    if has_vips:
+        l4lb.balance(ctx, rid)
 
     route = _route(ctx, rid)
     if route is None:
@@ -112,7 +119,11 @@ def process(ctx: Context, router: Obj, in_port: Obj) -> Obj:
     ctx.ttl_decrement += 1
 
     ctx.egress_port = out_port["id"]
-    verdict = run_chain(ctx, router.get("outbound_filter_id"), rid, "router", Stage.ROUTER_POST_ROUTING)
+    verdict = (
+        run_chain(ctx, router.outbound, rid, "router", Stage.ROUTER_POST_ROUTING)
+        if router.outbound
+        else ChainVerdict.ACCEPT
+    )
     if verdict is not ChainVerdict.ACCEPT:
         if verdict is ChainVerdict.REJECT:
             _icmp_error(ctx, rid, in_port, DEST_UNREACH, ADMIN_PROHIBITED, "ICMP admin prohibited")
@@ -152,12 +163,12 @@ def _route(ctx: Context, rid: str) -> Route | None:
     for route in routes:
         if best and route.dst_len < best[0].dst_len:
             break
-        if dst & prefix_mask(route.dst_len) != route.dst:
+        if dst & route.dst_mask != route.dst:
             continue
         if route.src_len:
             if src is None:
                 src = ctx.match.get("ip_src")
-            if src & prefix_mask(route.src_len) != route.src:
+            if src & route.src_mask != route.src:
                 continue
         if best and (route.src_len, route.weight) != (best[0].src_len, best[0].weight):
             continue  # sorted: a more specific source, then a lower weight, came first
@@ -207,10 +218,10 @@ def _arp(ctx: Context, rid: str, port: Obj) -> None:
     raise ctx.finish(Verdict.DROP, Reason.ARP_NOT_FOR_US)
 
 
-def _next_hop(ctx: Context, rid: str, route: Route, out_port: Obj) -> None:
+def _next_hop(ctx: Context, rid: str, route: Route, out_port: PortView) -> None:
     match = ctx.match
     snap = ctx.topology
-    peer = snap.ports.get(out_port.get("peer_id") or "")
+    peer = out_port.peer
     if peer is not None and peer["type"] == "router":
         mac = peer["port_mac"]
     else:

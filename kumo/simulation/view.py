@@ -37,6 +37,11 @@ class Route:
     next_hop_gateway: int | None
     weight: int
     type: str
+    dst_mask: int = 0  # the netmasks of dst_len and src_len, computed once
+    src_mask: int = 0
+
+    def __post_init__(self) -> None:
+        self.dst_mask, self.src_mask = prefix_mask(self.dst_len), prefix_mask(self.src_len)
 
     @classmethod
     def from_obj(cls, route: Obj) -> Route:
@@ -56,6 +61,54 @@ class Route:
         )
 
 
+class PortView(dict[str, Any]):
+    """A port's JSON object plus what the walk reads on every packet, computed once per snapshot (attribute
+    reads are the hot path's; the dict stays for everything else)."""
+
+    __slots__ = ("inbound", "outbound", "peer", "tag", "up", "vlan")
+
+    def __init__(self, obj: Obj) -> None:
+        super().__init__(obj)
+        self.tag = f"port:{obj['id']}"
+        self.up: bool = obj.get("admin_state_up", True)
+        self.inbound: str | None = obj.get("inbound_filter_id")
+        self.outbound: str | None = obj.get("outbound_filter_id")
+        self.vlan: int | None = obj.get("vlan_id")
+        self.peer: PortView | None = None  # the linked port, set once every port is known
+
+
+class DeviceView(dict[str, Any]):
+    """A bridge's or router's JSON object plus its hot-path fields (see PortView)."""
+
+    __slots__ = ("inbound", "outbound", "tag", "up")
+
+    def __init__(self, obj: Obj) -> None:
+        super().__init__(obj)
+        self.tag = f"device:{obj['id']}"
+        self.up: bool = obj.get("admin_state_up", True)
+        self.inbound: str | None = obj.get("inbound_filter_id")
+        self.outbound: str | None = obj.get("outbound_filter_id")
+
+
+@dataclass(slots=True, frozen=True)
+class NatTarget:
+    """A NAT rule's target range, as integers. Ports 0/0: keep the packet's own port (address-only NAT)."""
+
+    first: int
+    last: int
+    port_from: int
+    port_to: int
+
+    @classmethod
+    def from_obj(cls, target: Obj) -> NatTarget:
+        return cls(
+            ip_to_int(target["address_from"]),
+            ip_to_int(target["address_to"]),
+            target.get("port_from") or 0,
+            target.get("port_to") or 0,
+        )
+
+
 @dataclass(slots=True)
 class Vip:
     id: str
@@ -71,9 +124,9 @@ class Vip:
 class Snapshot:
     """The declared topology, compiled for lookups. Build with `Snapshot.build(objects_by_kind)`."""
 
-    ports: dict[str, Obj] = field(default_factory=dict)
-    devices: dict[str, tuple[str, Obj]] = field(default_factory=dict)  # id -> ("bridge"|"router", obj)
-    device_ports: dict[str, list[Obj]] = field(default_factory=dict)
+    ports: dict[str, PortView] = field(default_factory=dict)
+    devices: dict[str, tuple[str, DeviceView]] = field(default_factory=dict)  # id -> ("bridge"|"router", obj)
+    device_ports: dict[str, list[PortView]] = field(default_factory=dict)
     chains: dict[str, Obj] = field(default_factory=dict)
     rules: dict[str, Obj] = field(default_factory=dict)
     routes: dict[str, list[Route]] = field(default_factory=dict)  # router -> routes, longest prefix first
@@ -91,11 +144,14 @@ class Snapshot:
         snap = cls()
         for kind, dtype in (("bridges", "bridge"), ("routers", "router")):
             for obj in objects.get(kind, []):
-                snap.devices[obj["id"]] = (dtype, obj)
+                snap.devices[obj["id"]] = (dtype, DeviceView(obj))
                 snap.device_ports[obj["id"]] = []
-        for port in objects.get("ports", []):
+        for obj in objects.get("ports", []):
+            port = PortView(obj)
             snap.ports[port["id"]] = port
             snap.device_ports.setdefault(port["device_id"], []).append(port)
+        for port in snap.ports.values():
+            port.peer = snap.ports.get(port.get("peer_id") or "")
         snap.chains = {c["id"]: c for c in objects.get("chains", [])}
         snap.rules = {r["id"]: r for r in objects.get("rules", [])}
         by_router: dict[str, list[Route]] = {}
@@ -132,13 +188,13 @@ class Snapshot:
         return snap
 
     # --- lookups the stages use -----------------------------------------------------------------------
-    def device(self, device_id: str) -> tuple[str, Obj] | None:
+    def device(self, device_id: str) -> tuple[str, DeviceView] | None:
         return self.devices.get(device_id)
 
-    def exterior_ports(self, device_id: str) -> list[Obj]:
+    def exterior_ports(self, device_id: str) -> list[PortView]:
         return [p for p in self.device_ports.get(device_id, []) if p.get("peer_id") is None]
 
-    def router_port_for_ip(self, router_id: str, ip: int) -> Obj | None:
+    def router_port_for_ip(self, router_id: str, ip: int) -> PortView | None:
         for port in self.device_ports.get(router_id, []):
             if port.get("port_address") and ip_to_int(port["port_address"]) == ip:
                 return port
@@ -190,7 +246,9 @@ class FlowState(Protocol):
 
     def nat_get(self, key: tuple[Any, ...]) -> tuple[Any, ...] | None: ...
 
-    def snat_allocate(self, router_id: str, targets: list[Obj], flow: tuple[Any, ...]) -> tuple[int, int] | None: ...
+    def snat_allocate(
+        self, router_id: str, targets: list[NatTarget], flow: tuple[Any, ...]
+    ) -> tuple[int, int] | None: ...
 
 
 @dataclass

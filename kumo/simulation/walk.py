@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from kumo.packet.flowmatch import FlowMatch
+from kumo.packet.flowmatch import BIT, FlowMatch
 from kumo.simulation import bridge, conntrack, ports, router
 from kumo.simulation.chains import chain_uses_conntrack
 from kumo.simulation.context import MAX_DEVICES, Context, Finished
 from kumo.simulation.pipeline import Stage
 from kumo.simulation.result import Reason, SimulationResult, StateWrite, Verdict
-from kumo.simulation.view import FlowState, LearnedTables, Snapshot
+from kumo.simulation.view import FlowState, LearnedTables, PortView, Snapshot
 
 Obj = dict[str, Any]
+_TTL = BIT["ip_ttl"]
 
 
 def simulate(
@@ -42,7 +43,7 @@ def simulate(
         reason = Reason.FORWARDED if verdict is Verdict.OUTPUT else Reason.FLOODED
     except Finished as done:
         verdict, reason, egress = done.verdict, done.reason, []
-    rewrites = {k: v for k, v in match.changed().items() if k != "ip_ttl"}
+    rewrites = match.changed(ignore=_TTL)  # the TTL travels as a relative decrement
     writes = ctx.state_writes if verdict in (Verdict.OUTPUT, Verdict.FLOOD) else []
     result = SimulationResult(
         verdict,
@@ -64,7 +65,7 @@ def simulate(
     return result
 
 
-def _record_forward_flow(ctx: Context, port: Obj) -> None:
+def _record_forward_flow(ctx: Context, port: PortView) -> None:
     """Conntrack: a flow entering a device whose filters use connection state is recorded (unless it is
     itself a reply), so that its replies can be recognised there."""
     device_id = port["device_id"]
@@ -91,14 +92,14 @@ def _stateful_devices(snap: Snapshot) -> frozenset[str]:
     return snap.stateful_devices
 
 
-def _through_device(ctx: Context, in_port: Obj) -> list[str]:
+def _through_device(ctx: Context, in_port: PortView) -> list[str]:
     """Enter the device behind `in_port` and return the exterior ports the packet leaves by."""
     ports.enter(ctx, in_port)
     ctx.devices_entered += 1
     if ctx.devices_entered > MAX_DEVICES:
         ctx.step(in_port["device_id"], "device", Stage.PORT_ADMIN, f"more than {MAX_DEVICES} devices: loop, drop")
         raise Finished(Verdict.DROP, Reason.LOOP_LIMIT)
-    found = ctx.topology.device(in_port["device_id"])
+    found = ctx.topology.devices.get(in_port["device_id"])
     if found is None:
         raise Finished(Verdict.DROP, Reason.UNKNOWN_DEVICE)
     dtype, device = found
@@ -118,8 +119,8 @@ def _through_device(ctx: Context, in_port: Obj) -> list[str]:
     return _deliver(ctx, port)
 
 
-def _deliver(ctx: Context, port: Obj) -> list[str]:
-    peer = ctx.topology.ports.get(port.get("peer_id") or "")
+def _deliver(ctx: Context, port: PortView) -> list[str]:
+    peer = port.peer
     if peer is None:
         if ctx.tracing:
             ctx.step(port["id"], "port", Stage.PORT_DELIVER, "exterior port: deliver")
