@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := python3 python3-venv python3-dev gcc zookeeper default-jre-headless
+APT_PACKAGES := python3 python3-venv python3-dev gcc zookeeper default-jre-headless \
+  clang llvm libbpf1 libbpf-dev iproute2 busybox iperf3 tcpdump traceroute iputils-ping
 APT_STAMP := $(VENV)/.apt-installed
 PIP_STAMP := $(VENV)/.pip-installed
 
@@ -11,7 +12,7 @@ PIP_STAMP := $(VENV)/.pip-installed
 all: test
 
 # apt: `apt-get update` once, then a non-interactive install (CI has no stdin).
-$(APT_STAMP):
+$(APT_STAMP): Makefile
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing apt packages:$$missing"; \
@@ -25,6 +26,7 @@ $(PY): $(APT_STAMP)
 $(PIP_STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m kumo.datapath.build >/dev/null  # compile the BPF programs into the cache once
 	touch $@
 
 setup: $(PIP_STAMP)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import uvicorn
 
@@ -20,15 +21,26 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def serve(store_url: str, listen: str = DEFAULT_LISTEN, banner: str | None = None) -> None:
+def serve(
+    store_url: str, listen: str = DEFAULT_LISTEN, banner: str | None = None, agent_state_dir: Path | None = None
+) -> None:
+    """Serve the API until SIGINT/SIGTERM; with `agent_state_dir`, this host's agent runs in the same process
+    on the same store (`kumo up`)."""
     host, port = parse_listen(listen)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = open_store(store_url)
+    agent = None
     try:
+        if agent_state_dir is not None:
+            from kumo.agent.run import start_agent
+
+            agent = start_agent(store, agent_state_dir)
         app = create_app(store)
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         if banner:
             logging.getLogger("kumo").info("%s", banner)
         logging.getLogger("kumo").info("REST API on http://%s:%d/v1 (store %s)", host, port, store_url)
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     finally:
+        if agent is not None:
+            agent.stop()  # type: ignore[attr-defined]
         store.close()

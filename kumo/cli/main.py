@@ -31,24 +31,29 @@ def cli(ctx: click.Context, api: str | None, as_json: bool) -> None:
     ctx.obj = {"api": api, "json": as_json}
 
 
-@cli.command()
-@click.option(
+STATE_DIR = click.option(
     "--state-dir",
     type=click.Path(path_type=Path),
     default=Path("/var/lib/kumo"),
     show_default=True,
-    help="Where kumo.db lives.",
+    help="Where kumo.db, host_id and the agent's control socket live.",
 )
+
+
+@cli.command()
+@STATE_DIR
 @click.option("--listen", default="127.0.0.1:8181", show_default=True, help="ADDRESS:PORT of the REST API.")
-def up(state_dir: Path, listen: str) -> None:
-    """All-in-one for one machine: REST API on the embedded store (the agent joins in a later release)."""
+@click.option("--no-agent", is_flag=True, help="Serve the API alone (no datapath; no root needed).")
+def up(state_dir: Path, listen: str, no_agent: bool) -> None:
+    """All-in-one for one machine: REST API + this host's agent on the embedded store."""
     from kumo.server import serve
 
     state_dir.mkdir(parents=True, exist_ok=True)
     serve(
         f"sqlite://{state_dir.resolve() / 'kumo.db'}",
         listen,
-        banner="kumo up: API on the embedded store; the host agent (datapath) is not part of this release yet",
+        banner="kumo up: API only (--no-agent)" if no_agent else "kumo up: API and agent",
+        agent_state_dir=None if no_agent else state_dir,
     )
 
 
@@ -62,15 +67,54 @@ def api(store: str, listen: str) -> None:
     serve(store, listen)
 
 
-@cli.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def agent(args: tuple[str, ...]) -> None:
-    """The per-host agent (not available yet: it arrives with the datapath)."""
-    raise KumoError(
-        "the host agent is not implemented in this release: the kernel datapath and agent are still being "
-        "built. `kumo up` and `kumo api` serve the topology API meanwhile.",
-        code="not_implemented",
-    )
+@cli.group(invoke_without_command=True)
+@click.option("--host-id", help="This host's id (default: generated once, kept in <state-dir>/host_id).")
+@click.option("--store", help="zookeeper://host:port[,...]/chroot (the embedded store runs in `kumo up`).")
+@click.option("--tunnel-ip", help="This host's underlay address for VXLAN tunnels (multi-host; not yet used).")
+@click.option("--flow-state", default="local", show_default=True, help="local (redis:// arrives later).")
+@STATE_DIR
+@click.pass_context
+def agent(
+    ctx: click.Context,
+    host_id: str | None,
+    store: str | None,
+    tunnel_ip: str | None,
+    flow_state: str,
+    state_dir: Path,
+) -> None:
+    """The per-host agent (`kumo agent --store URL`), or ask the running one (`kumo agent stats`)."""
+    ctx.obj = {**(ctx.obj or {}), "state_dir": state_dir}
+    if ctx.invoked_subcommand is not None:
+        return
+    if store is None:
+        raise click.UsageError("--store is required to run the agent")
+    if flow_state != "local":
+        raise KumoError(f"--flow-state {flow_state}: only `local` is available in this release", code="unsupported")
+    from kumo.agent.run import run_agent
+
+    run_agent(store, state_dir, host_id)
+
+
+@agent.command("stats")
+@STATE_DIR
+@click.pass_context
+def agent_stats(ctx: click.Context, state_dir: Path) -> None:
+    """The running agent's counters: upcalls, simulations, flows installed/removed, drops by reason."""
+    from kumo.agent.control import ask
+
+    stats = ask(state_dir / "agent.sock", "stats")
+    render.agent_stats(stats, as_json=ctx.find_root().obj.get("json", False))
+
+
+@cli.command()
+@STATE_DIR
+@click.pass_context
+def flows(ctx: click.Context, state_dir: Path) -> None:
+    """This host's kernel flows: match, actions, counters, age, and why each exists."""
+    from kumo.agent.control import ask
+
+    rows = ask(state_dir / "agent.sock", "flows")
+    render.flows(rows, as_json=ctx.obj.get("json", False))
 
 
 @cli.command()

@@ -64,3 +64,34 @@ def print_object(obj: dict[str, Any], title: str | None = None) -> None:
 
 def print_error(message: str) -> None:
     console(stderr=True).print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+
+
+def flows(rows: list[dict[str, Any]], as_json: bool = False) -> None:
+    """`kumo flows`: one block per kernel flow (match, actions, counters, why)."""
+    if as_json:
+        print_json(rows)
+        return
+    out = console()
+    if not rows:
+        out.print("no kernel flows")
+        return
+    for row in sorted(rows, key=lambda r: (r["in_port"], -r["packets"])):
+        match = " ".join(f"{k}={v}" for k, v in row["match"].items() if k != "in_port")
+        out.print(f"[bold]in {row['in_port']}[/bold] {match}")
+        out.print(f"    actions: {', '.join(row['actions'])}")
+        age = "-" if row["age_s"] is None else f"{row['age_s']}s"
+        idle = "never used" if row["idle_s"] is None else f"idle {row['idle_s']}s"
+        out.print(f"    {row['packets']} packets, {row['bytes']} bytes, age {age}, {idle}")
+        out.print(f"    why: {'; '.join(row['why'])}")
+    out.print(f"{len(rows)} flows")
+
+
+def agent_stats(stats: dict[str, Any], as_json: bool = False) -> None:
+    if as_json:
+        print_json(stats)
+        return
+    summary = {k: v for k, v in stats.items() if not isinstance(v, dict)}
+    print_object(summary, title="agent")
+    for section in ("agent", "datapath"):
+        rows = [{"counter": k, "value": v} for k, v in stats.get(section, {}).items()]
+        print_table(rows, ("counter", "value"), title=f"{section} counters")

@@ -1,0 +1,565 @@
+"""The host agent: one per host.
+
+Threads: the packet thread owns the datapath, the snapshot, the wildcard table and the kernel flows (it
+serves upcalls, applies topology and learned-state changes between them, and does housekeeping); the
+store's watch thread only queues changes and wakes it; a writer thread writes learned entries to the store
+so that the packet path never waits on the network; the control socket serves `kumo flows` and
+`kumo agent stats` under the same lock.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import ctypes
+import functools
+import logging
+import os
+import queue
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kumo.agent.flows import FlowBook, KernelFlow
+from kumo.agent.invalidation import tags_for
+from kumo.agent.learned import AgentLearned, arp_tag, mac_tag
+from kumo.datapath.actions import describe_actions, describe_key, flow_key, flow_value
+from kumo.datapath.datapath import Datapath
+from kumo.datapath.layout import UPCALL_INJECT_MISS, UPCALL_MISS, Action, FlowKey, UpcallHeader
+from kumo.datapath.offload import complete_checksum
+from kumo.flowstate.local import LocalFlowState
+from kumo.packet import PacketError, int_to_ip, ip_to_int, is_multicast_mac
+from kumo.packet.flowmatch import BIT, FlowMatch
+from kumo.packet.frame import parse_frame
+from kumo.simulation import simulate
+from kumo.simulation.result import Generated, LearnWrite, SimulationResult, StateWrite, Verdict
+from kumo.simulation.view import Snapshot, snapshot_of
+from kumo.simulation.wildcard import WildcardTable
+from kumo.topology.state import ARP_TABLE, MAC_TABLE, arp_key, mac_key, register_host
+from kumo.topology.store.base import Change, Session, StateChange, Store
+
+log = logging.getLogger("kumo.agent")
+
+_HEADER = ctypes.sizeof(UpcallHeader)
+_TTL = BIT["ip_ttl"]
+PARK_TIMEOUT = 3.0  # seconds a packet waits for ARP resolution
+PARK_MAX = 64  # packets parked per next hop (the rest are dropped and counted)
+
+
+class Agent:
+    def __init__(
+        self,
+        store: Store,
+        host_id: str,
+        state_dir: Path,
+        *,
+        idle_timeout: float = 60.0,
+        stateful_idle_timeout: float = 30.0,
+        max_flows: int = 100_000,
+        datapath: Datapath | None = None,
+    ) -> None:
+        self.store = store
+        self.host_id = host_id
+        self.state_dir = state_dir
+        self.idle_timeout = idle_timeout
+        self.stateful_idle_timeout = stateful_idle_timeout
+        self.max_flows = max_flows
+        self.datapath = datapath or Datapath()
+        self.flow_state = LocalFlowState()
+        self.learned = AgentLearned()
+        self.wildcard = WildcardTable()
+        self.book = FlowBook()
+        self.snapshot = Snapshot()
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.lock = threading.RLock()
+        self.bindings: dict[str, str] = {}  # port id -> interface name (ports bound to this host)
+        self.ifindex_of_port: dict[str, int] = {}  # attached ports only
+        self.port_of_ifindex: dict[int, str] = {}
+        self.parked: dict[tuple[str, ...], list[tuple[float, bytes, int, str]]] = {}
+        self.session: Session | None = None
+        self._events: collections.deque[Change | StateChange] = collections.deque()
+        self._writes: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._threads: list[threading.Thread] = []
+        self._watches: list[Any] = []
+        self._control: Any = None
+        self.started = time.time()
+
+    # --- life cycle --------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.session = self.store.open_session()
+        register_host(self.store, self.session, self.host_id, name=socket.gethostname())
+        self.datapath.start()
+        self._watches = [
+            self.store.watch(self._queue_event),
+            self.store.state_watch(MAC_TABLE, self._queue_event),
+            self.store.state_watch(ARP_TABLE, self._queue_event),
+        ]
+        with self.lock:
+            self.learned.load(self.store)
+            self._rebuild()
+            self._adopt_flows()
+        from kumo.agent.control import ControlServer
+
+        self._control = ControlServer(self, self.state_dir / "agent.sock")
+        for target, name in ((self._packet_loop, "kumo-packets"), (self._writer, "kumo-writer")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self._control.start()
+        log.info(
+            "agent for host %s: %d ports bound here, %d kernel flows %s",
+            self.host_id,
+            len(self.bindings),
+            len(self.book),
+            "adopted" if self.datapath.adopted else "(fresh datapath)",
+        )
+
+    def stop(self, remove_datapath: bool = False) -> None:
+        """Stop serving. Kernel flows stay and keep forwarding (a restart adopts them) unless
+        `remove_datapath`, which detaches every program and deletes the re-injection pair."""
+        self._stop.set()
+        self._wake()
+        for watch in self._watches:
+            watch.cancel()
+        self._writes.put(None)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        if self._control is not None:
+            self._control.stop()
+        with self.lock:
+            if remove_datapath:
+                self.datapath.remove_everything(list(self.bindings.values()))
+            else:
+                self.datapath.close()
+        if self.session is not None:
+            self.session.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # full (a wake-up is pending anyway) or closed (stopping)
+            os.write(self._wake_w, b"x")
+
+    def _queue_event(self, event: Change | StateChange) -> None:
+        self._events.append(event)
+        self._wake()
+
+    # --- the packet thread ---------------------------------------------------------------------------
+    def _packet_loop(self) -> None:
+        ring = self.datapath.upcalls(self._on_upcall)
+        epfd = ring.epoll_fd()
+        next_housekeeping = 0.0
+        while not self._stop.is_set():
+            try:
+                ready, _, _ = select.select([epfd, self._wake_r], [], [], 0.05)
+                with self.lock:
+                    if self._wake_r in ready:
+                        _drain(self._wake_r)
+                    self._apply_events()
+                    if epfd in ready:
+                        ring.consume()
+                    now = time.monotonic()
+                    if now >= next_housekeeping:
+                        self._housekeeping(now)
+                        next_housekeeping = now + 1.0
+            except Exception:  # one bad packet or event must not stop the host's datapath
+                self.counters["agent_errors"] += 1
+                log.exception("packet thread")
+
+    def _on_upcall(self, raw: bytes) -> None:
+        self.counters["upcalls"] += 1
+        head = UpcallHeader.from_buffer_copy(raw)
+        frame = raw[_HEADER : _HEADER + head.cap_len]
+        if head.reason == UPCALL_INJECT_MISS:
+            self.counters["inject_miss"] += 1
+            return
+        port_id = self.port_of_ifindex.get(head.in_port)
+        if port_id is None:
+            self.counters["drop.unbound_interface"] += 1
+            return
+        self._process(frame, head.in_port, port_id, truncated=head.len > head.cap_len, reason=head.reason)
+
+    def _process(self, frame: bytes, ifindex: int, port_id: str, truncated: bool, reason: int) -> None:
+        try:
+            match = parse_frame(frame, port_id)
+        except PacketError:
+            self.counters["drop.malformed"] += 1
+            return
+        result = self.wildcard.lookup(match) if reason == UPCALL_MISS else None
+        if result is None:
+            result = simulate(match, self.snapshot, self.learned, self.flow_state, frame=frame, trace=False)
+            self.counters["simulations"] += 1
+            self._learn(result.learn_writes)
+            self._record_state(result.state_writes)
+            self.wildcard.insert(result)
+        else:
+            self.counters["wildcard_hits"] += 1
+        for generated in result.generated:
+            self._emit(generated)
+        if result.verdict is Verdict.PARK and result.park_until is not None:
+            self._park(result.park_until, frame, ifindex, port_id)
+            return
+        if result.verdict is Verdict.DROP:
+            self.counters[f"drop.{result.reason.value}"] += 1
+        if result.verdict not in (Verdict.OUTPUT, Verdict.FLOOD, Verdict.DROP):
+            return
+        if result.one_off or result.generated or match.seen & _TTL:
+            return  # about this packet only: its TTL, or a quote, decided it (the kernel key has neither)
+        outputs = self._outputs(result)
+        key = flow_key(match, ifindex)
+        self.datapath.install(key, flow_value(result, outputs))
+        self.book.add(KernelFlow(key, result, stateful=bool(result.state_writes)))
+        self.counters["flows_installed"] += 1
+        if outputs and truncated:
+            self.counters["truncated_not_reinjected"] += 1  # a GSO packet: the sender retransmits
+        elif outputs:
+            self.datapath.inject(complete_checksum(frame), ifindex)
+            self.counters["reinjected"] += 1
+
+    def _outputs(self, result: SimulationResult) -> list[int]:
+        outputs = []
+        for port_id in result.egress_port_ids:
+            ifindex = self.ifindex_of_port.get(port_id)
+            if ifindex is None:
+                self.counters["egress_not_local"] += 1  # bound elsewhere (tunnels), or its interface is gone
+            else:
+                outputs.append(ifindex)
+        return outputs
+
+    def _learn(self, writes: list[LearnWrite]) -> None:
+        session = self.session
+        for write in writes:
+            if write.kind == "mac":
+                bridge, mac, vlan = write.key
+                self.learned.macs[(bridge, mac, vlan)] = write.value
+                self._invalidate(mac_tag(bridge, mac, vlan))
+                entry = {"port_id": write.value, "host_id": self.host_id}
+                store_key = mac_key(bridge, mac, vlan)
+                self._writes.put(functools.partial(self.store.state_put, MAC_TABLE, store_key, entry, owner=session))
+            else:
+                router, ip = write.key
+                self.learned.arps[(router, ip)] = write.value
+                self._invalidate(arp_tag(router, ip))
+                ip_text = int_to_ip(ip)
+                entry = {"mac": write.value, "host_id": self.host_id}
+                store_key = arp_key(router, ip_text)
+                self._writes.put(functools.partial(self.store.state_put, ARP_TABLE, store_key, entry, owner=session))
+                self._resume(("arp", router, ip_text))
+
+    def _record_state(self, writes: list[StateWrite]) -> None:
+        for write in writes:
+            self.flow_state.record(write.kind, write.key, write.value)
+            self._invalidate((write.kind, write.key))  # results cached before this state existed
+
+    def _emit(self, generated: Generated) -> None:
+        """Send a packet the simulation made: out of a local VM's interface, or into the peer device of an
+        interior port (a router's ICMP error or ARP request crossing a bridge to the VMs)."""
+        port = self.snapshot.ports.get(generated.port_id)
+        if port is None:
+            return
+        if port.peer is None:
+            self._send_local(generated.port_id, generated.frame)
+            return
+        try:
+            match = parse_frame(generated.frame, port.peer["id"])
+        except PacketError:
+            return
+        walk = simulate(match, self.snapshot, self.learned, self.flow_state, frame=generated.frame, trace=False)
+        if walk.verdict not in (Verdict.OUTPUT, Verdict.FLOOD):
+            return
+        if walk.rewrites or walk.ttl_decrement:
+            self.counters["generated_needs_rewrite"] += 1  # not executed in Python (see README, limits)
+            return
+        for port_id in walk.egress_port_ids:
+            self._send_local(port_id, generated.frame)
+
+    def _send_local(self, port_id: str, frame: bytes) -> None:
+        interface = self.bindings.get(port_id)
+        if interface is None or port_id not in self.ifindex_of_port:
+            self.counters["generated_not_local"] += 1
+            return
+        try:
+            self.datapath.send(interface, frame)
+            self.counters["generated_sent"] += 1
+        except OSError:
+            self.counters["generated_send_error"] += 1
+
+    def _park(self, event: tuple[str, ...], frame: bytes, ifindex: int, port_id: str) -> None:
+        waiting = self.parked.setdefault(event, [])
+        if len(waiting) >= PARK_MAX:
+            self.counters["drop.park_full"] += 1
+            return
+        waiting.append((time.monotonic() + PARK_TIMEOUT, frame, ifindex, port_id))
+        self.counters["parked"] += 1
+
+    def _resume(self, event: tuple[str, ...]) -> None:
+        for _, frame, ifindex, port_id in self.parked.pop(event, []):
+            self.counters["resumed"] += 1
+            self._process(frame, ifindex, port_id, truncated=False, reason=UPCALL_MISS)
+
+    # --- changes ------------------------------------------------------------------------------------------
+    def _apply_events(self) -> None:
+        topology_changed = False
+        tags: set[Any] | None = set()
+        while self._events:
+            event = self._events.popleft()
+            if isinstance(event, StateChange):
+                tag = self.learned.apply(event)
+                if tag is not None:
+                    self._invalidate(tag)
+                if event.new is not None and event.table == ARP_TABLE:
+                    router, ip = event.key.split("/", 1)
+                    self._resume(("arp", router, ip))
+                continue
+            topology_changed = True
+            more = tags_for(event)
+            tags = None if more is None or tags is None else tags | more
+        if not topology_changed:
+            return
+        self._rebuild()
+        if tags is None:
+            self._invalidate_all()
+        else:
+            for tag in tags:
+                self._invalidate(tag)
+
+    def _rebuild(self) -> None:
+        """A new snapshot of the topology, and the bindings of this host's ports followed."""
+        self.snapshot = snapshot_of(self.store)
+        bound = {
+            p["id"]: p["interface_name"]
+            for p in self.snapshot.ports.values()
+            if p.get("host_id") == self.host_id and p.get("interface_name")
+        }
+        for port_id, interface in list(self.bindings.items()):
+            if bound.get(port_id) != interface:
+                self._unbind(port_id, interface)
+        for port_id, interface in bound.items():
+            if port_id not in self.bindings:
+                self.bindings[port_id] = interface
+                self._try_attach(port_id)
+
+    def _try_attach(self, port_id: str) -> None:
+        interface = self.bindings[port_id]
+        ifindex = self.datapath.attach(interface)
+        if ifindex is None:
+            return  # not there yet: housekeeping retries (API.md: binding ahead of the interface is fine)
+        self.ifindex_of_port[port_id] = ifindex
+        self.port_of_ifindex[ifindex] = port_id
+        self.counters["interfaces_attached"] += 1
+        log.info("port %s: attached to %s (ifindex %d)", port_id, interface, ifindex)
+
+    def _unbind(self, port_id: str, interface: str) -> None:
+        ifindex = self.ifindex_of_port.pop(port_id, None)
+        self.bindings.pop(port_id, None)
+        if ifindex is not None:
+            self.port_of_ifindex.pop(ifindex, None)
+            try:
+                self.datapath.detach(interface)
+            except Exception:  # the interface may be gone with its namespace
+                log.debug("detach %s", interface, exc_info=True)
+            self._remove_in_port(ifindex)
+        self._invalidate(f"port:{port_id}")
+
+    def _remove_in_port(self, ifindex: int) -> None:
+        for raw, flow in list(self.book.flows.items()):
+            if flow.key.in_port == ifindex:
+                self._remove_flow(raw)
+
+    def _invalidate(self, tag: Any) -> None:
+        self.wildcard.invalidate(tag)
+        for raw in self.book.tagged(tag):
+            self._remove_flow(raw)
+
+    def _invalidate_all(self) -> None:
+        self.wildcard = WildcardTable()
+        for raw in list(self.book.flows):
+            self._remove_flow(raw)
+
+    def _remove_flow(self, raw: bytes) -> None:
+        flow = self.book.pop(raw)
+        if flow is not None:
+            self.datapath.remove(flow.key)
+            self.counters["flows_removed"] += 1
+
+    # --- housekeeping ---------------------------------------------------------------------------------
+    def _housekeeping(self, now: float) -> None:
+        self._follow_interfaces()
+        self._expire(now)
+        for event, waiting in list(self.parked.items()):
+            kept = [w for w in waiting if w[0] > now]
+            self.counters["drop.arp_timeout"] += len(waiting) - len(kept)
+            if kept:
+                self.parked[event] = kept
+            else:
+                del self.parked[event]
+
+    def _follow_interfaces(self) -> None:
+        for port_id, interface in self.bindings.items():
+            ifindex = self.ifindex_of_port.get(port_id)
+            current = self.datapath.ifindex(interface)
+            if ifindex is not None and current != ifindex:  # gone, or replaced by a new interface
+                self.ifindex_of_port.pop(port_id, None)
+                self.port_of_ifindex.pop(ifindex, None)
+                self._remove_in_port(ifindex)
+                self._invalidate(f"port:{port_id}")
+                self.counters["interfaces_lost"] += 1
+                ifindex = None
+            if ifindex is None and current is not None:
+                self._try_attach(port_id)
+
+    def _expire(self, now: float) -> None:
+        now_ns = time.monotonic_ns()  # the clock of bpf_ktime_get_ns
+        for raw, flow in list(self.book.flows.items()):
+            value = self.datapath.lookup(flow.key)
+            if value is None:
+                self.book.pop(raw)
+                continue
+            last = max(value.last_used_ns / 1e9, flow.created) if value.last_used_ns else flow.created
+            idle = now_ns / 1e9 - last if value.last_used_ns else now - flow.created
+            timeout = self.stateful_idle_timeout if flow.stateful else self.idle_timeout
+            if idle > timeout:
+                self._remove_flow(raw)
+                self.counters["flows_expired"] += 1
+            elif flow.stateful and idle < 2.0:
+                for write in flow.result.state_writes:  # in use: keep its conntrack/NAT state alive
+                    self.flow_state.record(write.kind, write.key, write.value)
+        excess = len(self.book) - self.max_flows
+        if excess > 0:
+            for raw in self.book.oldest(excess):
+                self._remove_flow(raw)
+                self.counters["flows_evicted"] += 1
+
+    # --- adoption -----------------------------------------------------------------------------------
+    def _adopt_flows(self) -> None:
+        """Flows an earlier agent left in the kernel: re-simulated on the current topology to learn why they
+        exist. Those that still give the same actions are kept (their packets never stopped); others are
+        replaced by the current answer, or removed.
+
+        The learned tables the earlier agent used may be gone with its session; the kernel flows carry what
+        it learned, so it is learned back from them first: a flow entering a bridge port says where its
+        source MAC lives, and a routed flow's destination MAC is its next hop's ARP entry."""
+        if not self.datapath.adopted:
+            return
+        adopted = []
+        for key, value in list(self.datapath.flows()):
+            port_id = self.port_of_ifindex.get(key.in_port)
+            if port_id is None:
+                self.datapath.remove(key)
+                self.counters["adopt_removed"] += 1
+                continue
+            match = _match_of_key(key, port_id)
+            port = self.snapshot.ports.get(port_id)
+            src = match.peek("eth_src")
+            if port is not None and port["type"] == "bridge" and not is_multicast_mac(src):
+                self._learn([LearnWrite("mac", (port["device_id"], src, match.peek("vlan")), port_id)])
+            adopted.append((key, value, port_id))
+        for key, value, port_id in adopted:
+            result = simulate(_match_of_key(key, port_id), self.snapshot, self.learned, self.flow_state, trace=False)
+            if result.verdict is Verdict.PARK and result.park_until and value.act.flags & Action.SET_ETH_DST:
+                _, router, ip = result.park_until
+                mac = ":".join(f"{b:02x}" for b in bytes(value.act.eth_dst))
+                self._learn([LearnWrite("arp", (router, ip_to_int(ip)), mac)])
+                result = simulate(
+                    _match_of_key(key, port_id), self.snapshot, self.learned, self.flow_state, trace=False
+                )
+            if result.verdict not in (Verdict.OUTPUT, Verdict.FLOOD, Verdict.DROP) or result.generated:
+                self.datapath.remove(key)
+                self.counters["adopt_removed"] += 1
+                continue
+            self._record_state(result.state_writes)
+            self.wildcard.insert(result)
+            fresh = flow_value(result, self._outputs(result))
+            if bytes(fresh.act) != bytes(value.act):
+                self.datapath.install(key, fresh)
+                self.counters["adopt_replaced"] += 1
+            else:
+                self.counters["adopt_kept"] += 1
+            self.book.add(KernelFlow(key, result, stateful=bool(result.state_writes)))
+
+    # --- the store writer -----------------------------------------------------------------------------
+    def _writer(self) -> None:
+        while True:
+            job = self._writes.get()
+            if job is None:
+                return
+            try:
+                job()
+            except Exception:  # the store is away: the entry is learned again by the next packet
+                self.counters["store_write_errors"] += 1
+                log.warning("writing learned state failed", exc_info=True)
+
+    # --- what `kumo flows` and `kumo agent stats` show --------------------------------------------------
+    def describe_flows(self) -> list[dict[str, Any]]:
+        with self.lock:
+            names = {index: self.bindings.get(port, port) for port, index in self.ifindex_of_port.items()}
+            now_ns = time.monotonic_ns()
+            rows = []
+            for key, value in self.datapath.flows():
+                flow = self.book.flows.get(bytes(key))
+                rows.append(
+                    {
+                        "in_port": names.get(key.in_port, str(key.in_port)),
+                        "match": describe_key(key),
+                        "actions": describe_actions(value.act, names),
+                        "packets": value.packets,
+                        "bytes": value.bytes,
+                        "age_s": round(time.monotonic() - flow.created, 1) if flow else None,
+                        "idle_s": round((now_ns - value.last_used_ns) / 1e9, 1) if value.last_used_ns else None,
+                        "why": self._why(flow.result) if flow else ["(not known to this agent)"],
+                    }
+                )
+            return rows
+
+    def _why(self, result: SimulationResult) -> list[str]:
+        snap = self.snapshot
+        out = []
+        for tag in sorted(t for t in result.tags if isinstance(t, str)):
+            kind, _, ident = tag.partition(":")
+            if kind == "device" and ident in snap.devices:
+                dtype, device = snap.devices[ident]
+                out.append(f"{dtype} {device.get('name') or ident}")
+            elif kind == "port" and ident in snap.ports:
+                out.append(f"port {snap.ports[ident].get('name') or ident}")
+            elif kind in ("chain", "rule"):
+                out.append(f"{kind} {ident}")
+        return [*out, f"verdict {result.verdict.value} ({result.reason.value})"]
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "host_id": self.host_id,
+                "uptime_s": round(time.time() - self.started, 1),
+                "ports_bound": len(self.bindings),
+                "ports_attached": len(self.ifindex_of_port),
+                "kernel_flows": len(self.book),
+                "wildcard_flows": len(self.wildcard),
+                "parked": sum(len(w) for w in self.parked.values()),
+                "agent": dict(sorted(self.counters.items())),
+                "datapath": self.datapath.stats(),
+            }
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _match_of_key(key: FlowKey, port_id: str) -> FlowMatch:
+    """The FlowMatch of a kernel key (for adoption): the fields the kernel keys on, a TTL that decides
+    nothing."""
+    from kumo.datapath.actions import match_fields
+
+    fields = match_fields(key)
+    return FlowMatch(in_port=port_id, ip_ttl=64 if key.eth_type == 0x0800 else None, **fields)

@@ -1,0 +1,58 @@
+"""The kernel flows this agent installed, with why each exists (the result's tags), indexed by tag so
+that a change removes exactly the flows that depended on it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from kumo.datapath.layout import FlowKey
+from kumo.simulation.result import SimulationResult
+
+
+@dataclass(slots=True)
+class KernelFlow:
+    key: FlowKey
+    result: SimulationResult
+    created: float = field(default_factory=time.monotonic)
+    stateful: bool = False  # it wrote flow state (conntrack, NAT): shorter idle timeout, state refreshed
+
+
+class FlowBook:
+    def __init__(self) -> None:
+        self.flows: dict[bytes, KernelFlow] = {}
+        self._by_tag: dict[Any, set[bytes]] = {}
+
+    def __len__(self) -> int:
+        return len(self.flows)
+
+    def add(self, flow: KernelFlow) -> bytes:
+        raw = bytes(flow.key)
+        old = self.flows.get(raw)
+        if old is not None:
+            self._untag(raw, old)
+        self.flows[raw] = flow
+        for tag in flow.result.tags:
+            self._by_tag.setdefault(tag, set()).add(raw)
+        return raw
+
+    def pop(self, raw: bytes) -> KernelFlow | None:
+        flow = self.flows.pop(raw, None)
+        if flow is not None:
+            self._untag(raw, flow)
+        return flow
+
+    def tagged(self, tag: Any) -> list[bytes]:
+        return list(self._by_tag.get(tag, ()))
+
+    def _untag(self, raw: bytes, flow: KernelFlow) -> None:
+        for tag in flow.result.tags:
+            refs = self._by_tag.get(tag)
+            if refs is not None:
+                refs.discard(raw)
+                if not refs:
+                    del self._by_tag[tag]
+
+    def oldest(self, count: int) -> list[bytes]:
+        return [raw for raw, _ in sorted(self.flows.items(), key=lambda kv: kv[1].created)[:count]]

@@ -1,0 +1,62 @@
+"""The agent's copy of the learned MAC and ARP tables: read by every simulation, fed by the store's state
+tables (entries learned anywhere) and by this agent's own learning (seen at once, written behind)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kumo.packet import ip_to_int
+from kumo.topology.state import ARP_TABLE, MAC_TABLE, parse_arp_key, parse_mac_key
+from kumo.topology.store.base import StateChange, Store
+
+
+class AgentLearned:
+    def __init__(self) -> None:
+        self.macs: dict[tuple[str, str, int | None], str] = {}
+        self.arps: dict[tuple[str, int], str] = {}
+
+    def load(self, store: Store) -> None:
+        macs = {parse_mac_key(k): v.get("port_id", "") for k, v in store.state_list(MAC_TABLE).items()}
+        arps = {}
+        for key, value in store.state_list(ARP_TABLE).items():
+            router, ip = parse_arp_key(key)
+            arps[(router, ip_to_int(ip))] = value.get("mac", "")
+        self.macs, self.arps = macs, arps
+
+    def mac_port(self, bridge_id: str, mac: str, vlan: int | None) -> str | None:
+        return self.macs.get((bridge_id, mac, vlan))
+
+    def arp_mac(self, router_id: str, ip: int) -> str | None:
+        return self.arps.get((router_id, ip))
+
+    def apply(self, change: StateChange) -> str | None:
+        """Fold a state-table change in; returns the tag of the flows that depended on the entry, or None
+        when nothing changed (e.g. the store echoing this agent's own write)."""
+        if change.table == MAC_TABLE:
+            bridge, mac, vlan = parse_mac_key(change.key)
+            value = None if change.new is None else change.new.get("port_id", "")
+            return mac_tag(bridge, mac, vlan) if _put(self.macs, (bridge, mac, vlan), value) else None
+        if change.table == ARP_TABLE:
+            router, ip = parse_arp_key(change.key)
+            value = None if change.new is None else change.new.get("mac", "")
+            return arp_tag(router, ip_to_int(ip)) if _put(self.arps, (router, ip_to_int(ip)), value) else None
+        return None
+
+
+def _put(table: dict[Any, str], key: Any, value: str | None) -> bool:
+    """Set (or, with None, remove) an entry; True if that changed the table."""
+    if table.get(key) == value:
+        return False
+    if value is None:
+        del table[key]
+    else:
+        table[key] = value
+    return True
+
+
+def mac_tag(bridge: str, mac: str, vlan: int | None) -> str:
+    return f"mac:{bridge}/{mac}/{vlan}"  # as kumo.simulation.bridge tags a lookup
+
+
+def arp_tag(router: str, ip: int) -> str:
+    return f"arp:{router}/{ip}"  # as kumo.simulation.router tags a next-hop lookup

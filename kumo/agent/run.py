@@ -1,0 +1,76 @@
+"""Running the agent as a process: `kumo agent` alone, or inside `kumo up` beside the API."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import uuid
+from pathlib import Path
+
+from kumo.topology.errors import KumoError
+from kumo.topology.store.base import Store
+
+log = logging.getLogger("kumo.agent")
+
+
+class AgentNeedsRoot(KumoError):
+    status = 400
+    code = "agent_needs_root"
+
+
+def host_id_for(state_dir: Path, given: str | None = None) -> str:
+    """The agent's host id: `--host-id`, or one generated once and kept in <state-dir>/host_id."""
+    path = state_dir / "host_id"
+    if given:
+        return given
+    if path.exists():
+        return path.read_text().strip()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    new = str(uuid.uuid4())
+    path.write_text(new + "\n")
+    return new
+
+
+def check_privileges() -> None:
+    if os.geteuid() != 0:
+        raise AgentNeedsRoot(
+            "the agent loads eBPF programs and attaches them to interfaces: run it as root "
+            "(or `kumo up --no-agent` for the API alone)"
+        )
+
+
+def start_agent(store: Store, state_dir: Path, host_id: str | None = None) -> object:
+    from kumo.agent.agent import Agent
+
+    check_privileges()
+    agent = Agent(store, host_id_for(state_dir, host_id), state_dir)
+    agent.start()
+    return agent
+
+
+def run_agent(store_url: str, state_dir: Path, host_id: str | None) -> None:
+    """`kumo agent`: serve until SIGINT/SIGTERM; kernel flows stay behind and keep forwarding."""
+    from kumo.agent.agent import Agent
+    from kumo.topology.store import open_store
+
+    if store_url.startswith("sqlite:"):
+        raise KumoError(
+            "an agent on the embedded SQLite store runs inside `kumo up` (that store's watches are in-process); "
+            "for separate agents use --store zookeeper://HOST:PORT/CHROOT",
+            code="embedded_store",
+        )
+    check_privileges()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    store = open_store(store_url)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    agent = Agent(store, host_id_for(state_dir, host_id), state_dir)
+    try:
+        agent.start()
+        done.wait()
+    finally:
+        agent.stop()
+        store.close()

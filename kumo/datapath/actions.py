@@ -1,0 +1,204 @@
+"""From the simulation to the kernel: a packet's exact flow key, and a result's actions as the datapath's
+action struct; and back, readable, for `kumo flows`."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from kumo.datapath.layout import (
+    FRAGMENT_CODES,
+    MAX_OUT,
+    VLAN_TAGGED,
+    Action,
+    FlowActions,
+    FlowKey,
+    FlowValue,
+)
+from kumo.packet import int_to_ip
+from kumo.packet.flowmatch import FlowMatch
+from kumo.simulation.result import SimulationResult, Verdict
+
+_FRAGMENT_NAMES = {code: name for name, code in FRAGMENT_CODES.items()}
+
+
+def _mac_bytes(mac: str) -> bytes:
+    return bytes.fromhex(mac.replace(":", ""))
+
+
+def _mac_text(raw: Any) -> str:
+    return ":".join(f"{b:02x}" for b in bytes(raw))
+
+
+def _net(ip: int | None) -> int:
+    """An IPv4 address as the kernel stores it (network order) in a native u32."""
+    return int(struct.unpack("=I", struct.pack("!I", ip or 0))[0])
+
+
+def _host(value: int) -> int:
+    return int(struct.unpack("!I", struct.pack("=I", value))[0])
+
+
+def flow_key(match: FlowMatch, in_port: int) -> FlowKey:
+    """The exact kernel key of the packet `match` was parsed from (its original fields), as the BPF parser
+    builds it."""
+    o = match.original
+    key = FlowKey(in_port=in_port, eth_type=o("eth_type") or 0)
+    key.eth_src[:] = _mac_bytes(o("eth_src"))
+    key.eth_dst[:] = _mac_bytes(o("eth_dst"))
+    vlan = o("vlan")
+    key.vlan = VLAN_TAGGED | vlan if vlan is not None else 0
+    if key.eth_type == 0x0806:
+        key.tp_src = o("arp_op") or 0
+        key.ip_src, key.ip_dst = _net(o("arp_spa")), _net(o("arp_tpa"))
+    elif key.eth_type == 0x0800:
+        key.ip_src, key.ip_dst = _net(o("ip_src")), _net(o("ip_dst"))
+        key.ip_proto = o("ip_proto") or 0
+        key.ip_tos = o("ip_tos") or 0
+        key.fragment = FRAGMENT_CODES.get(o("fragment") or "none", 0)
+        if o("icmp_type") is not None:
+            key.tp_src, key.tp_dst = o("icmp_type"), o("icmp_code") or 0
+            key.icmp_id = o("icmp_id") or 0
+        else:
+            key.tp_src, key.tp_dst = o("tp_src") or 0, o("tp_dst") or 0
+    return key
+
+
+def flow_value(result: SimulationResult, outputs: list[int]) -> FlowValue:
+    """The kernel actions of a result; `outputs` are the ifindexes of its local egress ports (none: drop)."""
+    value = FlowValue()
+    act = value.act
+    flags = Action(0)
+    if result.verdict is Verdict.DROP or not outputs:
+        act.flags = Action.DROP
+        return value
+    rw = result.rewrites
+    if "eth_src" in rw:
+        flags |= Action.SET_ETH_SRC
+        act.eth_src[:] = _mac_bytes(rw["eth_src"])
+    if "eth_dst" in rw:
+        flags |= Action.SET_ETH_DST
+        act.eth_dst[:] = _mac_bytes(rw["eth_dst"])
+    if "ip_src" in rw:
+        flags |= Action.SET_IP_SRC
+        act.ip_src = _net(rw["ip_src"])
+    if "ip_dst" in rw:
+        flags |= Action.SET_IP_DST
+        act.ip_dst = _net(rw["ip_dst"])
+    if "tp_src" in rw:
+        flags |= Action.SET_TP_SRC
+        act.tp_src = rw["tp_src"]
+    if "tp_dst" in rw:
+        flags |= Action.SET_TP_DST
+        act.tp_dst = rw["tp_dst"]
+    if "icmp_id" in rw:
+        flags |= Action.SET_ICMP_ID
+        act.icmp_id = rw["icmp_id"]
+    if "vlan" in rw:
+        if rw["vlan"] is None:
+            flags |= Action.VLAN_POP
+        else:
+            flags |= Action.VLAN_PUSH
+            act.vlan = rw["vlan"]
+    if result.ttl_decrement:
+        flags |= Action.DEC_TTL
+        act.ttl_dec = result.ttl_decrement
+    act.mtu = result.path_mtu or 0
+    act.n_out = len(outputs[:MAX_OUT])
+    for i, ifindex in enumerate(outputs[:MAX_OUT]):
+        act.out[i] = ifindex
+    act.flags = flags | Action.OUTPUT
+    return value
+
+
+def describe_key(key: FlowKey) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "in_port": key.in_port,
+        "eth_src": _mac_text(key.eth_src),
+        "eth_dst": _mac_text(key.eth_dst),
+        "eth_type": f"{key.eth_type:#06x}",
+    }
+    if key.vlan:
+        out["vlan"] = key.vlan & 0xFFF
+    if key.eth_type == 0x0806:
+        out.update(arp_op=key.tp_src, arp_spa=_ip(key.ip_src), arp_tpa=_ip(key.ip_dst))
+    elif key.eth_type == 0x0800:
+        out.update(ip_src=_ip(key.ip_src), ip_dst=_ip(key.ip_dst), ip_proto=key.ip_proto)
+        if key.ip_tos:
+            out["ip_tos"] = key.ip_tos
+        if key.fragment:
+            out["fragment"] = _FRAGMENT_NAMES.get(key.fragment, key.fragment)
+        if key.ip_proto == 1:
+            out.update(icmp_type=key.tp_src, icmp_code=key.tp_dst, icmp_id=key.icmp_id)
+        elif key.ip_proto in (6, 17):
+            out.update(tp_src=key.tp_src, tp_dst=key.tp_dst)
+    return out
+
+
+def describe_actions(act: FlowActions, names: dict[int, str] | None = None) -> list[str]:
+    """Readable actions; `names` maps ifindexes to interface names."""
+    names = names or {}
+    flags = Action(act.flags)
+    if Action.DROP in flags:
+        return ["drop"]
+    out = []
+    if Action.SET_IP_SRC in flags:
+        out.append(f"set ip_src={_ip(act.ip_src)}")
+    if Action.SET_IP_DST in flags:
+        out.append(f"set ip_dst={_ip(act.ip_dst)}")
+    if Action.SET_TP_SRC in flags:
+        out.append(f"set tp_src={act.tp_src}")
+    if Action.SET_TP_DST in flags:
+        out.append(f"set tp_dst={act.tp_dst}")
+    if Action.SET_ICMP_ID in flags:
+        out.append(f"set icmp_id={act.icmp_id}")
+    if Action.DEC_TTL in flags:
+        out.append(f"dec_ttl {act.ttl_dec}")
+    if Action.VLAN_POP in flags:
+        out.append("pop_vlan")
+    if Action.VLAN_PUSH in flags:
+        out.append(f"push_vlan {act.vlan}")
+    if Action.SET_ETH_SRC in flags:
+        out.append(f"set eth_src={_mac_text(act.eth_src)}")
+    if Action.SET_ETH_DST in flags:
+        out.append(f"set eth_dst={_mac_text(act.eth_dst)}")
+    if act.mtu:
+        out.append(f"mtu {act.mtu}")
+    targets = [names.get(act.out[i], str(act.out[i])) for i in range(act.n_out)]
+    out.append(("flood " if len(targets) > 1 else "output ") + ",".join(targets))
+    return out
+
+
+def match_fields(key: FlowKey) -> dict[str, Any]:
+    """The FlowMatch fields of a kernel key (the inverse of flow_key; ARP hardware addresses other than the
+    frame's source are not in the key)."""
+    fields: dict[str, Any] = {
+        "eth_src": _mac_text(key.eth_src),
+        "eth_dst": _mac_text(key.eth_dst),
+        "eth_type": key.eth_type,
+        "vlan": key.vlan & 0xFFF if key.vlan else None,
+    }
+    if key.eth_type == 0x0806:
+        fields.update(
+            arp_op=key.tp_src, arp_sha=fields["eth_src"], arp_spa=_host(key.ip_src), arp_tpa=_host(key.ip_dst)
+        )
+    elif key.eth_type == 0x0800:
+        fields.update(
+            ip_src=_host(key.ip_src),
+            ip_dst=_host(key.ip_dst),
+            ip_proto=key.ip_proto,
+            ip_tos=key.ip_tos,
+            fragment=_FRAGMENT_NAMES.get(key.fragment, "none"),
+        )
+        if key.fragment != FRAGMENT_CODES["later"]:
+            if key.ip_proto in (6, 17):
+                fields.update(tp_src=key.tp_src, tp_dst=key.tp_dst)
+            elif key.ip_proto == 1:
+                fields.update(icmp_type=key.tp_src, icmp_code=key.tp_dst)
+                if key.tp_src in (0, 8):
+                    fields["icmp_id"] = key.icmp_id
+    return fields
+
+
+def _ip(value: int) -> str:
+    return int_to_ip(_host(value))

@@ -1,0 +1,123 @@
+/* Kumo datapath: the layouts shared by the BPF programs and the agent.
+ *
+ * kumo/datapath/layout.py declares the same structures with ctypes; tests/unit/datapath/test_layout.py
+ * compiles _Static_asserts generated from the Python side against this header (clang -target bpf), so
+ * the two cannot drift apart silently. Byte order: IPv4 addresses as on the wire (network order), ports,
+ * ethertype and VLAN in host order. */
+#ifndef KUMO_H
+#define KUMO_H
+
+#include <linux/types.h>
+
+#define KUMO_MAX_OUT 16     /* output interfaces of one flow (a flood to at most this many local ports) */
+#define KUMO_SNAP 1600      /* bytes of a packet copied into an upcall: a 1500-MTU frame with a VLAN tag */
+#define KUMO_INJECT_MARK 0x80000000u /* skb->mark of a re-injected packet: this bit | the input port */
+
+/* An exact flow: the input port and every header field the datapath parses. */
+struct kumo_flow_key {
+	__u32 in_port;      /* ifindex of the VM interface (or of the port a re-injected packet came from) */
+	__u8 eth_src[6];
+	__u8 eth_dst[6];
+	__u16 eth_type;
+	__u16 vlan;         /* 0x1000 | VID when the frame carries an 802.1Q tag, else 0 */
+	__u32 ip_src;       /* IPv4; ARP: sender protocol address */
+	__u32 ip_dst;       /* IPv4; ARP: target protocol address */
+	__u8 ip_proto;
+	__u8 ip_tos;
+	__u8 fragment;      /* KUMO_FRAG_* */
+	__u8 pad0;
+	__u16 tp_src;       /* TCP/UDP source port; ICMP: type; ARP: operation */
+	__u16 tp_dst;       /* TCP/UDP destination port; ICMP: code */
+	__u16 icmp_id;      /* ICMP echo identifier */
+	__u16 pad1;
+};
+
+#define KUMO_FRAG_NONE 0
+#define KUMO_FRAG_FIRST 1
+#define KUMO_FRAG_LATER 2
+
+/* Action flags, applied in this order: drop; L3/L4 rewrites; TTL; VLAN; L2 rewrites; output. */
+#define KUMO_A_DROP (1u << 0)
+#define KUMO_A_SET_ETH_SRC (1u << 1)
+#define KUMO_A_SET_ETH_DST (1u << 2)
+#define KUMO_A_SET_IP_SRC (1u << 3)
+#define KUMO_A_SET_IP_DST (1u << 4)
+#define KUMO_A_SET_TP_SRC (1u << 5)
+#define KUMO_A_SET_TP_DST (1u << 6)
+#define KUMO_A_SET_ICMP_ID (1u << 7)
+#define KUMO_A_DEC_TTL (1u << 8)
+#define KUMO_A_VLAN_POP (1u << 9)
+#define KUMO_A_VLAN_PUSH (1u << 10)
+#define KUMO_A_OUTPUT (1u << 11)
+#define KUMO_A_TUNNEL (1u << 12)
+
+struct kumo_flow_actions {
+	__u32 flags;
+	__u8 eth_src[6];
+	__u8 eth_dst[6];
+	__u32 ip_src;
+	__u32 ip_dst;
+	__u16 tp_src;
+	__u16 tp_dst;
+	__u16 icmp_id;
+	__u16 vlan;         /* VID to push */
+	__u8 ttl_dec;       /* packets with TTL <= this go to the agent (it answers time exceeded) */
+	__u8 n_out;
+	__u16 mtu;          /* path MTU: larger DF packets go to the agent (fragmentation needed); 0: none */
+	__u32 tunnel_key;   /* VNI (the egress port's tunnel key) when KUMO_A_TUNNEL */
+	__u32 tunnel_remote;
+	__u32 out[KUMO_MAX_OUT];
+	__u32 pad0;
+};
+
+struct kumo_flow_value {
+	struct kumo_flow_actions act;
+	__u64 packets;
+	__u64 bytes;
+	__u64 last_used_ns; /* bpf_ktime_get_ns() of the last packet */
+};
+
+/* Why a packet went to the agent. */
+#define KUMO_UPCALL_MISS 0
+#define KUMO_UPCALL_TTL 1   /* the flow would decrement the TTL to zero */
+#define KUMO_UPCALL_MTU 2   /* a DF packet larger than the flow's path MTU */
+#define KUMO_UPCALL_INJECT_MISS 3 /* a re-injected packet found no flow (it is not simulated again) */
+
+struct kumo_upcall {
+	__u32 in_port;
+	__u32 len;          /* the packet's length; larger than cap_len when truncated (GSO) */
+	__u32 cap_len;      /* bytes copied into data */
+	__u32 reason;
+	__u8 data[KUMO_SNAP];
+};
+
+struct kumo_config {
+	__u32 inject_ifindex;   /* packets arriving here carry their input port in skb->mark */
+	__u32 upcall_rate;      /* upcalls per second per input port (token bucket) */
+	__u32 upcall_burst;
+	__u32 pad0;
+};
+
+struct kumo_rate {
+	__u64 last_ns;
+	__u64 credit_ns;
+};
+
+/* Counters (per-CPU array indexes); the names are in layout.py STATS. */
+enum kumo_stat {
+	KUMO_ST_RX = 0,
+	KUMO_ST_HIT,
+	KUMO_ST_UPCALL,
+	KUMO_ST_UPCALL_RATE_LIMITED,
+	KUMO_ST_UPCALL_RING_FULL,
+	KUMO_ST_MALFORMED,
+	KUMO_ST_FLOW_DROP,
+	KUMO_ST_TTL_PUNT,
+	KUMO_ST_MTU_PUNT,
+	KUMO_ST_ACTION_ERROR,
+	KUMO_ST_INJECT_UNMARKED,
+	KUMO_ST_UPCALL_TRUNCATED,
+	KUMO_ST_MAX,
+};
+
+#endif

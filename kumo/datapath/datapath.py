@@ -1,0 +1,217 @@
+"""The kernel fast path of one host: the BPF program on every bound VM interface and on the re-injection
+interface, its maps (flows, upcall ring, config, counters), and the sockets that put packets back.
+
+Restart-safe: TC filters and their maps outlive the agent, so that kernel flows keep forwarding while it is
+down. A new agent finds the program still attached to the re-injection interface, reuses its maps (the
+flows with them) and attaches the new program in its place.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import logging
+import socket
+import struct
+import subprocess
+from collections.abc import Callable, Iterator
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from kumo.datapath import build, libbpf
+from kumo.datapath.layout import INJECT_MARK, STATS, Config, FlowKey, FlowValue
+
+log = logging.getLogger("kumo.datapath")
+
+PROGRAM = "kumo_port_ingress"
+MAPS = ("kumo_flows", "kumo_upcalls", "kumo_config", "kumo_rates", "kumo_stats")
+INJECT_PAIR = ("kumo-inj0", "kumo-inj1")  # the agent writes into inj0; the program on inj1 reads the mark
+TC_INGRESS = 0xFFFFFFF2  # clsact's ingress parent
+FILTER_PRIO = 1
+FILTER_HANDLE = 1
+DEFAULT_UPCALL_RATE = 20000  # upcalls per second per input port
+DEFAULT_UPCALL_BURST = 2000
+
+
+def _no_ipv6(interface: str) -> None:
+    try:
+        with open(f"/proc/sys/net/ipv6/conf/{interface}/disable_ipv6", "w") as f:
+            f.write("1")
+    except OSError:
+        pass  # IPv6 compiled out or unavailable: nothing would be sent anyway
+
+
+class Datapath:
+    def __init__(self, upcall_rate: int = DEFAULT_UPCALL_RATE, upcall_burst: int = DEFAULT_UPCALL_BURST) -> None:
+        self.upcall_rate = upcall_rate
+        self.upcall_burst = upcall_burst
+        self.ipr = IPRoute()
+        self.obj: libbpf.BpfObject | None = None
+        self.fds: dict[str, int] = {}
+        self.prog_fd = -1
+        self.adopted = False  # the maps (and flows) of an earlier agent were taken over
+        self.inject_ifindex = 0
+        self._inject_sock: socket.socket | None = None
+        self._send_sock: socket.socket | None = None
+        self._ring: libbpf.RingBuffer | None = None
+
+    # --- life cycle --------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.inject_ifindex = self._inject_pair()
+        earlier = self._attached_program(INJECT_PAIR[1])
+        reuse: dict[str, int] = {}
+        if earlier is not None:
+            try:
+                reuse = {n: fd for n, fd in libbpf.maps_of_program(earlier).items() if n in MAPS}
+            except libbpf.DatapathError as exc:
+                log.warning("could not adopt the maps of program %s: %s; starting with empty maps", earlier, exc)
+        self.obj = libbpf.BpfObject(str(build.object_path("port_ingress")), reuse_maps=reuse)
+        self.adopted = bool(reuse)
+        self.fds = {name: self.obj.map_fd(name) for name in MAPS}
+        self.prog_fd = self.obj.program_fd(PROGRAM)
+        self.configure()
+        self.attach_index(self.inject_ifindex)
+        self._inject_sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        self._inject_sock.bind((INJECT_PAIR[0], 0))
+        self._send_sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+
+    def configure(self) -> None:
+        cfg = Config(inject_ifindex=self.inject_ifindex, upcall_rate=self.upcall_rate, upcall_burst=self.upcall_burst)
+        libbpf.update(self.fds["kumo_config"], ctypes.c_uint32(0), cfg)
+
+    def close(self, detach: list[str] | None = None) -> None:
+        """Stop using the datapath. Filters stay attached (flows keep forwarding) unless named in `detach`."""
+        for name in detach or []:
+            self.detach(name)
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
+        for sock in (self._inject_sock, self._send_sock):
+            if sock is not None:
+                sock.close()
+        if self.obj is not None:
+            self.obj.close()
+            self.obj = None
+        self.ipr.close()
+
+    def remove_everything(self, interfaces: list[str]) -> None:
+        """Detach from every interface and delete the re-injection pair: the datapath is gone (demo/tests)."""
+        self.close(detach=interfaces)
+        with IPRoute() as ipr:
+            found = ipr.link_lookup(ifname=INJECT_PAIR[0])
+            if found:
+                ipr.link("del", index=found[0])
+
+    def _inject_pair(self) -> int:
+        found = self.ipr.link_lookup(ifname=INJECT_PAIR[1])
+        if not found:
+            try:
+                self.ipr.link("add", ifname=INJECT_PAIR[0], kind="veth", peer=INJECT_PAIR[1])
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise
+            found = self.ipr.link_lookup(ifname=INJECT_PAIR[1])
+        for name in INJECT_PAIR:
+            _no_ipv6(name)  # no router solicitations or MLD reports into the program
+            self.ipr.link("set", index=self.ipr.link_lookup(ifname=name)[0], state="up")
+        return int(found[0])
+
+    # --- interfaces -----------------------------------------------------------------------------------
+    def ifindex(self, name: str) -> int | None:
+        found = self.ipr.link_lookup(ifname=name)
+        return int(found[0]) if found else None
+
+    def attach(self, name: str) -> int | None:
+        """Attach the program to interface `name` (its ifindex), or None if there is no such interface."""
+        index = self.ifindex(name)
+        if index is None:
+            return None
+        self.attach_index(index)
+        return index
+
+    def attach_index(self, index: int) -> None:
+        try:
+            self.ipr.tc("add", "clsact", index)
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise
+        self.ipr.tc(
+            "replace-filter",
+            "bpf",
+            index,
+            FILTER_HANDLE,
+            fd=self.prog_fd,
+            name=PROGRAM,
+            parent=TC_INGRESS,
+            prio=FILTER_PRIO,
+            classid=1,
+            direct_action=True,
+        )
+
+    def detach(self, name: str) -> None:
+        index = self.ifindex(name)
+        if index is None:
+            return
+        try:
+            self.ipr.tc("del", "clsact", index)
+        except NetlinkError as exc:
+            if exc.code not in (errno.ENOENT, errno.EINVAL):
+                raise
+
+    def _attached_program(self, name: str) -> int | None:
+        """The id of the BPF program attached to `name`'s TC ingress, if any. (iproute2's JSON: pyroute2 0.9
+        does not decode TCA_BPF_ID.)"""
+        done = subprocess.run(["tc", "-j", "filter", "show", "dev", name, "ingress"], capture_output=True, text=True)
+        if done.returncode != 0:
+            return None
+        for entry in json.loads(done.stdout or "[]"):
+            prog = entry.get("options", {}).get("prog", {})
+            if entry.get("options", {}).get("bpf_name") == PROGRAM and prog.get("id"):
+                return int(prog["id"])
+        return None
+
+    # --- flows ----------------------------------------------------------------------------------------
+    def install(self, key: FlowKey, value: FlowValue) -> None:
+        libbpf.update(self.fds["kumo_flows"], key, value)
+
+    def remove(self, key: FlowKey) -> bool:
+        return libbpf.delete(self.fds["kumo_flows"], key)
+
+    def lookup(self, key: FlowKey) -> FlowValue | None:
+        value = FlowValue()
+        return value if libbpf.lookup(self.fds["kumo_flows"], key, value) else None
+
+    def flows(self) -> Iterator[tuple[FlowKey, FlowValue]]:
+        for key in libbpf.keys(self.fds["kumo_flows"], FlowKey):
+            value = self.lookup(key)  # type: ignore[arg-type]
+            if value is not None:
+                yield key, value  # type: ignore[misc]
+
+    def stats(self) -> dict[str, int]:
+        """The BPF counters, summed over CPUs."""
+        cpus = libbpf.possible_cpus()
+        out = {}
+        for index, name in enumerate(STATS):
+            values = (ctypes.c_uint64 * cpus)()
+            libbpf.lookup(self.fds["kumo_stats"], ctypes.c_uint32(index), values)
+            out[name] = sum(values)
+        return out
+
+    # --- packets --------------------------------------------------------------------------------------
+    def upcalls(self, callback: Callable[[bytes], None]) -> libbpf.RingBuffer:
+        self._ring = libbpf.RingBuffer(self.fds["kumo_upcalls"], callback)
+        return self._ring
+
+    def inject(self, frame: bytes, in_port: int) -> None:
+        """Execute `frame` through the installed flow of `in_port`: the program on the re-injection interface
+        takes the mark as the input port."""
+        assert self._inject_sock is not None
+        self._inject_sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, struct.pack("I", INJECT_MARK | in_port))
+        self._inject_sock.send(frame)
+
+    def send(self, interface: str, frame: bytes) -> None:
+        """Write `frame` to a local VM's interface (generated packets: ARP/DHCP replies, ICMP errors)."""
+        assert self._send_sock is not None
+        self._send_sock.sendto(frame, (interface, 0))

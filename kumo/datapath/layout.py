@@ -1,0 +1,135 @@
+"""The datapath's key, value and upcall layouts and its action codes, as ctypes structures.
+
+They mirror bpf/lib/kumo.h field for field; tests/unit/datapath/test_layout.py compiles static assertions
+generated from these declarations against that header for the BPF target, so a drift fails the build.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+
+MAX_OUT = 16
+SNAP = 1600
+INJECT_MARK = 0x80000000
+
+FRAG_NONE, FRAG_FIRST, FRAG_LATER = 0, 1, 2
+FRAGMENT_CODES = {"none": FRAG_NONE, "first": FRAG_FIRST, "later": FRAG_LATER}
+VLAN_TAGGED = 0x1000
+
+UPCALL_MISS, UPCALL_TTL, UPCALL_MTU, UPCALL_INJECT_MISS = 0, 1, 2, 3
+
+
+class Action(enum.IntFlag):
+    DROP = 1 << 0
+    SET_ETH_SRC = 1 << 1
+    SET_ETH_DST = 1 << 2
+    SET_IP_SRC = 1 << 3
+    SET_IP_DST = 1 << 4
+    SET_TP_SRC = 1 << 5
+    SET_TP_DST = 1 << 6
+    SET_ICMP_ID = 1 << 7
+    DEC_TTL = 1 << 8
+    VLAN_POP = 1 << 9
+    VLAN_PUSH = 1 << 10
+    OUTPUT = 1 << 11
+    TUNNEL = 1 << 12
+
+
+# Counter names, in the order of enum kumo_stat.
+STATS = (
+    "rx",
+    "hit",
+    "upcall",
+    "upcall_rate_limited",
+    "upcall_ring_full",
+    "malformed",
+    "flow_drop",
+    "ttl_punt",
+    "mtu_punt",
+    "action_error",
+    "inject_unmarked",
+    "upcall_truncated",
+)
+
+Mac = ctypes.c_uint8 * 6
+
+
+class FlowKey(ctypes.Structure):
+    _fields_ = [
+        ("in_port", ctypes.c_uint32),
+        ("eth_src", Mac),
+        ("eth_dst", Mac),
+        ("eth_type", ctypes.c_uint16),
+        ("vlan", ctypes.c_uint16),
+        ("ip_src", ctypes.c_uint32),
+        ("ip_dst", ctypes.c_uint32),
+        ("ip_proto", ctypes.c_uint8),
+        ("ip_tos", ctypes.c_uint8),
+        ("fragment", ctypes.c_uint8),
+        ("pad0", ctypes.c_uint8),
+        ("tp_src", ctypes.c_uint16),
+        ("tp_dst", ctypes.c_uint16),
+        ("icmp_id", ctypes.c_uint16),
+        ("pad1", ctypes.c_uint16),
+    ]
+
+
+class FlowActions(ctypes.Structure):
+    _fields_ = [
+        ("flags", ctypes.c_uint32),
+        ("eth_src", Mac),
+        ("eth_dst", Mac),
+        ("ip_src", ctypes.c_uint32),
+        ("ip_dst", ctypes.c_uint32),
+        ("tp_src", ctypes.c_uint16),
+        ("tp_dst", ctypes.c_uint16),
+        ("icmp_id", ctypes.c_uint16),
+        ("vlan", ctypes.c_uint16),
+        ("ttl_dec", ctypes.c_uint8),
+        ("n_out", ctypes.c_uint8),
+        ("mtu", ctypes.c_uint16),
+        ("tunnel_key", ctypes.c_uint32),
+        ("tunnel_remote", ctypes.c_uint32),
+        ("out", ctypes.c_uint32 * MAX_OUT),
+        ("pad0", ctypes.c_uint32),
+    ]
+
+
+class FlowValue(ctypes.Structure):
+    _fields_ = [
+        ("act", FlowActions),
+        ("packets", ctypes.c_uint64),
+        ("bytes", ctypes.c_uint64),
+        ("last_used_ns", ctypes.c_uint64),
+    ]
+
+
+class UpcallHeader(ctypes.Structure):
+    """The head of struct kumo_upcall; the packet's bytes follow (cap_len of them)."""
+
+    _fields_ = [
+        ("in_port", ctypes.c_uint32),
+        ("len", ctypes.c_uint32),
+        ("cap_len", ctypes.c_uint32),
+        ("reason", ctypes.c_uint32),
+    ]
+
+
+class Config(ctypes.Structure):
+    _fields_ = [
+        ("inject_ifindex", ctypes.c_uint32),
+        ("upcall_rate", ctypes.c_uint32),
+        ("upcall_burst", ctypes.c_uint32),
+        ("pad0", ctypes.c_uint32),
+    ]
+
+
+# (ctypes structure, C struct name) pairs the layout test checks.
+CHECKED = (
+    (FlowKey, "kumo_flow_key"),
+    (FlowActions, "kumo_flow_actions"),
+    (FlowValue, "kumo_flow_value"),
+    (UpcallHeader, "kumo_upcall"),
+    (Config, "kumo_config"),
+)

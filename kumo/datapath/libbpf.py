@@ -1,0 +1,272 @@
+"""A thin ctypes wrapper over Debian's libbpf.so.1: load an object, find maps and programs, map operations,
+the ring buffer, and object info by id (to adopt the maps of a program left attached by an earlier agent).
+
+Every failing call raises DatapathError with the errno's text and what was being done.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from collections.abc import Callable
+from typing import Any
+
+from kumo.topology.errors import KumoError
+
+
+class DatapathError(KumoError):
+    status = 500
+    code = "datapath_error"
+
+
+def _load() -> ctypes.CDLL:
+    try:
+        return ctypes.CDLL("libbpf.so.1", use_errno=True)
+    except OSError as exc:
+        raise DatapathError(
+            "libbpf.so.1 is not installed: install Debian's libbpf1 (make setup does it)", code="no_libbpf"
+        ) from exc
+
+
+_lib: ctypes.CDLL | None = None
+
+
+def lib() -> ctypes.CDLL:
+    global _lib
+    if _lib is None:
+        _lib = _load()
+        _declare(_lib)
+    return _lib
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    vp, c_int, c_char_p, u32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32
+    signatures: dict[str, tuple[Any, list[Any]]] = {
+        "bpf_object__open_file": (vp, [c_char_p, vp]),
+        "bpf_object__load": (c_int, [vp]),
+        "bpf_object__close": (None, [vp]),
+        "bpf_object__find_map_by_name": (vp, [vp, c_char_p]),
+        "bpf_object__find_program_by_name": (vp, [vp, c_char_p]),
+        "bpf_map__fd": (c_int, [vp]),
+        "bpf_map__reuse_fd": (c_int, [vp, c_int]),
+        "bpf_program__fd": (c_int, [vp]),
+        "bpf_map_update_elem": (c_int, [c_int, vp, vp, ctypes.c_uint64]),
+        "bpf_map_lookup_elem": (c_int, [c_int, vp, vp]),
+        "bpf_map_delete_elem": (c_int, [c_int, vp]),
+        "bpf_map_get_next_key": (c_int, [c_int, vp, vp]),
+        "bpf_prog_get_fd_by_id": (c_int, [u32]),
+        "bpf_map_get_fd_by_id": (c_int, [u32]),
+        "bpf_obj_get_info_by_fd": (c_int, [c_int, vp, ctypes.POINTER(u32)]),
+        "ring_buffer__new": (vp, [c_int, vp, vp, vp]),
+        "ring_buffer__poll": (c_int, [vp, c_int]),
+        "ring_buffer__consume": (c_int, [vp]),
+        "ring_buffer__epoll_fd": (c_int, [vp]),
+        "ring_buffer__free": (None, [vp]),
+        "libbpf_set_print": (vp, [vp]),
+    }
+    for name, (restype, argtypes) in signatures.items():
+        fn = getattr(lib, name)
+        fn.restype = restype
+        fn.argtypes = argtypes
+
+
+def _fail(what: str, err: int | None = None) -> DatapathError:
+    err = abs(err) if err else ctypes.get_errno()
+    return DatapathError(f"{what}: {os.strerror(err)} (errno {err})")
+
+
+def check(rc: int, what: str) -> int:
+    """libbpf returns a negative errno (or -1 with errno set)."""
+    if rc < 0:
+        raise _fail(what, rc if rc != -1 else None)
+    return rc
+
+
+# The ring buffer's sample callback: int (*)(void *ctx, void *data, size_t size)
+SampleFn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+
+
+class RingBuffer:
+    """A BPF ring buffer; `callback(bytes)` is called for every record by poll()/consume().
+
+    ctypes swallows exceptions raised in callbacks: the wrapper catches them, counts them and keeps the
+    first for the caller to see (poll re-raises it)."""
+
+    def __init__(self, map_fd: int, callback: Callable[[bytes], None]) -> None:
+        self.errors = 0
+        self._error: BaseException | None = None
+
+        def on_sample(_ctx: int, data: int, size: int) -> int:
+            try:
+                callback(ctypes.string_at(data, size))
+            except BaseException as exc:
+                self.errors += 1
+                if self._error is None:
+                    self._error = exc
+            return 0
+
+        self._fn = SampleFn(on_sample)  # kept: a collected CFUNCTYPE would crash the process
+        ptr = lib().ring_buffer__new(map_fd, self._fn, None, None)
+        if not ptr:
+            raise _fail("ring_buffer__new")
+        self._ptr: int | None = ptr
+
+    def epoll_fd(self) -> int:
+        return int(lib().ring_buffer__epoll_fd(self._ptr))
+
+    def poll(self, timeout_ms: int) -> int:
+        rc = lib().ring_buffer__poll(self._ptr, timeout_ms)
+        self._reraise()
+        if rc < 0 and -rc != 4:  # EINTR: a signal arrived, nothing lost
+            raise _fail("ring_buffer__poll", rc)
+        return max(rc, 0)
+
+    def consume(self) -> int:
+        rc = lib().ring_buffer__consume(self._ptr)
+        self._reraise()
+        return max(rc, 0)
+
+    def _reraise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def close(self) -> None:
+        if self._ptr:
+            lib().ring_buffer__free(self._ptr)
+            self._ptr = None
+
+
+class BpfObject:
+    """An opened and loaded BPF object file; maps may be reused from earlier fds before loading."""
+
+    def __init__(self, path: str, reuse_maps: dict[str, int] | None = None) -> None:
+        self._ptr = lib().bpf_object__open_file(path.encode(), None)
+        if not self._ptr:
+            raise _fail(f"opening BPF object {path}")
+        for name, fd in (reuse_maps or {}).items():
+            check(lib().bpf_map__reuse_fd(self._map(name), fd), f"reusing map {name}")
+        check(lib().bpf_object__load(self._ptr), f"loading BPF object {path} (see the verifier log above)")
+
+    def _map(self, name: str) -> int:
+        ptr = lib().bpf_object__find_map_by_name(self._ptr, name.encode())
+        if not ptr:
+            raise DatapathError(f"BPF object has no map {name}")
+        return int(ptr)
+
+    def map_fd(self, name: str) -> int:
+        return check(lib().bpf_map__fd(self._map(name)), f"fd of map {name}")
+
+    def program_fd(self, name: str) -> int:
+        ptr = lib().bpf_object__find_program_by_name(self._ptr, name.encode())
+        if not ptr:
+            raise DatapathError(f"BPF object has no program {name}")
+        return check(lib().bpf_program__fd(ptr), f"fd of program {name}")
+
+    def close(self) -> None:
+        if self._ptr:
+            lib().bpf_object__close(self._ptr)
+            self._ptr = None
+
+
+# --- maps -----------------------------------------------------------------------------------------------
+def update(fd: int, key: Any, value: Any) -> None:
+    check(lib().bpf_map_update_elem(fd, ctypes.byref(key), ctypes.byref(value), 0), "map update")
+
+
+def lookup(fd: int, key: Any, value: Any) -> bool:
+    rc = lib().bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(value))
+    if rc < 0:
+        if ctypes.get_errno() == 2 or rc == -2:  # ENOENT
+            return False
+        raise _fail("map lookup", rc if rc != -1 else None)
+    return True
+
+
+def delete(fd: int, key: Any) -> bool:
+    rc = lib().bpf_map_delete_elem(fd, ctypes.byref(key))
+    if rc < 0:
+        if ctypes.get_errno() == 2 or rc == -2:
+            return False
+        raise _fail("map delete", rc if rc != -1 else None)
+    return True
+
+
+def keys(fd: int, key_type: type[ctypes.Structure]) -> list[ctypes.Structure]:
+    """Every key of a hash map (a snapshot: entries may come and go meanwhile)."""
+    out = []
+    current = None
+    while True:
+        nxt = key_type()
+        rc = lib().bpf_map_get_next_key(fd, ctypes.byref(current) if current is not None else None, ctypes.byref(nxt))
+        if rc < 0:
+            break
+        out.append(nxt)
+        current = nxt
+    return out
+
+
+# --- objects by id (adoption) ----------------------------------------------------------------------------
+class _ProgInfo(ctypes.Structure):  # the head of struct bpf_prog_info (linux/bpf.h), up to name
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("tag", ctypes.c_uint8 * 8),
+        ("jited_prog_len", ctypes.c_uint32),
+        ("xlated_prog_len", ctypes.c_uint32),
+        ("jited_prog_insns", ctypes.c_uint64),
+        ("xlated_prog_insns", ctypes.c_uint64),
+        ("load_time", ctypes.c_uint64),
+        ("created_by_uid", ctypes.c_uint32),
+        ("nr_map_ids", ctypes.c_uint32),
+        ("map_ids", ctypes.c_uint64),
+        ("name", ctypes.c_char * 16),
+    ]
+
+
+class _MapInfo(ctypes.Structure):  # the head of struct bpf_map_info
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("name", ctypes.c_char * 16),
+    ]
+
+
+def maps_of_program(prog_id: int) -> dict[str, int]:
+    """{map name: fd} of the maps a loaded program uses (the caller closes the fds)."""
+    prog_fd = check(lib().bpf_prog_get_fd_by_id(prog_id), f"program id {prog_id}")
+    try:
+        info = _ProgInfo()
+        size = ctypes.c_uint32(ctypes.sizeof(info))
+        check(lib().bpf_obj_get_info_by_fd(prog_fd, ctypes.byref(info), ctypes.byref(size)), "program info")
+        ids = (ctypes.c_uint32 * info.nr_map_ids)()
+        count = info.nr_map_ids
+        info = _ProgInfo(nr_map_ids=count, map_ids=ctypes.addressof(ids))
+        size = ctypes.c_uint32(ctypes.sizeof(info))
+        check(lib().bpf_obj_get_info_by_fd(prog_fd, ctypes.byref(info), ctypes.byref(size)), "program map ids")
+    finally:
+        os.close(prog_fd)
+    found = {}
+    for map_id in ids[:count]:
+        fd = check(lib().bpf_map_get_fd_by_id(map_id), f"map id {map_id}")
+        minfo = _MapInfo()
+        size = ctypes.c_uint32(ctypes.sizeof(minfo))
+        check(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(minfo), ctypes.byref(size)), "map info")
+        found[minfo.name.decode()] = fd
+    return found
+
+
+def possible_cpus() -> int:
+    """The number of possible CPUs: per-CPU map values hold one slot for each."""
+    with open("/sys/devices/system/cpu/possible") as f:
+        text = f.read().strip()
+    total = 0
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        total += int(last or first) - int(first) + 1
+    return total
