@@ -18,18 +18,24 @@ class ApiProcess:
     """`kumo api --store URL` (or, with `command=["up", ...]`, `kumo up`) on a free loopback port."""
 
     def __init__(
-        self, store_url: str | None, log_path: Path, port: int | None = None, command: list[str] | None = None
+        self,
+        store_url: str | None,
+        log_path: Path,
+        port: int | None = None,
+        command: list[str] | None = None,
+        prefix: list[str] | None = None,
     ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.command = command or ["api", "--store", str(store_url)]
         self.log_path = log_path
+        self.prefix = prefix or []  # e.g. ["ip", "netns", "exec", NAME]: run it inside a network namespace
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> ApiProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed on stop
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kumo.cli.main", *self.command, "--listen", f"127.0.0.1:{self.port}"],
+            [*self.prefix, sys.executable, "-m", "kumo.cli.main", *self.command, "--listen", f"127.0.0.1:{self.port}"],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -1,0 +1,163 @@
+"""Network namespaces for integration tests: a host namespace running `kumo up` (API + agent + datapath)
+and VM namespaces plugged into it by veth pairs. Names are unique per test; everything is deleted on stop,
+also after a failure. No address of the machine's own interfaces is used and nothing is routed out: the VMs
+only reach each other through the host namespace's datapath.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from kumo.client import Client
+from kumo.testing.processes import ApiProcess
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    """setns(2) for the calling thread (os.setns arrives only with Python 3.12)."""
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=30)
+
+
+@contextlib.contextmanager
+def inside(netns: str) -> Iterator[None]:
+    """Run the calling thread inside `netns` (setns is per thread), then return to where it was."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(f"/var/run/netns/{netns}", os.O_RDONLY)
+    try:
+        _setns(target)
+        yield
+    finally:
+        _setns(home)
+        os.close(home)
+        os.close(target)
+
+
+@dataclass
+class Vm:
+    """A VM: a namespace with eth0, whose other end (`interface`) sits in the host namespace."""
+
+    name: str
+    netns: str
+    interface: str
+    mac: str
+
+    def run(self, *cmd: str, timeout: float = 30, check: bool = False) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ip", "netns", "exec", self.netns, *cmd], capture_output=True, text=True, timeout=timeout, check=check
+        )
+
+    def popen(self, *cmd: str, **kwargs: object) -> subprocess.Popen[str]:
+        return subprocess.Popen(["ip", "netns", "exec", self.netns, *cmd], text=True, **kwargs)  # type: ignore[call-overload]
+
+    def ping(self, address: str, count: int = 1, wait: float = 1.0, ttl: int | None = None) -> bool:
+        args = ["ping", "-c", str(count), "-W", str(wait), "-i", "0.2"]
+        if ttl is not None:
+            args += ["-t", str(ttl)]
+        return self.run(*args, address, timeout=count * (wait + 1) + 5).returncode == 0
+
+    def address(self, cidr: str, gateway: str | None = None) -> None:
+        self.run("ip", "addr", "add", cidr, "dev", "eth0", check=True)
+        if gateway:
+            self.run("ip", "route", "add", "default", "via", gateway, check=True)
+
+
+class VirtualHost:
+    """A host namespace running `kumo up`; VMs attach to it. Use as a context manager."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.tag = uuid.uuid4().hex[:6]
+        self.netns = f"kumo-h{self.tag}"
+        self.workdir = workdir
+        self.state_dir = workdir / "state"
+        self.vms: list[Vm] = []
+        self.api: ApiProcess | None = None
+        self._macs = 0
+
+    @property
+    def host_id(self) -> str:
+        return (self.state_dir / "host_id").read_text().strip()
+
+    def start(self) -> VirtualHost:
+        ip("netns", "add", self.netns)
+        ip("-n", self.netns, "link", "set", "lo", "up")
+        self.start_kumo()
+        return self
+
+    def start_kumo(self) -> None:
+        self.api = ApiProcess(
+            None,
+            self.workdir / "kumo-up.log",
+            port=8181,
+            command=["up", "--state-dir", str(self.state_dir)],
+            prefix=["ip", "netns", "exec", self.netns],
+        )
+        with inside(self.netns):
+            self.api.start(timeout=60)
+
+    def stop_kumo(self, kill: bool = False) -> None:
+        if self.api is not None:
+            self.api.kill() if kill else self.api.stop()
+
+    def client(self) -> Client:
+        """A client of this host's API: use it inside `with inside(host.netns):`."""
+        return Client(f"http://127.0.0.1:{self.api.port if self.api else 8181}")
+
+    def vm(self, name: str, mtu: int = 1450) -> Vm:
+        self._macs += 1
+        mac = f"02:00:{int(self.tag[:2], 16):02x}:{int(self.tag[2:4], 16):02x}:00:{self._macs:02x}"
+        vm = Vm(name, f"kumo-v{self.tag}-{name}"[:32], f"t{self.tag}{name}"[:15], mac)
+        ip("netns", "add", vm.netns)
+        self.vms.append(vm)
+        ip("-n", self.netns, "link", "add", vm.interface, "type", "veth", "peer", "name", "eth0", "netns", vm.netns)
+        ip("-n", self.netns, "link", "set", vm.interface, "up")
+        ip("-n", vm.netns, "link", "set", "eth0", "address", mac, "mtu", str(mtu), "up")
+        ip("-n", vm.netns, "link", "set", "lo", "up")
+        with contextlib.suppress(OSError):  # no IPv6 chatter (router solicitations) in the tests' captures
+            vm.run("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+        return vm
+
+    def kumo(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """The `kumo` CLI inside the host namespace, against this host's API and agent."""
+        kumo = shutil.which("kumo") or "kumo"
+        env = {**os.environ, "KUMO_API": f"http://127.0.0.1:{self.api.port if self.api else 8181}"}
+        return subprocess.run(
+            ["ip", "netns", "exec", self.netns, kumo, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
+
+    def stop(self) -> None:
+        try:
+            self.stop_kumo()
+        finally:
+            for vm in self.vms:
+                ip("netns", "del", vm.netns, check=False)
+            ip("netns", "del", self.netns, check=False)  # its interfaces, TC filters and BPF maps go with it
+
+    def __enter__(self) -> VirtualHost:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
