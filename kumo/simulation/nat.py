@@ -87,7 +87,9 @@ def snat(ctx: Context, device_id: str, targets: list[NatTarget]) -> bool:
         if chosen is None:
             return False
         _record(ctx, fwd_key, chosen)
-        _record(ctx, ("snat", device_id, proto, dst, dport, chosen[0], chosen[1]), (src, sport))
+        # the reply's key: an ICMP echo reply carries the translated identifier in both "port" places
+        reply_dport = chosen[1] if proto == PROTO_ICMP else dport
+        _record(ctx, ("snat", device_id, proto, dst, reply_dport, chosen[0], chosen[1]), (src, sport))
     _rewrite(ctx, proto, "src", chosen[0], chosen[1])
     return True
 

@@ -26,9 +26,7 @@ def test_vms_on_a_bridge_ping_and_learned_macs_stop_the_flooding(cloud: Cloud) -
     assert {vm1.mac, vm2.mac} <= learned
 
     # once both MACs are learned, vm1 -> vm2 is unicast: vm3 sees no copy of it
-    capture = vm3.popen(
-        "tcpdump", "-nli", "eth0", "-c", "1", "icmp", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-    )
+    capture = vm3.popen("tcpdump", "-nli", "eth0", "-c", "1", "icmp", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         time.sleep(1.0)  # tcpdump is listening
         assert vm1.ping("10.0.1.12", count=5)
@@ -64,8 +62,6 @@ def test_router_ping_traceroute_and_icmp_errors(cloud: Cloud) -> None:
     no_route = vm1.run("ping", "-c", "1", "-W", "1", "192.0.2.99").stdout
     assert "Destination Net Unreachable" in no_route, no_route
 
-    cloud.api.collection("routes").create(
-        router_id=cloud.ids["rtr"], dst_cidr="198.51.100.0/24", type="reject"
-    )
+    cloud.api.collection("routes").create(router_id=cloud.ids["rtr"], dst_cidr="198.51.100.0/24", type="reject")
     rejected = vm1.run("ping", "-c", "1", "-W", "1", "198.51.100.7").stdout
     assert "Packet filtered" in rejected or "Communication prohibited" in rejected, rejected

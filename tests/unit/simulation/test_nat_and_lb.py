@@ -3,6 +3,9 @@ from __future__ import annotations
 from typing import Any
 
 from kumo.packet import int_to_ip, ip_to_int
+from kumo.packet.ethernet import ETH_P_IP, Ethernet
+from kumo.packet.icmp import Icmp
+from kumo.packet.ipv4 import PROTO_ICMP, IPv4
 from kumo.simulation import Reason, SimulationResult, Verdict
 from tests.unit.simulation.conftest import VM1_MAC, VM2_MAC, VM3_MAC, Cloud, ping_frame, tcp_frame
 
@@ -104,15 +107,22 @@ def test_dynamic_snat_gives_each_flow_its_own_port_and_reverses_replies(cloud: C
 
 def test_snat_of_icmp_echo_uses_the_identifier_and_can_run_out(cloud: Cloud) -> None:
     known_neighbours(cloud)
-    _, post = nat_chains(cloud)
+    pre, post = nat_chains(cloud)
     rule(
         cloud,
         post,
         type="snat",
+        out_port_ids=[cloud["uplink"]],
         nat_targets=[{"address_from": "192.0.2.2", "address_to": "192.0.2.2", "port_from": 7000, "port_to": 7000}],
     )
     first = cloud.send("vm1", ping_frame(VM1_MAC, rmac(cloud, "rtr-web"), "10.0.1.11", "198.51.100.7", ident=1))
     assert shown(first) == {"ip_src": "192.0.2.2", "icmp_id": 7000}
+    rule(cloud, pre, type="rev_snat")
+    reply = Icmp.echo(False, 7000, 1, b"abc")
+    ip = IPv4(ip_to_int("198.51.100.7"), ip_to_int("192.0.2.2"), PROTO_ICMP, reply.build())
+    back = cloud.send("uplink", Ethernet(rmac(cloud, "uplink"), EXT_MAC, ETH_P_IP, ip.build()).build())
+    assert cloud.names(back.egress_port_ids) == ["vm1"]  # the reply carries the translated id in both places
+    assert shown(back) == {"ip_dst": "10.0.1.11", "icmp_id": 1}
     second = cloud.send("vm2", ping_frame(VM2_MAC, rmac(cloud, "rtr-web"), "10.0.1.12", "198.51.100.7", ident=1))
     assert (second.verdict, second.reason) == (Verdict.DROP, Reason.NAT_EXHAUSTED)
 
