@@ -9,8 +9,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -134,10 +134,9 @@ class VirtualHost:
 
     def kumo(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """The `kumo` CLI inside the host namespace, against this host's API and agent."""
-        kumo = shutil.which("kumo") or "kumo"
         env = {**os.environ, "KUMO_API": f"http://127.0.0.1:{self.api.port if self.api else 8181}"}
         return subprocess.run(
-            ["ip", "netns", "exec", self.netns, kumo, *args],
+            ["ip", "netns", "exec", self.netns, sys.executable, "-m", "kumo.cli.main", *args],
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -37,9 +37,10 @@ class Cloud:
     vms: dict[str, Vm] = field(default_factory=dict)
     ports: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def attach(self, name: str, bridge: str, cidr: str, gateway: str | None = None) -> Vm:
+    def attach(self, name: str, bridge: str, cidr: str | None = None, gateway: str | None = None) -> Vm:
         vm = self.host.vm(name)
-        vm.address(cidr, gateway)
+        if cidr is not None:
+            vm.address(cidr, gateway)
         port = self.api.collection("ports").create(device_id=self.ids[bridge], name=name)
         self.api.bind_port(port["id"], self.host.host_id, vm.interface)
         self.ports[name] = port

@@ -269,11 +269,11 @@ def test_two_api_servers_share_one_zookeeper(zookeeper: ZooKeeperServer, tmp_pat
 
 def test_kumo_up_serves_the_api_on_its_state_dir(tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
-    with ApiProcess(None, tmp_path / "up.log", command=["up", "--state-dir", str(state_dir)]) as up:
+    with ApiProcess(None, tmp_path / "up.log", command=["up", "--no-agent", "--state-dir", str(state_dir)]) as up:
         kumo = Cli(up.url)
         kumo("bridge", "create", "--name", "b1")
         assert (state_dir / "kumo.db").exists()
-    with ApiProcess(None, tmp_path / "up.log", command=["up", "--state-dir", str(state_dir)]) as up:
+    with ApiProcess(None, tmp_path / "up.log", command=["up", "--no-agent", "--state-dir", str(state_dir)]) as up:
         assert [b["name"] for b in Cli(up.url)("bridge", "list")] == ["b1"]
 
 
