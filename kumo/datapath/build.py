@@ -31,6 +31,15 @@ def _digest() -> str:
     return h.hexdigest()[:16]
 
 
+def bpf_flags() -> list[str]:
+    """clang's target and include flags for the BPF sources."""
+    flags = ["-target", "bpf", f"-I{SOURCES}"]
+    multiarch = subprocess.run(["gcc", "-print-multiarch"], capture_output=True, text=True).stdout.strip()
+    if multiarch:
+        flags.append(f"-I/usr/include/{multiarch}")  # asm/types.h lives under the multiarch directory
+    return flags
+
+
 def object_path(program: str) -> Path:
     """The compiled object of `program` (compiled now if the cache has no object for these sources)."""
     target = cache_dir() / f"{program}-{_digest()}.o"
@@ -40,12 +49,8 @@ def object_path(program: str) -> Path:
     if clang is None:
         raise DatapathError("clang is not installed: it compiles the BPF datapath (make setup installs it)")
     target.parent.mkdir(parents=True, exist_ok=True)
-    multiarch = subprocess.run(["gcc", "-print-multiarch"], capture_output=True, text=True).stdout.strip()
     tmp = target.with_suffix(f".{os.getpid()}.tmp")
-    cmd = [clang, "-O2", "-g", "-target", "bpf", "-Wall", "-Werror", f"-I{SOURCES}"]
-    if multiarch:
-        cmd.append(f"-I/usr/include/{multiarch}")  # asm/types.h lives under the multiarch directory
-    cmd += ["-c", str(SOURCES / f"{program}.c"), "-o", str(tmp)]
+    cmd = [clang, "-O2", "-g", "-Wall", "-Werror", *bpf_flags(), "-c", str(SOURCES / f"{program}.c"), "-o", str(tmp)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise DatapathError(f"compiling {program}.c failed:\n{done.stderr.strip()}")

@@ -9,7 +9,8 @@ from tests.integration.conftest import Cloud
 SCRIPT = """#!/bin/sh
 # udhcpc calls this with the lease in its environment; keep what a test checks
 [ "$1" = bound ] || exit 0
-{ echo "ip=$ip"; echo "mask=$mask"; echo "router=$router"; echo "mtu=$mtu"; echo "staticroutes=$staticroutes"; } > "$LEASE"
+{ echo "ip=$ip"; echo "mask=$mask"; echo "router=$router"; echo "mtu=$mtu"
+  echo "staticroutes=$staticroutes"; } > "$LEASE"
 """
 
 
