@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import subprocess
 import sys
@@ -70,6 +71,13 @@ class Vm:
         if ttl is not None:
             args += ["-t", str(ttl)]
         return self.run(*args, address, timeout=count * (wait + 1) + 5).returncode == 0
+
+    def iperf3(self, server: str, seconds: int, *extra: str) -> float:
+        """Received bits per second of an iperf3 TCP run to `server` (an `iperf3 -s` must be listening)."""
+        done = self.run("iperf3", "-c", server, "-t", str(seconds), "-J", *extra, timeout=seconds + 30)
+        if done.returncode != 0:
+            raise RuntimeError(f"iperf3 to {server} failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
+        return float(json.loads(done.stdout)["end"]["sum_received"]["bits_per_second"])
 
     def address(self, cidr: str, gateway: str | None = None) -> None:
         self.run("ip", "addr", "add", cidr, "dev", "eth0", check=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 
-from tests.integration.conftest import Cloud
+from kumo.testing.cloud import Cloud
 from tests.integration.test_bridge_router import wait_ping
 
 

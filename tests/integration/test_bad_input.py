@@ -7,13 +7,11 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from kumo.testing.netns import Vm
-from tests.integration.conftest import Cloud
+from kumo.testing.cloud import Cloud
 from tests.integration.test_bridge_router import wait_ping
 
-FRAMES = str(Path(__file__).parent / "frames.py")
+FRAMES = ("-m", "kumo.testing.frames")
 
 
 def agent_stats(cloud: Cloud) -> dict:  # type: ignore[type-arg]
@@ -26,19 +24,13 @@ def test_thousands_of_malformed_frames_leave_the_agent_answering(cloud: Cloud) -
     vm1 = cloud.attach("vm1", "web", "10.0.1.11/24")
     vm2 = cloud.attach("vm2", "web", "10.0.1.12/24")
     assert wait_ping(vm1, "10.0.1.12")
-    done = vm1.run(sys.executable, FRAMES, "fuzz", vm1.mac, vm2.mac, "5000", "7", timeout=120)
+    done = vm1.run(sys.executable, *FRAMES, "fuzz", vm1.mac, vm2.mac, "5000", "7", timeout=120)
     assert done.returncode == 0, done.stderr
     assert wait_ping(vm1, "10.0.1.12") and wait_ping(vm2, "10.0.1.11")
     stats = agent_stats(cloud)
     assert stats["agent"].get("agent_errors", 0) == 0, stats["agent"]
     assert stats["datapath"]["malformed"] > 0  # the program saw them, counted and dropped them
     assert cloud.host.api is not None and cloud.host.api.proc is not None and cloud.host.api.proc.poll() is None
-
-
-def iperf3_rate(client: Vm, server_ip: str, seconds: int) -> float:
-    done = client.run("iperf3", "-c", server_ip, "-t", str(seconds), "-J", timeout=seconds + 30)
-    assert done.returncode == 0, done.stdout[-2000:]
-    return float(json.loads(done.stdout)["end"]["sum_received"]["bits_per_second"])
 
 
 def test_an_upcall_storm_does_not_starve_an_established_stream(cloud: Cloud) -> None:
@@ -50,13 +42,13 @@ def test_an_upcall_storm_does_not_starve_an_established_stream(cloud: Cloud) -> 
     server = vm2.popen("iperf3", "-s")
     try:
         time.sleep(0.5)
-        undisturbed = iperf3_rate(vm1, "10.0.1.12", 4)
+        undisturbed = vm1.iperf3("10.0.1.12", 4)
         flood = storm.popen(
             "nice",
             "-n",
             "5",
             sys.executable,
-            FRAMES,
+            *FRAMES,
             "storm",
             storm.mac,
             sink.mac,
@@ -66,7 +58,7 @@ def test_an_upcall_storm_does_not_starve_an_established_stream(cloud: Cloud) -> 
             stdout=subprocess.PIPE,
         )
         time.sleep(1.5)
-        disturbed = iperf3_rate(vm1, "10.0.1.12", 4)
+        disturbed = vm1.iperf3("10.0.1.12", 4)
         sent = int(flood.communicate(timeout=30)[0].strip() or 0)
     finally:
         server.kill()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 import time
 
+from kumo.testing.cloud import Cloud
 from kumo.testing.netns import Vm
-from tests.integration.conftest import Cloud
 
 
 def wait_ping(vm: Vm, address: str, within: float = 5.0) -> bool:
@@ -38,7 +38,7 @@ def test_vms_on_a_bridge_ping_and_learned_macs_stop_the_flooding(cloud: Cloud) -
 
 
 def test_isolated_bridges_do_not_reach_each_other(host) -> None:  # type: ignore[no-untyped-def]
-    from tests.integration.conftest import build_cloud
+    from kumo.testing.cloud import build_cloud
 
     cloud = build_cloud(host, router=False)
     a = cloud.attach("a", "web", "10.0.0.1/24")

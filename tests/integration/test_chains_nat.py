@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from kumo.testing.cloud import Cloud
 from kumo.testing.netns import Vm
-from tests.integration.conftest import Cloud
 from tests.integration.test_bridge_router import wait_ping
 
 STREAM = str(Path(__file__).parent / "stream.py")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.integration.conftest import Cloud
+from kumo.testing.cloud import Cloud
 
 SCRIPT = """#!/bin/sh
 # udhcpc calls this with the lease in its environment; keep what a test checks

@@ -1,8 +1,9 @@
 """Frame generators run inside a VM namespace (AF_PACKET on eth0), bounded in count and time.
 
-`fuzz SRC_MAC DST_MAC COUNT SEED`: random and mutated frames (truncated headers, bad IHL, bogus lengths,
-odd fragments). `storm SRC_MAC DST_MAC SRC_IP DST_IP SECONDS`: UDP packets, each a new 5-tuple, as fast as
-one process can send them."""
+`python -m kumo.testing.frames fuzz SRC_MAC DST_MAC COUNT SEED`: random and mutated frames (truncated
+headers, bad IHL, bogus lengths, odd fragments).
+`python -m kumo.testing.frames storm SRC_MAC DST_MAC SRC_IP DST_IP SECONDS [COUNT] [RATE]`: UDP packets,
+each a new 5-tuple, as fast as one process can send them (or paced at RATE per second), at most COUNT."""
 
 from __future__ import annotations
 
@@ -75,14 +76,19 @@ def fuzz(src_mac: str, dst_mac: str, count: int, seed: int) -> None:
                 sock.send(frame)
 
 
-def storm(src_mac: str, dst_mac: str, src: str, dst: str, seconds: float) -> None:
+def storm(src_mac: str, dst_mac: str, src: str, dst: str, seconds: float, count: int = 10**9, rate: float = 0) -> None:
     s, d = ip_to_int(src), ip_to_int(dst)
-    deadline = time.monotonic() + seconds
+    start = time.monotonic()
+    deadline = start + seconds
     sent = 0
     with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
         sock.bind(("eth0", 0))
-        while time.monotonic() < deadline:
-            for _ in range(100):
+        while time.monotonic() < deadline and sent < count:
+            if rate:
+                ahead = sent / rate - (time.monotonic() - start)
+                if ahead > 0:
+                    time.sleep(ahead)
+            for _ in range(min(100, count - sent)):
                 sport = 1024 + sent % 60000
                 dport = 1 + (sent // 60000) % 65000
                 udp = Udp(sport, dport, b"s").build(s, d)
@@ -95,4 +101,7 @@ if __name__ == "__main__":
     if sys.argv[1] == "fuzz":
         fuzz(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
     else:
-        storm(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], float(sys.argv[6]))
+        extra = [int(sys.argv[7])] if len(sys.argv) > 7 else []
+        if len(sys.argv) > 8:
+            extra.append(int(sys.argv[8]))
+        storm(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], float(sys.argv[6]), *extra)
