@@ -29,7 +29,7 @@ from kumo.agent.invalidation import tags_for
 from kumo.agent.learned import AgentLearned, arp_tag, mac_tag
 from kumo.datapath.actions import describe_actions, describe_key, flow_key, flow_value
 from kumo.datapath.datapath import Datapath
-from kumo.datapath.layout import UPCALL_INJECT_MISS, UPCALL_MISS, Action, FlowKey, UpcallHeader
+from kumo.datapath.layout import UPCALL_INJECT_MISS, UPCALL_MISS, Action, FlowKey, FlowValue, UpcallHeader
 from kumo.datapath.offload import complete_checksum
 from kumo.flowstate.local import LocalFlowState
 from kumo.packet import PacketError, int_to_ip, ip_to_int, is_multicast_mac
@@ -87,6 +87,10 @@ class Agent:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        self._upcalls: list[bytes] = []  # records of the current ring round
+        self._pending: dict[bytes, tuple[FlowKey, FlowValue]] = {}  # flows to install at the round's end
+        self._injects: list[tuple[bytes, int]] = []  # first packets to execute once those are installed
+        self._values: dict[tuple[int, tuple[int, ...]], tuple[SimulationResult, FlowValue]] = {}
         self._threads: list[threading.Thread] = []
         self._watches: list[Any] = []
         self._control: Any = None
@@ -166,6 +170,8 @@ class Agent:
                     self._apply_events()
                     if epfd in ready:
                         ring.consume()
+                        self._serve_upcalls()
+                    self._flush()
                     now = time.monotonic()
                     if now >= next_housekeeping:
                         self._housekeeping(now)
@@ -175,6 +181,24 @@ class Agent:
                 log.exception("packet thread")
 
     def _on_upcall(self, raw: bytes) -> None:
+        """The ring's callback: only keep the record (what follows may raise, and ctypes would hide it)."""
+        self._upcalls.append(raw)
+
+    def _serve_upcalls(self) -> None:
+        upcalls, self._upcalls = self._upcalls, []
+        for raw in upcalls:
+            self._serve(raw)
+
+    def _flush(self) -> None:
+        """Install the flows of this round in one system call, then execute their first packets."""
+        if self._pending:
+            self.datapath.install_many(list(self._pending.values()))
+            self._pending.clear()
+        injects, self._injects = self._injects, []
+        for frame, ifindex in injects:
+            self.datapath.inject(frame, ifindex)
+
+    def _serve(self, raw: bytes) -> None:
         self.counters["upcalls"] += 1
         head = UpcallHeader.from_buffer_copy(raw)
         frame = raw[_HEADER : _HEADER + head.cap_len]
@@ -215,14 +239,26 @@ class Agent:
             return  # about this packet only: its TTL, or a quote, decided it (the kernel key has neither)
         outputs = self._outputs(result)
         key = flow_key(match, ifindex)
-        self.datapath.install(key, flow_value(result, outputs))
-        self.book.add(KernelFlow(key, result, stateful=bool(result.state_writes)))
+        raw_key = self.book.add(KernelFlow(key, result, stateful=bool(result.state_writes)))
+        self._pending[raw_key] = (key, self._value_of(result, outputs))
         self.counters["flows_installed"] += 1
         if outputs and truncated:
             self.counters["truncated_not_reinjected"] += 1  # a GSO packet: the sender retransmits
         elif outputs:
-            self.datapath.inject(complete_checksum(frame), ifindex)
+            self._injects.append((complete_checksum(frame), ifindex))
             self.counters["reinjected"] += 1
+
+    def _value_of(self, result: SimulationResult, outputs: list[int]) -> FlowValue:
+        """The kernel actions of a result, made once per (result, outputs): wildcard hits share them."""
+        cache_key = (id(result), tuple(outputs))
+        cached = self._values.get(cache_key)
+        if cached is not None and cached[0] is result:
+            return cached[1]
+        if len(self._values) > 10_000:
+            self._values.clear()
+        value = flow_value(result, outputs)
+        self._values[cache_key] = (result, value)  # (holding the result keeps its id from being reused)
+        return value
 
     def _outputs(self, result: SimulationResult) -> list[int]:
         outputs = []
@@ -386,6 +422,7 @@ class Agent:
 
     def _remove_flow(self, raw: bytes) -> None:
         flow = self.book.pop(raw)
+        self._pending.pop(raw, None)
         if flow is not None:
             self.datapath.remove(flow.key)
             self.counters["flows_removed"] += 1

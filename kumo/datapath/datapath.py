@@ -54,6 +54,7 @@ class Datapath:
         self.adopted = False  # the maps (and flows) of an earlier agent were taken over
         self.inject_ifindex = 0
         self._inject_sock: socket.socket | None = None
+        self._inject_mark_port = -1
         self._send_sock: socket.socket | None = None
         self._ring: libbpf.RingBuffer | None = None
 
@@ -176,6 +177,14 @@ class Datapath:
     def install(self, key: FlowKey, value: FlowValue) -> None:
         libbpf.update(self.fds["kumo_flows"], key, value)
 
+    def install_many(self, flows: list[tuple[FlowKey, FlowValue]]) -> None:
+        if len(flows) == 1:
+            self.install(*flows[0])
+        elif flows:
+            keys = (FlowKey * len(flows))(*(k for k, _ in flows))
+            values = (FlowValue * len(flows))(*(v for _, v in flows))
+            libbpf.update_batch(self.fds["kumo_flows"], keys, values)
+
     def remove(self, key: FlowKey) -> bool:
         return libbpf.delete(self.fds["kumo_flows"], key)
 
@@ -208,7 +217,9 @@ class Datapath:
         """Execute `frame` through the installed flow of `in_port`: the program on the re-injection interface
         takes the mark as the input port."""
         assert self._inject_sock is not None
-        self._inject_sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, struct.pack("I", INJECT_MARK | in_port))
+        if in_port != self._inject_mark_port:  # (one system call saved while a burst comes from one port)
+            self._inject_sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, struct.pack("I", INJECT_MARK | in_port))
+            self._inject_mark_port = in_port
         self._inject_sock.send(frame)
 
     def send(self, interface: str, frame: bytes) -> None:

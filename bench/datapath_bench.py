@@ -1,0 +1,208 @@
+"""Datapath benchmark (root): one JSON document, every figure measured in this run.
+
+- iperf3 TCP VM -> VM through bridge -> router -> bridge, as a ratio of a plain veth pair between two
+  namespaces (same MTU, same machine, same run);
+- new-flow setup rate: every packet a new 5-tuple, sent at the configured upcall rate limit; flows installed
+  per second and upcalls lost (ring full) below the limit;
+- first-packet latency: UDP round trips whose first packet opens a new flow (two upcalls: request and
+  reply), next to round trips on an established flow;
+- agent RSS with 100,000 installed flows.
+
+Everything runs in namespaces the bench creates and deletes; every load is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from kumo.testing.cloud import Cloud, build_cloud
+from kumo.testing.netns import VirtualHost, Vm, inside, ip
+
+MTU = 1450
+
+LATENCY_PROBE = """
+import socket, sys, time
+new, same = [], []
+peer = (sys.argv[1], 7000)
+steady = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); steady.settimeout(1)
+for i in range(int(sys.argv[2])):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1)
+    t = time.perf_counter(); s.sendto(b"x", peer)
+    try:
+        s.recv(16); new.append(time.perf_counter() - t)
+    except OSError:
+        pass
+    s.close()
+    t = time.perf_counter(); steady.sendto(b"x", peer)
+    try:
+        steady.recv(16); same.append(time.perf_counter() - t)
+    except OSError:
+        pass
+    time.sleep(0.002)
+print(repr((new, same)))
+"""
+
+ECHO = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 7000)); s.settimeout(120)
+while True:
+    data, peer = s.recvfrom(64); s.sendto(data, peer)
+"""
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def veth_baseline(seconds: int) -> float:
+    """iperf3 over a plain veth pair between two fresh namespaces."""
+    tag = str(int(time.time() * 1000) % 100000)
+    a, b = f"kumo-bench-a{tag}", f"kumo-bench-b{tag}"
+    try:
+        ip("netns", "add", a)
+        ip("netns", "add", b)
+        ip("-n", a, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b)
+        for ns, addr in ((a, "10.9.0.1/24"), (b, "10.9.0.2/24")):
+            ip("-n", ns, "link", "set", "eth0", "mtu", str(MTU), "up")
+            ip("-n", ns, "addr", "add", addr, "dev", "eth0")
+        server = subprocess.Popen(["ip", "netns", "exec", b, "iperf3", "-s", "-1"], stdout=subprocess.DEVNULL)
+        try:
+            time.sleep(0.5)
+            return Vm("a", a, "", "").iperf3("10.9.0.2", seconds)
+        finally:
+            server.kill()
+            server.wait()
+    finally:
+        ip("netns", "del", a, check=False)
+        ip("netns", "del", b, check=False)
+
+
+def agent_stats(host: VirtualHost) -> dict[str, Any]:
+    done = host.kumo("--json", "agent", "stats", "--state-dir", str(host.state_dir))
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+def storm(vm: Vm, sink: Vm, count: int, rate: int, seconds: float) -> int:
+    args = [sys.executable, "-m", "kumo.testing.frames", "storm", vm.mac, sink.mac, "10.0.1.13", "10.0.1.14"]
+    done = vm.run(*args, str(seconds), str(count), str(rate), timeout=seconds + 30)
+    return int(done.stdout.strip() or 0)
+
+
+def wait_installed(host: VirtualHost, target: int, timeout: float) -> tuple[dict[str, Any], float]:
+    deadline = time.monotonic() + timeout
+    stats = agent_stats(host)
+    while time.monotonic() < deadline and stats["agent"].get("flows_installed", 0) < target:
+        time.sleep(0.2)
+        stats = agent_stats(host)
+    return stats, time.monotonic()
+
+
+def flow_setup(cloud: Cloud, count: int, rate: int) -> dict[str, Any]:
+    gen, sink = cloud.vms["gen"], cloud.vms["sink"]
+    before = agent_stats(cloud.host)
+    start = time.monotonic()
+    sent = storm(gen, sink, count, rate, seconds=count / rate + 5)
+    target = before["agent"].get("flows_installed", 0) + sent
+    after, _ = wait_installed(cloud.host, target, timeout=30)
+    installed = after["agent"].get("flows_installed", 0) - before["agent"].get("flows_installed", 0)
+    elapsed = time.monotonic() - start
+    dp_before, dp_after = before["datapath"], after["datapath"]
+    return {
+        "sent": sent,
+        "offered_per_s": rate,
+        "flows_installed": installed,
+        "flows_per_s": round(installed / elapsed),
+        "upcalls_lost_ring_full": dp_after["upcall_ring_full"] - dp_before["upcall_ring_full"],
+        "upcalls_rate_limited": dp_after["upcall_rate_limited"] - dp_before["upcall_rate_limited"],
+    }
+
+
+def latency(cloud: Cloud, probes: int) -> dict[str, Any]:
+    vm1, vm2 = cloud.vms["vm1"], cloud.vms["vm3"]
+    server = vm2.popen(sys.executable, "-c", ECHO)
+    try:
+        time.sleep(0.5)
+        out = vm1.run(sys.executable, "-c", LATENCY_PROBE, "10.0.2.13", str(probes), timeout=probes + 30).stdout
+    finally:
+        server.kill()
+        server.wait()
+    new, same = eval(out)  # noqa: S307 (our own probe's repr of two float lists)
+    ms = 1000.0
+    return {
+        "path": "bridge -> router -> bridge, UDP round trip",
+        "new_flow_rtt_ms": {"p50": round(percentile(new, 0.5) * ms, 3), "p99": round(percentile(new, 0.99) * ms, 3)},
+        "established_rtt_ms": {
+            "p50": round(percentile(same, 0.5) * ms, 3),
+            "p99": round(percentile(same, 0.99) * ms, 3),
+        },
+        "first_packet_extra_ms_p50": round((statistics.median(new) - statistics.median(same)) * ms, 3),
+        "answered": [len(new), len(same), probes],
+    }
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=int, default=5, help="length of each iperf3 run")
+    parser.add_argument("--flows", type=int, default=20000, help="new flows for the setup-rate run")
+    parser.add_argument("--rate", type=int, default=10000, help="offered new flows per second (<= the limit)")
+    parser.add_argument("--probes", type=int, default=300)
+    parser.add_argument("--rss-flows", type=int, default=100000)
+    args = parser.parse_args()
+
+    veth = veth_baseline(args.seconds)
+    result: dict[str, Any] = {"benchmark": "datapath", "mtu": MTU}
+    with tempfile.TemporaryDirectory() as tmp, VirtualHost(Path(tmp)) as host, inside(host.netns):
+        cloud = build_cloud(host)
+        cloud.attach("vm1", "web", "10.0.1.11/24", gateway="10.0.1.1")
+        cloud.attach("vm3", "db", "10.0.2.13/24", gateway="10.0.2.1")
+        cloud.attach("gen", "web", "10.0.1.13/24")
+        cloud.attach("sink", "web", "10.0.1.14/24")
+        for _ in range(20):
+            if cloud.vms["vm1"].ping("10.0.2.13", wait=0.5) and cloud.vms["gen"].ping("10.0.1.14", wait=0.5):
+                break
+        server = cloud.vms["vm3"].popen("iperf3", "-s", stdout=subprocess.DEVNULL)
+        try:
+            time.sleep(0.5)
+            kumo = cloud.vms["vm1"].iperf3("10.0.2.13", args.seconds)
+        finally:
+            server.kill()
+            server.wait()
+        result["iperf3_gbit_s"] = {"veth_pair": round(veth / 1e9, 2), "bridge_router_bridge": round(kumo / 1e9, 2)}
+        result["iperf3_ratio_to_veth"] = round(kumo / veth, 3)
+        result["iperf3_target_ratio"] = 0.85
+        result["new_flow_setup"] = flow_setup(cloud, args.flows, args.rate)
+        result["new_flow_target_per_s"] = 10000
+        result["first_packet_latency"] = latency(cloud, args.probes)
+        result["first_packet_target_p99_ms"] = 1.0
+        assert host.api is not None and host.api.proc is not None
+        pid = host.api.proc.pid
+        before = agent_stats(host)["kernel_flows"]
+        storm(cloud.vms["gen"], cloud.vms["sink"], args.rss_flows, args.rate, seconds=args.rss_flows / args.rate + 10)
+        time.sleep(2.0)
+        stats = agent_stats(host)
+        result["agent_rss"] = {
+            "kernel_flows": stats["kernel_flows"],
+            "kernel_flows_before": before,
+            "rss_mb": round(rss_kb(pid) / 1024, 1),
+        }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
