@@ -1,22 +1,28 @@
-"""`kumo demo` / `make demo`: a small cloud declared through the REST API, shown as tables.
+"""`kumo demo` / `make demo`: a small cloud with living traffic on this machine (root).
 
-It starts the API on a throw-away embedded store on a free loopback port, builds two tenant bridges, a
-router linking them with an uplink, tenant firewall chains and SNAT, a DHCP subnet, then prints what it
-built and stops. The datapath release turns this into living traffic between namespaces.
+It starts `kumo up` (API + agent + eBPF datapath) in a host network namespace of its own, declares two
+tenant bridges and a router with firewall chains, NAT and DHCP through the REST API, plugs four VM
+namespaces into it, addresses them with udhcpc through Kumo's DHCP, and shows a ping across the router, an
+iperf3 transfer, a firewall rule cutting a live connection the moment it is added, `kumo trace` and
+`kumo flows`. Everything it made (namespaces, BPF programs, processes) is removed at the end, also on
+Ctrl-C or failure.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from kumo.cli import render
-from kumo.cli.trace import names_of, render_trace, wide_console
+from kumo.cli.trace import wide_console
 from kumo.client import Client
-from kumo.testing.apiserver import ApiServer
+from kumo.topology.errors import KumoError
 from kumo.topology.resources import SPECS
-from kumo.topology.store.sqlite import SqliteStore
 
 
 def build_sample_cloud(client: Client) -> dict[str, Any]:
@@ -136,23 +142,174 @@ def show_cloud(client: Client, built: dict[str, Any]) -> None:
     )
 
 
+DHCP_SCRIPT = """#!/bin/sh
+# udhcpc's lease script: configure eth0 as a DHCP client would
+case "$1" in bound|renew)
+  ip addr flush dev "$interface"
+  ip addr add "$ip/$mask" dev "$interface"
+  [ -n "$mtu" ] && ip link set "$interface" mtu "$mtu"
+  [ -n "$router" ] && ip route replace default via "$router"
+  echo "$ip mtu=$mtu gateway=$router" > "$LEASE"
+esac
+"""
+
+# The sample cloud's VM ports (and their DHCP MACs), plus a fourth VM on the database bridge.
+VMS = (
+    ("web-1", "web-1-port", "02:00:00:00:01:01"),
+    ("web-2", "web-2-port", "02:00:00:00:01:02"),
+    ("db-1", "db-1-port", "02:00:00:00:02:01"),
+    ("db-2", "db-2-port", "02:00:00:00:02:02"),
+)
+
+
 def run_demo() -> None:
+    if os.geteuid() != 0:
+        raise KumoError(
+            "kumo demo builds network namespaces and loads eBPF programs: run it as root (sudo make demo)",
+            code="demo_needs_root",
+        )
+    from kumo.testing.netns import VirtualHost, inside
+
+    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM cleans up as Ctrl-C does
     console = wide_console()
-    with tempfile.TemporaryDirectory(prefix="kumo-demo-") as tmp:
-        store = SqliteStore(Path(tmp) / "kumo.db")
-        try:
-            with ApiServer(store) as api, Client(api.url) as client:
-                console.print(f"[bold]Kumo demo[/]: REST API on {api.url} (embedded store in {tmp})")
-                built = build_sample_cloud(client)
-                show_cloud(client, built)
-                web1 = next(p for p in client.ports.list() if p["name"] == "web-1-port")
-                console.print("\n[bold]kumo trace --port web-1-port --src 10.0.1.11 --dst 10.0.9.10 --dst-port 5432[/]")
-                journey = client.trace(web1["id"], {"ip_src": "10.0.1.11", "ip_dst": "10.0.9.10", "dst_port": 5432})
-                for line in render_trace(journey, names_of(client)):
-                    console.print(line, markup=False, highlight=False)
-                console.print(
-                    "[bold green]Built and traced[/] through the REST API alone. Traffic between namespaces arrives "
-                    "with the datapath release; this demo stops here and removes its store."
-                )
-        finally:
-            store.close()
+    with (
+        tempfile.TemporaryDirectory(prefix="kumo-demo-") as tmp,
+        VirtualHost(Path(tmp)) as host,
+        inside(host.netns),
+        Client(f"http://127.0.0.1:{host.api.port if host.api else 8181}") as client,
+    ):
+        console.print(f"[bold]Kumo demo[/]: kumo up (API + agent + eBPF datapath) in namespace {host.netns}")
+        _living_demo(console, host, client, Path(tmp))
+    console.print("[bold green]Done[/]: namespaces, BPF programs and processes removed.")
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _step(console: Any, text: str) -> None:
+    console.print(f"\n[bold cyan]==>[/] [bold]{text}[/]")
+
+
+def _living_demo(console: Any, host: Any, client: Client, tmp: Path) -> None:
+    from kumo.testing.netns import Vm
+
+    built = build_sample_cloud(client)
+    db_bridge = built["bridges"][1]
+    db_subnet = next(s for s in client.dhcp_subnets.list(bridge_id=db_bridge["id"]))
+    client.dhcp_hosts.create(subnet_id=db_subnet["id"], mac="02:00:00:00:02:02", ip_address="10.0.2.21", name="db-2")
+    client.ports.create(device_id=db_bridge["id"], name="db-2-port")
+    show_cloud(client, built)
+
+    _step(console, "four VM namespaces plugged in; udhcpc asks Kumo's DHCP for their addresses")
+    script = tmp / "udhcpc.sh"
+    script.write_text(DHCP_SCRIPT)
+    script.chmod(0o755)
+    ports = {p["name"]: p for p in client.ports.list()}
+    vms: dict[str, Vm] = {}
+    for name, port, mac in VMS:
+        vm = host.vm(name, mac=mac)
+        client.bind_port(ports[port]["id"], host.host_id, vm.interface)
+        vms[name] = vm
+    time.sleep(1.0)  # the agent attaches to the new interfaces
+    rows = []
+    for name, vm in vms.items():
+        lease = tmp / f"lease-{name}"
+        done = vm.run(
+            "env",
+            f"LEASE={lease}",
+            "busybox",
+            "udhcpc",
+            "-i",
+            "eth0",
+            "-s",
+            str(script),
+            "-q",
+            "-n",
+            "-f",
+            "-t",
+            "5",
+            "-T",
+            "1",
+            timeout=30,
+        )
+        got = lease.read_text().strip() if lease.exists() else f"no lease ({done.stderr.strip()[-200:]})"
+        rows.append({"vm": name, "mac": vm.mac, "lease": got})
+    render.print_table(rows, ("vm", "mac", "lease"), title="DHCP leases")
+
+    _step(console, "ping web-1 (10.0.1.11) -> db-2 (10.0.2.21), across the router")
+    console.print(vms["web-1"].run("ping", "-c", "3", "-i", "0.2", "10.0.2.21").stdout, markup=False)
+
+    _step(console, "iperf3 web-1 -> db-2 for 3 s, every packet in the kernel after the first")
+    server = vms["db-2"].popen("iperf3", "-s", "-1", stdout=-3, stderr=-3)
+    try:
+        time.sleep(0.5)
+        rate = vms["web-1"].iperf3("10.0.2.21", 3)
+        console.print(f"{rate / 1e9:.2f} Gbit/s")
+    finally:
+        server.kill()
+        server.wait()
+
+    _step(console, "a live TCP connection web-2 -> db-2:80, then a firewall rule dropping TCP 80 to db-2")
+    _firewall_cut(console, client, ports["db-2-port"], vms["web-2"], vms["db-2"], tmp)
+
+    _step(console, "kumo trace --port web-1-port --src 10.0.1.11 --dst 10.0.9.10 --proto tcp --dst-port 5432")
+    trace = host.kumo(
+        "trace",
+        "--port",
+        "web-1-port",
+        "--src",
+        "10.0.1.11",
+        "--dst",
+        "10.0.9.10",
+        "--proto",
+        "tcp",
+        "--dst-port",
+        "5432",
+    )
+    console.print(trace.stdout or trace.stderr, markup=False, highlight=False)
+
+    _step(console, "kumo flows (the kernel flows of this host, first 24 lines)")
+    flows = host.kumo("flows", "--state-dir", str(host.state_dir))
+    lines = (flows.stdout or flows.stderr).splitlines()
+    console.print("\n".join(lines[:24] + ([f"... ({lines[-1]})"] if len(lines) > 24 else [])), markup=False)
+
+
+def _firewall_cut(console: Any, client: Client, port: dict[str, Any], src: Any, dst: Any, tmp: Path) -> None:
+    record = tmp / "received"
+    stream = ("-m", "kumo.testing.stream")
+    server = dst.popen(sys.executable, *stream, "server", "80", str(record))
+    client_proc = None
+    try:
+        time.sleep(0.5)
+        client_proc = src.popen(sys.executable, *stream, "client", "10.0.2.21", "80", stderr=-3)
+        time.sleep(1.5)
+        chain = client.chains.create(name="db-2-guard")
+        client.ports.update(port["id"], outbound_filter_id=chain["id"])
+        before = _last(record)
+        cut = time.time()
+        rule = client.rules.create(chain_id=chain["id"], type="drop", nw_proto=6, tp_dst={"start": 80, "end": 80})
+        time.sleep(1.5)
+        stopped = _last(record)
+        console.print(
+            f"stream flowing ({time.time() - before:.2f} s since the last bytes before the rule); rule added; "
+            f"last bytes arrived {max(stopped - cut, 0) * 1000:.0f} ms after the API call, none since"
+        )
+        client.rules.delete(rule["id"])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _last(record) == stopped:
+            time.sleep(0.1)
+        resumed = _last(record) > stopped
+        console.print("rule removed: the connection " + ("resumed" if resumed else "did not resume within 10 s"))
+    finally:
+        for proc in (client_proc, server):
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+
+
+def _last(record: Path) -> float:
+    try:
+        return float(record.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0

@@ -566,8 +566,12 @@ class Agent:
                 out.append(f"{dtype} {device.get('name') or ident}")
             elif kind == "port" and ident in snap.ports:
                 out.append(f"port {snap.ports[ident].get('name') or ident}")
-            elif kind in ("chain", "rule"):
-                out.append(f"{kind} {ident}")
+            elif kind == "chain":
+                out.append(f"chain {snap.chains.get(ident, {}).get('name') or ident}")
+            elif kind == "rule" and ident in snap.rules:
+                rule = snap.rules[ident]
+                chain = snap.chains.get(rule.get("chain_id", ""), {}).get("name") or rule.get("chain_id")
+                out.append(f"rule {rule.get('type')} #{rule.get('position')} of {chain}")
         return [*out, f"verdict {result.verdict.value} ({result.reason.value})"]
 
     def stats(self) -> dict[str, Any]:

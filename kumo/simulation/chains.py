@@ -43,6 +43,10 @@ class CompiledRule:
     requirements: list[tuple[list[str], str]]  # (statements, test) in order; see _Gen
     env: dict[str, Any]
     inv: bool
+    tag: str = ""  # "rule:<id>"
+
+    def __post_init__(self) -> None:
+        self.tag = f"rule:{self.id}"
 
 
 @dataclass(slots=True)
@@ -278,6 +282,7 @@ def _evaluate(
             return ChainVerdict.RETURN
         rule = chain.rules[index]
         kind = rule.type
+        ctx.tags.add(rule.tag)  # why a flow exists: the rules that decided it (kumo flows shows them)
         terminal = _TERMINAL.get(kind)
         if terminal is not None:
             if tracing:

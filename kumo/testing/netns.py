@@ -79,6 +79,11 @@ class Vm:
             raise RuntimeError(f"iperf3 to {server} failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
         return float(json.loads(done.stdout)["end"]["sum_received"]["bits_per_second"])
 
+    def connects(self, address: str, port: int) -> bool:
+        """A TCP connection to address:port opens within 2 s."""
+        code = f"import socket; socket.create_connection(({address!r}, {port}), timeout=2).close()"
+        return self.run(sys.executable, "-c", code, timeout=10).returncode == 0
+
     def address(self, cidr: str, gateway: str | None = None) -> None:
         self.run("ip", "addr", "add", cidr, "dev", "eth0", check=True)
         if gateway:
@@ -126,9 +131,9 @@ class VirtualHost:
         """A client of this host's API: use it inside `with inside(host.netns):`."""
         return Client(f"http://127.0.0.1:{self.api.port if self.api else 8181}")
 
-    def vm(self, name: str, mtu: int = 1450) -> Vm:
+    def vm(self, name: str, mtu: int = 1450, mac: str | None = None) -> Vm:
         self._macs += 1
-        mac = f"02:00:{int(self.tag[:2], 16):02x}:{int(self.tag[2:4], 16):02x}:00:{self._macs:02x}"
+        mac = mac or f"02:00:{int(self.tag[:2], 16):02x}:{int(self.tag[2:4], 16):02x}:00:{self._macs:02x}"
         vm = Vm(name, f"kumo-v{self.tag}-{name}"[:32], f"t{self.tag}{name}"[:15], mac)
         ip("netns", "add", vm.netns)
         self.vms.append(vm)
