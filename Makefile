@@ -42,6 +42,9 @@ test: lint
 unit: setup
 	$(VENV)/bin/pytest -q tests/unit
 
+integration: setup
+	$(VENV)/bin/pytest -q -ra tests/integration
+
 demo: setup
 	$(VENV)/bin/kumo demo
 
