@@ -48,6 +48,8 @@ _HEADER = ctypes.sizeof(UpcallHeader)
 _TTL = BIT["ip_ttl"]
 PARK_TIMEOUT = 3.0  # seconds a packet waits for ARP resolution
 PARK_MAX = 64  # packets parked per next hop (the rest are dropped and counted)
+HOUSEKEEPING_PERIOD = 0.1  # seconds between housekeeping rounds
+SWEEP_SLICE = 1000  # flows checked for expiry per round: upcalls never wait behind a sweep of every flow
 
 
 class Agent:
@@ -91,6 +93,8 @@ class Agent:
         self._pending: dict[bytes, tuple[FlowKey, FlowValue]] = {}  # flows to install at the round's end
         self._injects: list[tuple[bytes, int]] = []  # first packets to execute once those are installed
         self._values: dict[tuple[int, tuple[int, ...]], tuple[SimulationResult, FlowValue]] = {}
+        self._next_follow = 0.0
+        self._sweep: list[bytes] = []  # flows the current expiry pass has still to check
         self._threads: list[threading.Thread] = []
         self._watches: list[Any] = []
         self._control: Any = None
@@ -175,7 +179,7 @@ class Agent:
                     now = time.monotonic()
                     if now >= next_housekeeping:
                         self._housekeeping(now)
-                        next_housekeeping = now + 1.0
+                        next_housekeeping = now + HOUSEKEEPING_PERIOD
             except Exception:  # one bad packet or event must not stop the host's datapath
                 self.counters["agent_errors"] += 1
                 log.exception("packet thread")
@@ -429,7 +433,9 @@ class Agent:
 
     # --- housekeeping ---------------------------------------------------------------------------------
     def _housekeeping(self, now: float) -> None:
-        self._follow_interfaces()
+        if now >= self._next_follow:  # interfaces: once a second (a netlink round trip per binding)
+            self._follow_interfaces()
+            self._next_follow = now + 1.0
         self._expire(now)
         for event, waiting in list(self.parked.items()):
             kept = [w for w in waiting if w[0] > now]
@@ -454,8 +460,15 @@ class Agent:
                 self._try_attach(port_id)
 
     def _expire(self, now: float) -> None:
+        """Check the next slice of flows (a full pass over 100,000 flows takes 10 s)."""
         now_ns = time.monotonic_ns()  # the clock of bpf_ktime_get_ns
-        for raw, flow in list(self.book.flows.items()):
+        if not self._sweep:
+            self._sweep = list(self.book.flows)
+        batch, self._sweep = self._sweep[-SWEEP_SLICE:], self._sweep[:-SWEEP_SLICE]
+        for raw in batch:
+            flow = self.book.flows.get(raw)
+            if flow is None:
+                continue  # removed since the pass began
             value = self.datapath.lookup(flow.key)
             if value is None:
                 self.book.pop(raw)

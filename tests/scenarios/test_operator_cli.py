@@ -277,9 +277,12 @@ def test_kumo_up_serves_the_api_on_its_state_dir(tmp_path: Path) -> None:
         assert [b["name"] for b in Cli(up.url)("bridge", "list")] == ["b1"]
 
 
-def test_missing_pieces_say_so() -> None:
+def test_missing_pieces_say_so(tmp_path: Path) -> None:
     cli = Cli("http://127.0.0.1:9")  # nothing listens on the discard port
-    assert "not implemented" in cli.fails("agent", "--host-id", "h1", "--store", "sqlite:///tmp/x.db")
+    assert "runs inside `kumo up`" in cli.fails("agent", "--host-id", "h1", "--store", "sqlite:///tmp/x.db")
+    assert "only `local`" in cli.fails("agent", "--store", "zookeeper://127.0.0.1:9/k", "--flow-state", "redis://x")
+    assert "no agent answers" in cli.fails("flows", "--state-dir", str(tmp_path))
+    assert "no agent answers" in cli.fails("agent", "stats", "--state-dir", str(tmp_path))
     assert "cannot reach the Kumo API" in cli.fails("bridge", "list")
     assert "use ADDRESS:PORT" in cli.fails("api", "--store", "sqlite:///tmp/x.db", "--listen", "nonsense")
     assert "unknown store URL" in cli.fails("api", "--store", "mysql://x", "--listen", "127.0.0.1:9")
