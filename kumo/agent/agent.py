@@ -49,7 +49,7 @@ _TTL = BIT["ip_ttl"]
 PARK_TIMEOUT = 3.0  # seconds a packet waits for ARP resolution
 PARK_MAX = 64  # packets parked per next hop (the rest are dropped and counted)
 HOUSEKEEPING_PERIOD = 0.1  # seconds between housekeeping rounds
-SWEEP_SLICE = 1000  # flows checked for expiry per round: upcalls never wait behind a sweep of every flow
+SWEEP_SLICE = 250  # flows checked per round (2,500/s): a round stalls upcalls for about a millisecond, no more
 
 
 class Agent:
@@ -460,7 +460,7 @@ class Agent:
                 self._try_attach(port_id)
 
     def _expire(self, now: float) -> None:
-        """Check the next slice of flows (a full pass over 100,000 flows takes 10 s)."""
+        """Check the next slice of flows (a full pass over 100,000 flows takes 40 s)."""
         now_ns = time.monotonic_ns()  # the clock of bpf_ktime_get_ns
         if not self._sweep:
             self._sweep = list(self.book.flows)

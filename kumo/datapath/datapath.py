@@ -121,8 +121,12 @@ class Datapath:
 
     # --- interfaces -----------------------------------------------------------------------------------
     def ifindex(self, name: str) -> int | None:
-        found = self.ipr.link_lookup(ifname=name)
-        return int(found[0]) if found else None
+        """The interface's index, or None. (if_nametoindex is one ioctl; a netlink dump of every link, as
+        pyroute2's link_lookup does, would stall the packet thread for milliseconds on a busy host.)"""
+        try:
+            return socket.if_nametoindex(name)
+        except OSError:
+            return None
 
     def attach(self, name: str) -> int | None:
         """Attach the program to interface `name` (its ifindex), or None if there is no such interface."""

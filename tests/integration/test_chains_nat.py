@@ -97,7 +97,7 @@ def add_uplink(cloud: Cloud) -> Vm:
     return ext
 
 
-def test_floating_ip_and_snat_towards_an_external_namespace(cloud: Cloud) -> None:
+def test_floating_ip_and_snat_towards_an_external_namespace(cloud: Cloud, tmp_path: Path) -> None:
     vm1 = cloud.attach("vm1", "web", "10.0.1.11/24", gateway="10.0.1.1")
     vm2 = cloud.attach("vm2", "web", "10.0.1.12/24", gateway="10.0.1.1")
     ext = add_uplink(cloud)
@@ -129,3 +129,14 @@ def test_floating_ip_and_snat_towards_an_external_namespace(cloud: Cloud) -> Non
     seen = tcp.communicate()[0]
     sources = {line.split()[2] for line in seen.splitlines() if "echo request" in line}
     assert sources == {"203.0.113.10", "192.0.2.1"}, seen  # vm1 as its floating IP, vm2 SNATed to the uplink
+
+    # TCP through both translations: addresses, ports and checksums rewritten in the kernel
+    servers = [vm.popen(sys.executable, *STREAM, "server", "8080", str(tmp_path / vm.name)) for vm in (ext, vm1)]
+    try:
+        time.sleep(0.5)
+        assert vm2.connects("192.0.2.2", 8080), "TCP through SNAT failed"
+        assert ext.connects("203.0.113.10", 8080), "TCP to the floating IP failed"
+    finally:
+        for proc in servers:
+            proc.kill()
+            proc.wait()
