@@ -65,6 +65,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "ring_buffer__epoll_fd": (c_int, [vp]),
         "ring_buffer__free": (None, [vp]),
         "libbpf_set_print": (vp, [vp]),
+        "bpf_prog_test_run_opts": (c_int, [c_int, vp]),
     }
     for name, (restype, argtypes) in signatures.items():
         fn = getattr(lib, name)
@@ -272,6 +273,43 @@ def maps_of_program(prog_id: int) -> dict[str, int]:
         check(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(minfo), ctypes.byref(size)), "map info")
         found[minfo.name.decode()] = fd
     return found
+
+
+class _TestRunOpts(ctypes.Structure):  # struct bpf_test_run_opts (bpf/bpf.h)
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("data_in", ctypes.c_void_p),
+        ("data_out", ctypes.c_void_p),
+        ("data_size_in", ctypes.c_uint32),
+        ("data_size_out", ctypes.c_uint32),
+        ("ctx_in", ctypes.c_void_p),
+        ("ctx_out", ctypes.c_void_p),
+        ("ctx_size_in", ctypes.c_uint32),
+        ("ctx_size_out", ctypes.c_uint32),
+        ("retval", ctypes.c_uint32),
+        ("repeat", ctypes.c_int),
+        ("duration", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("cpu", ctypes.c_uint32),
+        ("batch_size", ctypes.c_uint32),
+    ]
+
+
+def test_run(prog_fd: int, frame: bytes) -> tuple[int, bytes]:
+    """Run a TC program on `frame` in the kernel (BPF_PROG_TEST_RUN): its verdict and the packet as the
+    program left it (a redirect is reported, not performed)."""
+    data_in = ctypes.create_string_buffer(frame, len(frame))
+    data_out = ctypes.create_string_buffer(len(frame) + 256)
+    opts = _TestRunOpts(
+        sz=ctypes.sizeof(_TestRunOpts),
+        data_in=ctypes.addressof(data_in),
+        data_out=ctypes.addressof(data_out),
+        data_size_in=len(frame),
+        data_size_out=len(data_out),
+        repeat=1,
+    )
+    check(lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)), "BPF_PROG_TEST_RUN")
+    return opts.retval, data_out.raw[: opts.data_size_out]
 
 
 def possible_cpus() -> int:

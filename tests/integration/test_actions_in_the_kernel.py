@@ -1,0 +1,102 @@
+"""The kernel executes the actions the agent derives from a simulation result: the BPF program run on
+packets with BPF_PROG_TEST_RUN gives exactly the bytes the packet builders make for the rewritten packet
+(checksums included), and a miss goes to the upcall ring."""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Iterator
+
+import pytest
+
+from kumo.datapath import build, libbpf
+from kumo.datapath.actions import flow_key, flow_value
+from kumo.datapath.layout import STATS
+from kumo.packet import ip_to_int
+from kumo.packet.ethernet import ETH_P_IP, Ethernet
+from kumo.packet.frame import parse_frame
+from kumo.packet.icmp import Icmp
+from kumo.packet.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP, IPv4
+from kumo.packet.tcp import Tcp
+from kumo.packet.udp import Udp
+from kumo.simulation.result import Reason, SimulationResult, Verdict
+
+TC_ACT_SHOT, TC_ACT_REDIRECT = 2, 7
+LOOPBACK = 1  # BPF_PROG_TEST_RUN runs the program as if on lo
+A, B, C, D = "02:00:00:00:00:0a", "02:00:00:00:00:0b", "02:6b:00:00:00:0c", "02:00:00:00:00:0d"
+
+
+@pytest.fixture(scope="module")
+def program() -> Iterator[tuple[int, int, int]]:
+    obj = libbpf.BpfObject(str(build.object_path("port_ingress")))
+    try:
+        yield obj.program_fd("kumo_port_ingress"), obj.map_fd("kumo_flows"), obj.map_fd("kumo_stats")
+    finally:
+        obj.close()
+
+
+def frame(proto: int, src: str, dst: str, l4: object, ttl: int = 64, macs: tuple[str, str] = (B, A)) -> bytes:
+    s, d = ip_to_int(src), ip_to_int(dst)
+    payload = l4.build(s, d) if isinstance(l4, Tcp | Udp) else l4.build()  # type: ignore[attr-defined]
+    return Ethernet(macs[0], macs[1], ETH_P_IP, IPv4(s, d, proto, payload, ttl=ttl).build()).build()
+
+
+def run(program: tuple[int, int, int], packet: bytes, rewrites: dict[str, object], ttl: int = 1) -> tuple[int, bytes]:
+    prog, flows, _ = program
+    result = SimulationResult(Verdict.OUTPUT, Reason.FORWARDED, ["p"], rewrites, ttl)
+    key = flow_key(parse_frame(packet, "p"), LOOPBACK)
+    libbpf.update(flows, key, flow_value(result, [LOOPBACK]))
+    return libbpf.test_run(prog, packet)
+
+
+def test_routed_tcp_with_snat_and_dnat_gives_the_builders_bytes(program: tuple[int, int, int]) -> None:
+    before = frame(PROTO_TCP, "10.0.1.11", "203.0.113.10", Tcp(40000, 80, payload=b"hello"))
+    after = frame(PROTO_TCP, "192.0.2.1", "10.0.2.13", Tcp(20001, 8080, payload=b"hello"), ttl=63, macs=(D, C))
+    rewrites = {
+        "eth_src": C,
+        "eth_dst": D,
+        "ip_src": ip_to_int("192.0.2.1"),
+        "ip_dst": ip_to_int("10.0.2.13"),
+        "tp_src": 20001,
+        "tp_dst": 8080,
+    }
+    verdict, out = run(program, before, rewrites)
+    assert verdict == TC_ACT_REDIRECT
+    assert out == after
+
+
+def test_udp_rewrites_fix_the_checksum_and_keep_a_zero_one_zero(program: tuple[int, int, int]) -> None:
+    before = frame(PROTO_UDP, "10.0.1.11", "10.0.2.13", Udp(5000, 53, b"q" * 11))
+    after = frame(PROTO_UDP, "192.0.2.1", "10.0.2.13", Udp(6000, 53, b"q" * 11), ttl=63)
+    rewrites = {"ip_src": ip_to_int("192.0.2.1"), "tp_src": 6000}
+    assert run(program, before, rewrites) == (TC_ACT_REDIRECT, after)
+
+    no_checksum = bytearray(frame(PROTO_UDP, "10.0.1.11", "10.0.2.13", Udp(5001, 53, b"z")))
+    no_checksum[14 + 20 + 6 : 14 + 20 + 8] = b"\x00\x00"  # UDP over IPv4 may send no checksum (RFC 768)
+    _, out = run(program, bytes(no_checksum), {"ip_src": ip_to_int("192.0.2.1")})
+    assert out[14 + 20 + 6 : 14 + 20 + 8] == b"\x00\x00"
+    assert IPv4.parse(out[14:]).src == ip_to_int("192.0.2.1")
+
+
+def test_icmp_echo_identifier_rewrite(program: tuple[int, int, int]) -> None:
+    before = frame(PROTO_ICMP, "10.0.1.11", "198.51.100.7", Icmp.echo(True, 7, 1, b"abc"))
+    after = frame(PROTO_ICMP, "192.0.2.2", "198.51.100.7", Icmp.echo(True, 7000, 1, b"abc"), ttl=63)
+    rewrites = {"ip_src": ip_to_int("192.0.2.2"), "icmp_id": 7000}
+    assert run(program, before, rewrites) == (TC_ACT_REDIRECT, after)
+
+
+def stat(program: tuple[int, int, int], name: str) -> int:
+    values = (ctypes.c_uint64 * libbpf.possible_cpus())()
+    libbpf.lookup(program[2], ctypes.c_uint32(STATS.index(name)), values)
+    return sum(values)
+
+
+def test_a_miss_goes_to_the_agent_and_ttl_that_would_expire_too(program: tuple[int, int, int]) -> None:
+    upcalls = stat(program, "upcall")
+    unknown = frame(PROTO_TCP, "10.0.9.9", "10.0.9.8", Tcp(1, 2))
+    assert libbpf.test_run(program[0], unknown)[0] == TC_ACT_SHOT
+    assert stat(program, "upcall") == upcalls + 1
+
+    expiring = frame(PROTO_TCP, "10.0.1.11", "10.0.2.13", Tcp(3, 4), ttl=1)
+    verdict, _ = run(program, expiring, {})
+    assert verdict == TC_ACT_SHOT and stat(program, "ttl_punt") >= 1
