@@ -215,24 +215,7 @@ def _living_demo(console: Any, host: Any, client: Client, tmp: Path) -> None:
     rows = []
     for name, vm in vms.items():
         lease = tmp / f"lease-{name}"
-        done = vm.run(
-            "env",
-            f"LEASE={lease}",
-            "busybox",
-            "udhcpc",
-            "-i",
-            "eth0",
-            "-s",
-            str(script),
-            "-q",
-            "-n",
-            "-f",
-            "-t",
-            "5",
-            "-T",
-            "1",
-            timeout=30,
-        )
+        done = vm.udhcpc(script, lease)
         got = lease.read_text().strip() if lease.exists() else f"no lease ({done.stderr.strip()[-200:]})"
         rows.append({"vm": name, "mac": vm.mac, "lease": got})
     render.print_table(rows, ("vm", "mac", "lease"), title="DHCP leases")

@@ -4,6 +4,7 @@ action struct; and back, readable, for `kumo flows`."""
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from kumo.datapath.layout import (
@@ -135,33 +136,27 @@ def describe_key(key: FlowKey) -> dict[str, Any]:
     return out
 
 
+_SHOWN: tuple[tuple[Action, Callable[[FlowActions], str]], ...] = (  # in the order the program applies them
+    (Action.SET_IP_SRC, lambda a: f"set ip_src={_ip(a.ip_src)}"),
+    (Action.SET_IP_DST, lambda a: f"set ip_dst={_ip(a.ip_dst)}"),
+    (Action.SET_TP_SRC, lambda a: f"set tp_src={a.tp_src}"),
+    (Action.SET_TP_DST, lambda a: f"set tp_dst={a.tp_dst}"),
+    (Action.SET_ICMP_ID, lambda a: f"set icmp_id={a.icmp_id}"),
+    (Action.DEC_TTL, lambda a: f"dec_ttl {a.ttl_dec}"),
+    (Action.VLAN_POP, lambda a: "pop_vlan"),
+    (Action.VLAN_PUSH, lambda a: f"push_vlan {a.vlan}"),
+    (Action.SET_ETH_SRC, lambda a: f"set eth_src={_mac_text(a.eth_src)}"),
+    (Action.SET_ETH_DST, lambda a: f"set eth_dst={_mac_text(a.eth_dst)}"),
+)
+
+
 def describe_actions(act: FlowActions, names: dict[int, str] | None = None) -> list[str]:
     """Readable actions; `names` maps ifindexes to interface names."""
     names = names or {}
     flags = Action(act.flags)
     if Action.DROP in flags:
         return ["drop"]
-    out = []
-    if Action.SET_IP_SRC in flags:
-        out.append(f"set ip_src={_ip(act.ip_src)}")
-    if Action.SET_IP_DST in flags:
-        out.append(f"set ip_dst={_ip(act.ip_dst)}")
-    if Action.SET_TP_SRC in flags:
-        out.append(f"set tp_src={act.tp_src}")
-    if Action.SET_TP_DST in flags:
-        out.append(f"set tp_dst={act.tp_dst}")
-    if Action.SET_ICMP_ID in flags:
-        out.append(f"set icmp_id={act.icmp_id}")
-    if Action.DEC_TTL in flags:
-        out.append(f"dec_ttl {act.ttl_dec}")
-    if Action.VLAN_POP in flags:
-        out.append("pop_vlan")
-    if Action.VLAN_PUSH in flags:
-        out.append(f"push_vlan {act.vlan}")
-    if Action.SET_ETH_SRC in flags:
-        out.append(f"set eth_src={_mac_text(act.eth_src)}")
-    if Action.SET_ETH_DST in flags:
-        out.append(f"set eth_dst={_mac_text(act.eth_dst)}")
+    out = [show(act) for flag, show in _SHOWN if flag in flags]
     if act.mtu:
         out.append(f"mtu {act.mtu}")
     targets = [names.get(act.out[i], str(act.out[i])) for i in range(act.n_out)]

@@ -79,6 +79,11 @@ class Vm:
             raise RuntimeError(f"iperf3 to {server} failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
         return float(json.loads(done.stdout)["end"]["sum_received"]["bits_per_second"])
 
+    def udhcpc(self, script: Path, lease: Path) -> subprocess.CompletedProcess[str]:
+        """busybox udhcpc on eth0 until bound (5 tries, 1 s apart); `script` gets LEASE=`lease` to write to."""
+        args = ["-i", "eth0", "-s", str(script), "-q", "-n", "-f", "-t", "5", "-T", "1"]
+        return self.run("env", f"LEASE={lease}", "busybox", "udhcpc", *args, timeout=30)
+
     def connects(self, address: str, port: int) -> bool:
         """A TCP connection to address:port opens within 2 s."""
         code = f"import socket; socket.create_connection(({address!r}, {port}), timeout=2).close()"

@@ -26,24 +26,7 @@ def test_udhcpc_gets_address_gateway_mtu_and_classless_routes(cloud: Cloud, tmp_
     script, lease = tmp_path / "udhcpc.sh", tmp_path / "lease"
     script.write_text(SCRIPT)
     script.chmod(0o755)
-    done = vm.run(
-        "env",
-        f"LEASE={lease}",
-        "busybox",
-        "udhcpc",
-        "-i",
-        "eth0",
-        "-s",
-        str(script),
-        "-q",
-        "-n",
-        "-f",
-        "-t",
-        "5",
-        "-T",
-        "1",
-        timeout=30,
-    )
+    done = vm.udhcpc(script, lease)
     assert done.returncode == 0, done.stderr
     got = dict(line.split("=", 1) for line in lease.read_text().splitlines())
     assert (got["ip"], got["mask"], got["router"], got["mtu"]) == ("10.0.1.21", "24", "10.0.1.1", "1450")

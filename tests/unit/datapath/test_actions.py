@@ -1,0 +1,88 @@
+"""From a simulation result to kernel actions and back to words; a packet's key and its inverse; completing
+an offloaded checksum."""
+
+from __future__ import annotations
+
+import struct
+
+from kumo.datapath.actions import describe_actions, describe_key, flow_key, flow_value, match_fields
+from kumo.datapath.layout import Action
+from kumo.datapath.offload import complete_checksum
+from kumo.packet import ip_to_int
+from kumo.packet.checksum import internet_checksum, pseudo_header
+from kumo.packet.ethernet import ETH_P_IP, Ethernet
+from kumo.packet.frame import parse_frame
+from kumo.packet.icmp import Icmp
+from kumo.packet.ipv4 import PROTO_ICMP, PROTO_TCP, IPv4
+from kumo.packet.tcp import Tcp
+from kumo.simulation.result import Reason, SimulationResult, Verdict
+
+SRC, DST = ip_to_int("10.0.1.11"), ip_to_int("10.0.2.13")
+
+
+def tcp_frame(payload: bytes = b"") -> bytes:
+    tcp = Tcp(40000, 80, payload=payload).build(SRC, DST)
+    return Ethernet("02:00:00:00:00:02", "02:00:00:00:00:01", ETH_P_IP, IPv4(SRC, DST, PROTO_TCP, tcp).build()).build()
+
+
+def test_a_key_and_its_inverse() -> None:
+    match = parse_frame(tcp_frame(), "vm1")
+    key = flow_key(match, 7)
+    assert describe_key(key) == {
+        "in_port": 7,
+        "eth_src": "02:00:00:00:00:01",
+        "eth_dst": "02:00:00:00:00:02",
+        "eth_type": "0x0800",
+        "ip_src": "10.0.1.11",
+        "ip_dst": "10.0.2.13",
+        "ip_proto": 6,
+        "tp_src": 40000,
+        "tp_dst": 80,
+    }
+    fields = match_fields(key)
+    assert {k: fields[k] for k in ("ip_src", "ip_dst", "tp_src", "tp_dst", "fragment")} == {
+        "ip_src": SRC,
+        "ip_dst": DST,
+        "tp_src": 40000,
+        "tp_dst": 80,
+        "fragment": "none",
+    }
+    ping = Ethernet(
+        "02:00:00:00:00:02",
+        "02:00:00:00:00:01",
+        ETH_P_IP,
+        IPv4(SRC, DST, PROTO_ICMP, Icmp.echo(True, 9, 1).build()).build(),
+    )
+    assert describe_key(flow_key(parse_frame(ping.build(), "vm1"), 7))["icmp_id"] == 9
+
+
+def test_result_to_actions_and_words() -> None:
+    rewrites = {"ip_src": ip_to_int("192.0.2.1"), "tp_src": 20001, "eth_dst": "02:00:00:00:00:03"}
+    result = SimulationResult(Verdict.OUTPUT, Reason.FORWARDED, ["a", "b"], rewrites, 1, path_mtu=1400)
+    value = flow_value(result, [4, 5])
+    assert Action(value.act.flags) == (
+        Action.SET_IP_SRC | Action.SET_TP_SRC | Action.SET_ETH_DST | Action.DEC_TTL | Action.OUTPUT
+    )
+    words = describe_actions(value.act, {4: "tap-a", 5: "tap-b"})
+    assert words == [
+        "set ip_src=192.0.2.1",
+        "set tp_src=20001",
+        "dec_ttl 1",
+        "set eth_dst=02:00:00:00:00:03",
+        "mtu 1400",
+        "flood tap-a,tap-b",
+    ]
+    assert describe_actions(flow_value(result, []).act) == ["drop"]  # no local egress: nothing to output to
+    dropped = SimulationResult(Verdict.DROP, Reason.CHAIN_DROP)
+    assert Action(flow_value(dropped, [4]).act.flags) == Action.DROP
+
+
+def test_an_offloaded_checksum_is_completed_and_a_wrong_one_left_wrong() -> None:
+    good = tcp_frame(b"data")
+    l4 = 14 + 20
+    partial = ~internet_checksum(pseudo_header(SRC, DST, PROTO_TCP, len(good) - l4)) & 0xFFFF
+    offloaded = good[: l4 + 16] + struct.pack("!H", partial) + good[l4 + 18 :]
+    assert complete_checksum(offloaded) == good
+    assert complete_checksum(good) == good
+    wrong = good[: l4 + 16] + b"\x12\x34" + good[l4 + 18 :]
+    assert complete_checksum(wrong) == wrong
