@@ -7,6 +7,7 @@ from pathlib import Path
 
 import uvicorn
 
+from kumo.agent.run import AgentOptions
 from kumo.api import create_app
 from kumo.topology.errors import InvalidInput
 from kumo.topology.store import open_store
@@ -22,7 +23,11 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 def serve(
-    store_url: str, listen: str = DEFAULT_LISTEN, banner: str | None = None, agent_state_dir: Path | None = None
+    store_url: str,
+    listen: str = DEFAULT_LISTEN,
+    banner: str | None = None,
+    agent_state_dir: Path | None = None,
+    agent_options: AgentOptions | None = None,
 ) -> None:
     """Serve the API until SIGINT/SIGTERM; with `agent_state_dir`, this host's agent runs in the same process
     on the same store (`kumo up`)."""
@@ -34,7 +39,7 @@ def serve(
         if agent_state_dir is not None:
             from kumo.agent.run import start_agent
 
-            agent = start_agent(store, agent_state_dir)
+            agent = start_agent(store, agent_state_dir, agent_options or AgentOptions())
         app = create_app(store)
         if banner:
             logging.getLogger("kumo").info("%s", banner)
@@ -42,5 +47,5 @@ def serve(
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     finally:
         if agent is not None:
-            agent.stop()  # type: ignore[attr-defined]
+            agent.stop()
         store.close()

@@ -7,12 +7,43 @@ import os
 import signal
 import threading
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from kumo.datapath.layout import DEFAULT_UPCALL_BURST, DEFAULT_UPCALL_RATE
 from kumo.topology.errors import KumoError
 from kumo.topology.store.base import Store
 
+if TYPE_CHECKING:
+    from kumo.agent.agent import Agent
+
 log = logging.getLogger("kumo.agent")
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    """What an operator tunes (`kumo up` and `kumo agent` options of the same names)."""
+
+    idle_timeout: float = 60.0  # seconds before an unused flow is removed
+    stateful_idle_timeout: float = 30.0  # the same for flows that created conntrack/NAT state
+    max_flows: int = 100_000  # kernel flows beyond this: the oldest go
+    upcall_rate: int = DEFAULT_UPCALL_RATE  # upcalls per second per VM interface (BPF token bucket)
+    upcall_burst: int = DEFAULT_UPCALL_BURST
+
+    def agent(self, store: Store, host_id: str, state_dir: Path) -> Agent:
+        from kumo.agent.agent import Agent
+        from kumo.datapath.datapath import Datapath
+
+        return Agent(
+            store,
+            host_id,
+            state_dir,
+            idle_timeout=self.idle_timeout,
+            stateful_idle_timeout=self.stateful_idle_timeout,
+            max_flows=self.max_flows,
+            datapath=Datapath(self.upcall_rate, self.upcall_burst),
+        )
 
 
 class AgentNeedsRoot(KumoError):
@@ -41,18 +72,15 @@ def check_privileges() -> None:
         )
 
 
-def start_agent(store: Store, state_dir: Path, host_id: str | None = None) -> object:
-    from kumo.agent.agent import Agent
-
+def start_agent(store: Store, state_dir: Path, options: AgentOptions, host_id: str | None = None) -> Agent:
     check_privileges()
-    agent = Agent(store, host_id_for(state_dir, host_id), state_dir)
+    agent = options.agent(store, host_id_for(state_dir, host_id), state_dir)
     agent.start()
     return agent
 
 
-def run_agent(store_url: str, state_dir: Path, host_id: str | None) -> None:
+def run_agent(store_url: str, state_dir: Path, host_id: str | None, options: AgentOptions) -> None:
     """`kumo agent`: serve until SIGINT/SIGTERM; kernel flows stay behind and keep forwarding."""
-    from kumo.agent.agent import Agent
     from kumo.topology.store import open_store
 
     if store_url.startswith("sqlite:"):
@@ -67,7 +95,7 @@ def run_agent(store_url: str, state_dir: Path, host_id: str | None) -> None:
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    agent = Agent(store, host_id_for(state_dir, host_id), state_dir)
+    agent = options.agent(store, host_id_for(state_dir, host_id), state_dir)
     try:
         agent.start()
         done.wait()

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
+from kumo.agent.run import AgentOptions
 from kumo.cli import render
 from kumo.cli.resources import resource_groups
 from kumo.cli.trace import trace_cmd
@@ -40,11 +42,45 @@ STATE_DIR = click.option(
 )
 
 
+def agent_options(fn: Any) -> Any:
+    """The agent's tuning options, shared by `kumo up` and `kumo agent`."""
+    options = [
+        click.option(
+            "--idle-timeout", type=float, default=60.0, show_default=True, help="Seconds before an unused flow goes."
+        ),
+        click.option(
+            "--stateful-idle-timeout",
+            type=float,
+            default=30.0,
+            show_default=True,
+            help="The same, for flows that created conntrack/NAT state.",
+        ),
+        click.option(
+            "--max-flows", type=click.IntRange(1), default=100_000, show_default=True, help="Kernel flows kept at most."
+        ),
+        click.option(
+            "--upcall-rate",
+            type=click.IntRange(0),
+            default=20_000,
+            show_default=True,
+            help="New-flow packets per second per VM interface sent to the agent (0: no limit).",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _options(idle_timeout: float, stateful_idle_timeout: float, max_flows: int, upcall_rate: int) -> AgentOptions:
+    return AgentOptions(idle_timeout, stateful_idle_timeout, max_flows, upcall_rate)
+
+
 @cli.command()
 @STATE_DIR
 @click.option("--listen", default="127.0.0.1:8181", show_default=True, help="ADDRESS:PORT of the REST API.")
 @click.option("--no-agent", is_flag=True, help="Serve the API alone (no datapath; no root needed).")
-def up(state_dir: Path, listen: str, no_agent: bool) -> None:
+@agent_options
+def up(state_dir: Path, listen: str, no_agent: bool, **tuning: Any) -> None:
     """All-in-one for one machine: REST API + this host's agent on the embedded store."""
     from kumo.server import serve
 
@@ -54,6 +90,7 @@ def up(state_dir: Path, listen: str, no_agent: bool) -> None:
         listen,
         banner="kumo up: API only (--no-agent)" if no_agent else "kumo up: API and agent",
         agent_state_dir=None if no_agent else state_dir,
+        agent_options=_options(**tuning),
     )
 
 
@@ -73,6 +110,7 @@ def api(store: str, listen: str) -> None:
 @click.option("--tunnel-ip", help="This host's underlay address for VXLAN tunnels (multi-host; not yet used).")
 @click.option("--flow-state", default="local", show_default=True, help="local (redis:// arrives later).")
 @STATE_DIR
+@agent_options
 @click.pass_context
 def agent(
     ctx: click.Context,
@@ -81,6 +119,7 @@ def agent(
     tunnel_ip: str | None,
     flow_state: str,
     state_dir: Path,
+    **tuning: Any,
 ) -> None:
     """The per-host agent (`kumo agent --store URL`), or ask the running one (`kumo agent stats`)."""
     ctx.obj = {**(ctx.obj or {}), "state_dir": state_dir}
@@ -92,7 +131,7 @@ def agent(
         raise KumoError(f"--flow-state {flow_state}: only `local` is available in this release", code="unsupported")
     from kumo.agent.run import run_agent
 
-    run_agent(store, state_dir, host_id)
+    run_agent(store, state_dir, host_id, _options(**tuning))
 
 
 @agent.command("stats")

@@ -21,7 +21,15 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from kumo.datapath import build, libbpf
-from kumo.datapath.layout import INJECT_MARK, STATS, Config, FlowKey, FlowValue
+from kumo.datapath.layout import (
+    DEFAULT_UPCALL_BURST,
+    DEFAULT_UPCALL_RATE,
+    INJECT_MARK,
+    STATS,
+    Config,
+    FlowKey,
+    FlowValue,
+)
 
 log = logging.getLogger("kumo.datapath")
 
@@ -31,8 +39,6 @@ INJECT_PAIR = ("kumo-inj0", "kumo-inj1")  # the agent writes into inj0; the prog
 TC_INGRESS = 0xFFFFFFF2  # clsact's ingress parent
 FILTER_PRIO = 1
 FILTER_HANDLE = 1
-DEFAULT_UPCALL_RATE = 20000  # upcalls per second per input port
-DEFAULT_UPCALL_BURST = 2000
 
 
 def _no_ipv6(interface: str) -> None:

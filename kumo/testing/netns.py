@@ -98,7 +98,8 @@ class Vm:
 class VirtualHost:
     """A host namespace running `kumo up`; VMs attach to it. Use as a context manager."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, kumo_args: tuple[str, ...] = ()) -> None:
+        self.kumo_args = kumo_args  # more options for `kumo up` (e.g. --idle-timeout 1)
         self.tag = uuid.uuid4().hex[:6]
         self.netns = f"kumo-h{self.tag}"
         self.workdir = workdir
@@ -122,7 +123,7 @@ class VirtualHost:
             None,
             self.workdir / "kumo-up.log",
             port=8181,
-            command=["up", "--state-dir", str(self.state_dir)],
+            command=["up", "--state-dir", str(self.state_dir), *self.kumo_args],
             prefix=["ip", "netns", "exec", self.netns],
         )
         with inside(self.netns):
@@ -142,9 +143,7 @@ class VirtualHost:
         vm = Vm(name, f"kumo-v{self.tag}-{name}"[:32], f"t{self.tag}{name}"[:15], mac)
         ip("netns", "add", vm.netns)
         self.vms.append(vm)
-        ip("-n", self.netns, "link", "add", vm.interface, "type", "veth", "peer", "name", "eth0", "netns", vm.netns)
-        ip("-n", self.netns, "link", "set", vm.interface, "up")
-        ip("-n", vm.netns, "link", "set", "eth0", "address", mac, "mtu", str(mtu), "up")
+        self.plug(vm, mtu)
         ip("-n", vm.netns, "link", "set", "lo", "up")
         with contextlib.suppress(OSError):  # no IPv6 chatter (router solicitations) in the tests' captures
             vm.run("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
@@ -160,6 +159,15 @@ class VirtualHost:
             timeout=timeout,
             env=env,
         )
+
+    def plug(self, vm: Vm, mtu: int = 1450) -> None:
+        """(Re)create a VM's veth pair: its interface comes (back) to the host namespace."""
+        ip("-n", self.netns, "link", "add", vm.interface, "type", "veth", "peer", "name", "eth0", "netns", vm.netns)
+        ip("-n", self.netns, "link", "set", vm.interface, "up")
+        ip("-n", vm.netns, "link", "set", "eth0", "address", vm.mac, "mtu", str(mtu), "up")
+
+    def unplug(self, vm: Vm) -> None:
+        ip("-n", self.netns, "link", "del", vm.interface)
 
     def stop(self) -> None:
         try:

@@ -100,6 +100,7 @@ def add_uplink(cloud: Cloud) -> Vm:
 def test_floating_ip_and_snat_towards_an_external_namespace(cloud: Cloud, tmp_path: Path) -> None:
     vm1 = cloud.attach("vm1", "web", "10.0.1.11/24", gateway="10.0.1.1")
     vm2 = cloud.attach("vm2", "web", "10.0.1.12/24", gateway="10.0.1.1")
+    vm4 = cloud.attach("vm4", "db", "10.0.2.14/24", gateway="10.0.2.1")
     ext = add_uplink(cloud)
     uplink = cloud.ports["uplink"]["id"]
     rtr = cloud.ids["rtr"]
@@ -119,22 +120,25 @@ def test_floating_ip_and_snat_towards_an_external_namespace(cloud: Cloud, tmp_pa
     cloud.api.routers.update(rtr, inbound_filter_id=pre["id"], outbound_filter_id=post["id"])
 
     assert wait_ping(ext, "203.0.113.10"), "the floating IP does not answer from outside"
-    assert wait_ping(vm2, "192.0.2.2") and wait_ping(vm1, "192.0.2.2")
+    assert wait_ping(vm2, "192.0.2.2") and wait_ping(vm4, "192.0.2.2") and wait_ping(vm1, "192.0.2.2")
     tcp = ext.popen("tcpdump", "-nli", "eth0", "-c", "40", "icmp", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     time.sleep(1.0)
     vm1.ping("192.0.2.2", count=2)
     vm2.ping("192.0.2.2", count=2)
+    vm4.ping("192.0.2.2", count=2)
     time.sleep(0.5)
     tcp.kill()
     seen = tcp.communicate()[0]
     sources = {line.split()[2] for line in seen.splitlines() if "echo request" in line}
     assert sources == {"203.0.113.10", "192.0.2.1"}, seen  # vm1 as its floating IP, vm2 SNATed to the uplink
+    snat_requests = [line for line in seen.splitlines() if "echo request" in line and "192.0.2.1 >" in line]
+    assert len(snat_requests) >= 4, seen  # vm2 and vm4 (from the other tenant network) share the SNAT address
 
     # TCP through both translations: addresses, ports and checksums rewritten in the kernel
     servers = [vm.popen(sys.executable, *STREAM, "server", "8080", str(tmp_path / vm.name)) for vm in (ext, vm1)]
     try:
         time.sleep(0.5)
-        assert vm2.connects("192.0.2.2", 8080), "TCP through SNAT failed"
+        assert vm2.connects("192.0.2.2", 8080) and vm4.connects("192.0.2.2", 8080), "TCP through SNAT failed"
         assert ext.connects("203.0.113.10", 8080), "TCP to the floating IP failed"
     finally:
         for proc in servers:

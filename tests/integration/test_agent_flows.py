@@ -1,0 +1,75 @@
+"""The agent keeps the kernel's flows right: a change removes exactly the flows that depended on it, idle
+flows expire, and interfaces that go and come back are followed."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kumo.testing.cloud import Cloud, build_cloud
+from kumo.testing.netns import VirtualHost, inside
+from tests.integration.test_bridge_router import wait_ping
+
+
+def kernel_flows(cloud: Cloud) -> list[dict[str, Any]]:
+    done = cloud.host.kumo("--json", "flows", "--state-dir", str(cloud.host.state_dir))
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+def stats(cloud: Cloud) -> dict[str, Any]:
+    done = cloud.host.kumo("--json", "agent", "stats", "--state-dir", str(cloud.host.state_dir))
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+def test_a_change_removes_exactly_the_flows_that_depended_on_it(cloud: Cloud) -> None:
+    web1, web2 = cloud.attach("w1", "web", "10.0.1.11/24"), cloud.attach("w2", "web", "10.0.1.12/24")
+    db1, db2 = cloud.attach("d1", "db", "10.0.2.11/24"), cloud.attach("d2", "db", "10.0.2.12/24")
+    assert wait_ping(web1, "10.0.1.12") and wait_ping(db1, "10.0.2.12")
+    before = kernel_flows(cloud)
+    on_web = [f for f in before if f["in_port"] in (web1.interface, web2.interface)]
+    on_db = [f for f in before if f["in_port"] in (db1.interface, db2.interface)]
+    assert on_web and on_db
+    chain = cloud.api.chains.create(name="db-guard")
+    cloud.api.ports.update(cloud.ports["d2"]["id"], inbound_filter_id=chain["id"])  # d2 port: db's flows
+    time.sleep(0.5)
+    after = kernel_flows(cloud)
+    kept = {json.dumps(f["match"], sort_keys=True) for f in after}
+    assert all(json.dumps(f["match"], sort_keys=True) in kept for f in on_web), "a web flow was removed"
+    assert not any(json.dumps(f["match"], sort_keys=True) in kept for f in on_db), "a db flow survived"
+    assert wait_ping(db1, "10.0.2.12")  # and db works again, through new flows
+
+
+@pytest.fixture
+def quick_cloud(tmp_path: Path) -> Iterator[Cloud]:
+    with VirtualHost(tmp_path, kumo_args=("--idle-timeout", "1")) as host, inside(host.netns):
+        yield build_cloud(host, router=False)
+
+
+def test_idle_flows_expire(quick_cloud: Cloud) -> None:
+    vm1 = quick_cloud.attach("vm1", "web", "10.0.1.11/24")
+    quick_cloud.attach("vm2", "web", "10.0.1.12/24")
+    assert wait_ping(vm1, "10.0.1.12")
+    assert kernel_flows(quick_cloud)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and kernel_flows(quick_cloud):
+        time.sleep(0.5)
+    assert kernel_flows(quick_cloud) == []
+    assert stats(quick_cloud)["agent"]["flows_expired"] > 0
+
+
+def test_an_interface_that_goes_and_comes_back_is_followed(cloud: Cloud) -> None:
+    vm1, vm2 = cloud.attach("vm1", "web", "10.0.1.11/24"), cloud.attach("vm2", "web", "10.0.1.12/24")
+    assert wait_ping(vm1, "10.0.1.12")
+    cloud.host.unplug(vm2)
+    time.sleep(1.5)
+    assert not any(f["in_port"] == vm2.interface for f in kernel_flows(cloud))
+    cloud.host.plug(vm2)
+    vm2.address("10.0.1.12/24")
+    assert wait_ping(vm1, "10.0.1.12", within=10)
+    assert stats(cloud)["agent"]["interfaces_lost"] >= 1
