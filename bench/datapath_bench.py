@@ -128,6 +128,25 @@ def flow_setup(cloud: Cloud, count: int, rate: int) -> dict[str, Any]:
     }
 
 
+def invalidation(cloud: Cloud, changes: int) -> dict[str, Any]:
+    """Rule changes on a chain that established flows depend on: the agent's time from the store's
+    notification to the dependent kernel flows being removed (its `invalidation_ms`)."""
+    vm1 = cloud.vms["vm1"]
+    chain = cloud.api.chains.create(name="bench-guard")
+    cloud.api.ports.update(cloud.ports["vm1"]["id"], inbound_filter_id=chain["id"])
+    took = []
+    for n in range(changes):
+        vm1.ping("10.0.2.13", wait=0.5)  # flows that depend on the chain
+        rule = cloud.api.rules.create(
+            chain_id=chain["id"], type="drop", nw_proto=17, tp_dst={"start": n + 1, "end": n + 1}
+        )
+        time.sleep(0.1)
+        took.append(agent_stats(cloud.host)["invalidation_ms"]["last"])
+        cloud.api.rules.delete(rule["id"])
+        time.sleep(0.1)
+    return {"changes": changes, "p50_ms": percentile(took, 0.5), "p99_ms": percentile(took, 0.99), "target_ms": 100}
+
+
 def latency(cloud: Cloud, probes: int) -> dict[str, Any]:
     vm1, vm2 = cloud.vms["vm1"], cloud.vms["vm3"]
     server = vm2.popen(sys.executable, "-c", ECHO)
@@ -191,6 +210,7 @@ def main() -> None:
         result["new_flow_setup"] = flow_setup(cloud, args.flows, args.rate)
         result["new_flow_target_per_s"] = 10000
         result["first_packet_latency"] = latency(cloud, args.probes)
+        result["invalidation_after_notification"] = invalidation(cloud, 20)
         result["first_packet_target_p99_ms"] = 1.0
         assert host.api is not None and host.api.proc is not None
         pid = host.api.proc.pid

@@ -83,7 +83,8 @@ class Agent:
         self.port_of_ifindex: dict[int, str] = {}
         self.parked: dict[tuple[str, ...], list[tuple[float, bytes, int, str]]] = {}
         self.session: Session | None = None
-        self._events: collections.deque[Change | StateChange] = collections.deque()
+        self._events: collections.deque[tuple[float, Change | StateChange]] = collections.deque()
+        self.invalidation_ms = {"last": 0.0, "max": 0.0}  # store notification -> dependent flows removed
         self._writes: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
@@ -157,7 +158,7 @@ class Agent:
             os.write(self._wake_w, b"x")
 
     def _queue_event(self, event: Change | StateChange) -> None:
-        self._events.append(event)
+        self._events.append((time.monotonic(), event))
         self._wake()
 
     # --- the packet thread ---------------------------------------------------------------------------
@@ -349,8 +350,10 @@ class Agent:
     def _apply_events(self) -> None:
         topology_changed = False
         tags: set[Any] | None = set()
+        first = None
         while self._events:
-            event = self._events.popleft()
+            queued, event = self._events.popleft()
+            first = queued if first is None else first
             if isinstance(event, StateChange):
                 tag = self.learned.apply(event)
                 if tag is not None:
@@ -362,14 +365,16 @@ class Agent:
             topology_changed = True
             more = tags_for(event)
             tags = None if more is None or tags is None else tags | more
-        if not topology_changed:
-            return
-        self._rebuild()
-        if tags is None:
-            self._invalidate_all()
-        else:
-            for tag in tags:
-                self._invalidate(tag)
+        if topology_changed:
+            self._rebuild()
+            if tags is None:
+                self._invalidate_all()
+            else:
+                for tag in tags:
+                    self._invalidate(tag)
+        if first is not None:
+            took = (time.monotonic() - first) * 1000
+            self.invalidation_ms = {"last": round(took, 2), "max": round(max(took, self.invalidation_ms["max"]), 2)}
 
     def _rebuild(self) -> None:
         """A new snapshot of the topology, and the bindings of this host's ports followed."""
@@ -597,6 +602,7 @@ class Agent:
                 "kernel_flows": len(self.book),
                 "wildcard_flows": len(self.wildcard),
                 "parked": sum(len(w) for w in self.parked.values()),
+                "invalidation_ms": self.invalidation_ms,
                 "agent": dict(sorted(self.counters.items())),
                 "datapath": self.datapath.stats(),
             }

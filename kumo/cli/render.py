@@ -91,6 +91,8 @@ def agent_stats(stats: dict[str, Any], as_json: bool = False) -> None:
         print_json(stats)
         return
     summary = {k: v for k, v in stats.items() if not isinstance(v, dict)}
+    if "invalidation_ms" in stats:
+        summary["invalidation"] = "last {last} ms, max {max} ms".format(**stats["invalidation_ms"])
     print_object(summary, title="agent")
     for section in ("agent", "datapath"):
         rows = [{"counter": k, "value": v} for k, v in stats.get(section, {}).items()]
