@@ -192,7 +192,11 @@ class Agent:
     def _serve_upcalls(self) -> None:
         upcalls, self._upcalls = self._upcalls, []
         for raw in upcalls:
-            self._serve(raw)
+            try:
+                self._serve(raw)
+            except Exception:  # this packet is lost (and counted); the rest of the round is served
+                self.counters["agent_errors"] += 1
+                log.exception("serving an upcall")
 
     def _flush(self) -> None:
         """Install the flows of this round in one system call, then execute their first packets."""
