@@ -128,6 +128,32 @@ def flow_setup(cloud: Cloud, count: int, rate: int) -> dict[str, Any]:
     }
 
 
+def storm_share(cloud: Cloud, rounds: int = 3) -> dict[str, Any]:
+    """iperf3 vm1 -> vm3 without and with another VM opening new flows as fast as it can (its generator at
+    the lowest CPU priority: a real VM brings its own vCPUs), in alternated 2-s rounds."""
+    gen, sink, vm1 = cloud.vms["gen"], cloud.vms["sink"], cloud.vms["vm1"]
+    server = cloud.vms["vm3"].popen("iperf3", "-s", stdout=subprocess.DEVNULL)
+    calm, stormy = [], []
+    try:
+        time.sleep(0.5)
+        for _ in range(rounds):
+            calm.append(vm1.iperf3("10.0.2.13", 2))
+            args = [sys.executable, "-m", "kumo.testing.frames", "storm", gen.mac, sink.mac, "10.0.1.13", "10.0.1.14"]
+            flood = gen.popen("nice", "-n", "19", *args, "4", stdout=subprocess.PIPE)
+            time.sleep(1.0)
+            stormy.append(vm1.iperf3("10.0.2.13", 2))
+            flood.communicate(timeout=30)
+    finally:
+        server.kill()
+        server.wait()
+    return {
+        "undisturbed_gbit_s": [round(c / 1e9, 2) for c in calm],
+        "during_storm_gbit_s": [round(s / 1e9, 2) for s in stormy],
+        "ratio": round(sum(stormy) / sum(calm), 3),
+        "target_ratio": 0.8,
+    }
+
+
 def invalidation(cloud: Cloud, changes: int) -> dict[str, Any]:
     """Rule changes on a chain that established flows depend on: the agent's time from the store's
     notification to the dependent kernel flows being removed (its `invalidation_ms`)."""
@@ -183,12 +209,14 @@ def main() -> None:
     parser.add_argument("--iperf-runs", type=int, default=3, help="iperf3 runs of each kind (medians compared)")
     parser.add_argument("--flows", type=int, default=20000, help="new flows for the setup-rate run")
     parser.add_argument("--rate", type=int, default=15000, help="offered new flows per second (<= the limit)")
+    parser.add_argument("--upcall-rate", type=int, default=20000, help="the agent's per-port upcall limit")
     parser.add_argument("--probes", type=int, default=300)
     parser.add_argument("--rss-flows", type=int, default=100000)
     args = parser.parse_args()
 
     result: dict[str, Any] = {"benchmark": "datapath", "mtu": MTU}
-    with tempfile.TemporaryDirectory() as tmp, VirtualHost(Path(tmp)) as host, inside(host.netns):
+    kumo_args = ("--upcall-rate", str(args.upcall_rate))
+    with tempfile.TemporaryDirectory() as tmp, VirtualHost(Path(tmp), kumo_args) as host, inside(host.netns):
         cloud = build_cloud(host)
         cloud.attach("vm1", "web", "10.0.1.11/24", gateway="10.0.1.1")
         cloud.attach("vm3", "db", "10.0.2.13/24", gateway="10.0.2.1")
@@ -216,10 +244,11 @@ def main() -> None:
         }
         result["iperf3_ratio_to_veth"] = round(kumo / veth, 3)
         result["iperf3_target_ratio"] = 0.85
-        result["new_flow_setup"] = flow_setup(cloud, args.flows, args.rate)
+        result["new_flow_setup"] = {"upcall_rate_limit": args.upcall_rate, **flow_setup(cloud, args.flows, args.rate)}
         result["new_flow_target_per_s"] = 10000
         result["first_packet_latency"] = latency(cloud, args.probes)
         result["invalidation_after_notification"] = invalidation(cloud, 20)
+        result["upcall_storm"] = {"upcall_rate_limit": args.upcall_rate, **storm_share(cloud)}
         result["first_packet_target_p99_ms"] = 1.0
         assert host.api is not None and host.api.proc is not None
         pid = host.api.proc.pid

@@ -17,6 +17,7 @@ from kumo.cli import render
 from kumo.cli.resources import resource_groups
 from kumo.cli.trace import trace_cmd
 from kumo.client import ApiError
+from kumo.datapath.layout import DEFAULT_UPCALL_RATE
 from kumo.topology.errors import KumoError
 
 
@@ -61,7 +62,7 @@ def agent_options(fn: Any) -> Any:
         click.option(
             "--upcall-rate",
             type=click.IntRange(0),
-            default=20_000,
+            default=DEFAULT_UPCALL_RATE,
             show_default=True,
             help="New-flow packets per second per VM interface sent to the agent (0: no limit).",
         ),
