@@ -114,9 +114,9 @@ def flow_setup(cloud: Cloud, count: int, rate: int) -> dict[str, Any]:
         time.sleep(0.02)
     sent = int(proc.communicate(timeout=10)[0].strip() or 0)
     after = agent_stats(cloud.host)
-    first = next(t for t, n in samples if n > 0)
     last_count = samples[-1][1]
-    last = next(t for t, n in samples if n == last_count)
+    first = next((t for t, n in samples if n > 0), samples[-1][0])
+    last = next((t for t, n in samples if n == last_count), first)
     dp_before, dp_after = before["datapath"], after["datapath"]
     return {
         "sent": sent,
