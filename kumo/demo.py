@@ -168,10 +168,19 @@ def run_demo() -> None:
             "kumo demo builds network namespaces and loads eBPF programs: run it as root (sudo make demo)",
             code="demo_needs_root",
         )
-    from kumo.testing.netns import VirtualHost, inside
-
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM cleans up as Ctrl-C does
     console = wide_console()
+    try:
+        _run(console)
+    except KeyboardInterrupt:
+        console.print("[bold yellow]Interrupted[/]: namespaces, BPF programs and processes removed.")
+        raise SystemExit(130) from None
+    console.print("[bold green]Done[/]: namespaces, BPF programs and processes removed.")
+
+
+def _run(console: Any) -> None:
+    from kumo.testing.netns import VirtualHost, inside
+
     with (
         tempfile.TemporaryDirectory(prefix="kumo-demo-") as tmp,
         VirtualHost(Path(tmp)) as host,
@@ -180,7 +189,6 @@ def run_demo() -> None:
     ):
         console.print(f"[bold]Kumo demo[/]: kumo up (API + agent + eBPF datapath) in namespace {host.netns}")
         _living_demo(console, host, client, Path(tmp))
-    console.print("[bold green]Done[/]: namespaces, BPF programs and processes removed.")
 
 
 def _interrupt(*_: object) -> None:
