@@ -274,17 +274,18 @@ def _firewall_cut(console: Any, client: Client, port: dict[str, Any], src: Any, 
     try:
         time.sleep(0.5)
         client_proc = src.popen(sys.executable, *stream, "client", "10.0.2.21", "80", stderr=-3)
-        time.sleep(1.5)
         chain = client.chains.create(name="db-2-guard")
-        client.ports.update(port["id"], outbound_filter_id=chain["id"])
-        before = _last(record)
+        client.ports.update(port["id"], outbound_filter_id=chain["id"])  # an empty filter: accepts all
+        time.sleep(1.5)
+        flowing = time.time() - _last(record)
         cut = time.time()
         rule = client.rules.create(chain_id=chain["id"], type="drop", nw_proto=6, tp_dst={"start": 80, "end": 80})
         time.sleep(1.5)
         stopped = _last(record)
         console.print(
-            f"stream flowing ({time.time() - before:.2f} s since the last bytes before the rule); rule added; "
-            f"last bytes arrived {max(stopped - cut, 0) * 1000:.0f} ms after the API call, none since"
+            f"stream flowing (last bytes {flowing * 1000:.0f} ms before the rule); rule added: the last bytes "
+            f"arrived {(stopped - cut) * 1000:+.0f} ms from the API call, none in the "
+            f"{time.time() - stopped:.1f} s since"
         )
         client.rules.delete(rule["id"])
         deadline = time.monotonic() + 10

@@ -616,8 +616,10 @@ class Agent:
                 out.append(f"chain {snap.chains.get(ident, {}).get('name') or ident}")
             elif kind == "rule" and ident in snap.rules:
                 rule = snap.rules[ident]
-                chain = snap.chains.get(rule.get("chain_id", ""), {}).get("name") or rule.get("chain_id")
-                out.append(f"rule {rule.get('type')} #{rule.get('position')} of {chain}")
+                chain = snap.chains.get(rule.get("chain_id", ""), {})
+                order = chain.get("rule_ids", [])
+                position = order.index(ident) + 1 if ident in order else "?"
+                out.append(f"rule {rule.get('type')} #{position} of {chain.get('name') or rule.get('chain_id')}")
         return [*out, f"verdict {result.verdict.value} ({result.reason.value})"]
 
     def stats(self) -> dict[str, Any]:
