@@ -5,10 +5,9 @@ from __future__ import annotations
 from kumo.packet import int_to_ip, is_multicast_mac
 from kumo.packet.arp import REQUEST
 from kumo.simulation import dhcp, replies
-from kumo.simulation.chains import ChainVerdict, run_chain
 from kumo.simulation.context import Context
 from kumo.simulation.pipeline import Stage
-from kumo.simulation.ports import chain_drop, outbound_filter
+from kumo.simulation.ports import filter_or_drop, outbound_filter
 from kumo.simulation.result import Generated, LearnWrite, Reason, Verdict
 from kumo.simulation.view import DeviceView, PortView
 
@@ -22,10 +21,7 @@ def process(ctx: Context, bridge: DeviceView, in_port: PortView) -> tuple[str, l
     if not bridge.up:
         ctx.step(bid, "bridge", Stage.BRIDGE_ADMIN, "bridge is administratively down: drop")
         raise ctx.finish(Verdict.DROP, Reason.DEVICE_ADMIN_DOWN)
-    if bridge.inbound:  # (no call for the common case of no filter: this is the hot path)
-        verdict = run_chain(ctx, bridge.inbound, bid, "bridge", Stage.BRIDGE_INBOUND_FILTER)
-        if verdict is not ChainVerdict.ACCEPT:
-            raise ctx.finish(Verdict.DROP, chain_drop(ctx, verdict))
+    filter_or_drop(ctx, bridge.inbound, bid, "bridge", Stage.BRIDGE_INBOUND_FILTER)
 
     src = match.get("eth_src")
     if is_multicast_mac(src):

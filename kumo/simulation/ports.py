@@ -3,6 +3,8 @@ exterior ports deliver, interior ports hand the packet to their peer (and its de
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from kumo.simulation.chains import ChainVerdict, run_chain
 from kumo.simulation.context import Context
 from kumo.simulation.pipeline import Stage
@@ -28,10 +30,27 @@ def enter(ctx: Context, port: PortView) -> None:
     ctx.egress_port = None
     if ctx.tracing:
         ctx.step(port["id"], "port", Stage.PORT_ADMIN, f"enter {port['device_id']} through this port")
-    if port.inbound:  # (no call for the common case of no filter: this is the hot path)
-        verdict = run_chain(ctx, port.inbound, port["id"], "port", Stage.PORT_INBOUND_FILTER)
-        if verdict is not ChainVerdict.ACCEPT:
-            raise ctx.finish(Verdict.DROP, chain_drop(ctx, verdict))
+    filter_or_drop(ctx, port.inbound, port["id"], "port", Stage.PORT_INBOUND_FILTER)
+
+
+def filter_or_drop(
+    ctx: Context,
+    chain_id: str | None,
+    owner_id: str,
+    owner_type: str,
+    stage: str,
+    on_reject: Callable[[], None] | None = None,
+) -> None:
+    """A filter the packet must pass to go on: unless it accepts, the walk ends in a drop with the reason
+    (after `on_reject`, e.g. a router's ICMP error, when a rule rejected)."""
+    if not chain_id:
+        return
+    verdict = run_chain(ctx, chain_id, owner_id, owner_type, stage)
+    if verdict is ChainVerdict.ACCEPT:
+        return
+    if verdict is ChainVerdict.REJECT and on_reject is not None:
+        on_reject()
+    raise ctx.finish(Verdict.DROP, chain_drop(ctx, verdict))
 
 
 def leave(ctx: Context, port: PortView) -> bool:

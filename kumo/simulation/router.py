@@ -25,11 +25,10 @@ from kumo.packet.icmp import (
 from kumo.packet.ipv4 import HEADER as IP_HEADER
 from kumo.packet.ipv4 import PROTO_ICMP
 from kumo.simulation import l4lb, replies
-from kumo.simulation.chains import ChainVerdict, run_chain
 from kumo.simulation.conntrack import five_tuple
 from kumo.simulation.context import Context
 from kumo.simulation.pipeline import Stage
-from kumo.simulation.ports import chain_drop
+from kumo.simulation.ports import filter_or_drop
 from kumo.simulation.result import Generated, LearnWrite, Reason, Verdict
 from kumo.simulation.view import DeviceView, PortView, Route, cidr_to_int, prefix_mask
 
@@ -71,18 +70,13 @@ def process(ctx: Context, router: DeviceView, in_port: PortView) -> PortView:
         ctx.step(rid, "router", Stage.ROUTER_L2_CHECK, f"ethertype {eth_type:#06x} is not IPv4: drop")
         raise ctx.finish(Verdict.DROP, Reason.NOT_IPV4)
 
+    def prohibited() -> None:  # what a filter's reject rule answers
+        _icmp_error(ctx, rid, in_port, DEST_UNREACH, ADMIN_PROHIBITED, "ICMP admin prohibited")
+
     has_vips = rid in ctx.topology.vips
     if has_vips:
         l4lb.reverse(ctx, rid)
-    verdict = (
-        run_chain(ctx, router.inbound, rid, "router", Stage.ROUTER_PRE_ROUTING)
-        if router.inbound
-        else ChainVerdict.ACCEPT
-    )
-    if verdict is not ChainVerdict.ACCEPT:
-        if verdict is ChainVerdict.REJECT:
-            _icmp_error(ctx, rid, in_port, DEST_UNREACH, ADMIN_PROHIBITED, "ICMP admin prohibited")
-        raise ctx.finish(Verdict.DROP, chain_drop(ctx, verdict))
+    filter_or_drop(ctx, router.inbound, rid, "router", Stage.ROUTER_PRE_ROUTING, prohibited)
     if has_vips:
         l4lb.balance(ctx, rid)
 
@@ -96,7 +90,7 @@ def process(ctx: Context, router: DeviceView, in_port: PortView) -> PortView:
         raise ctx.finish(Verdict.DROP, Reason.BLACKHOLE_ROUTE)
     if route.type == "reject":
         ctx.step(rid, "router", Stage.ROUTER_ROUTING, f"reject route {route.id}")
-        _icmp_error(ctx, rid, in_port, DEST_UNREACH, ADMIN_PROHIBITED, "ICMP admin prohibited")
+        prohibited()
         raise ctx.finish(Verdict.DROP, Reason.REJECT_ROUTE)
     if route.type == "local":
         _local(ctx, rid, in_port)
@@ -119,15 +113,7 @@ def process(ctx: Context, router: DeviceView, in_port: PortView) -> PortView:
     ctx.ttl_decrement += 1
 
     ctx.egress_port = out_port["id"]
-    verdict = (
-        run_chain(ctx, router.outbound, rid, "router", Stage.ROUTER_POST_ROUTING)
-        if router.outbound
-        else ChainVerdict.ACCEPT
-    )
-    if verdict is not ChainVerdict.ACCEPT:
-        if verdict is ChainVerdict.REJECT:
-            _icmp_error(ctx, rid, in_port, DEST_UNREACH, ADMIN_PROHIBITED, "ICMP admin prohibited")
-        raise ctx.finish(Verdict.DROP, chain_drop(ctx, verdict))
+    filter_or_drop(ctx, router.outbound, rid, "router", Stage.ROUTER_POST_ROUTING, prohibited)
 
     _next_hop(ctx, rid, route, out_port)
     return out_port

@@ -188,9 +188,6 @@ class Snapshot:
         return snap
 
     # --- lookups the stages use -----------------------------------------------------------------------
-    def device(self, device_id: str) -> tuple[str, DeviceView] | None:
-        return self.devices.get(device_id)
-
     def exterior_ports(self, device_id: str) -> list[PortView]:
         return [p for p in self.device_ports.get(device_id, []) if p.get("peer_id") is None]
 
