@@ -40,7 +40,7 @@ from kumo.simulation import simulate
 from kumo.simulation.result import Generated, LearnWrite, SimulationResult, StateWrite, Verdict
 from kumo.simulation.view import Snapshot, snapshot_of
 from kumo.simulation.wildcard import WildcardTable
-from kumo.topology.state import ARP_TABLE, MAC_TABLE, arp_key, mac_key, register_host
+from kumo.topology.state import ARP_TABLE, MAC_TABLE, arp_key, mac_key, parse_arp_key, register_host
 from kumo.topology.store.base import Change, Session, StateChange, Store
 
 log = logging.getLogger("kumo.agent")
@@ -139,9 +139,8 @@ class Agent:
             "adopted" if self.datapath.adopted else "(fresh datapath)",
         )
 
-    def stop(self, remove_datapath: bool = False) -> None:
-        """Stop serving. Kernel flows stay and keep forwarding (a restart adopts them) unless
-        `remove_datapath`, which detaches every program and deletes the re-injection pair."""
+    def stop(self) -> None:
+        """Stop serving. Kernel flows stay and keep forwarding (a restart adopts them)."""
         self._stop.set()
         self._wake()
         for watch in self._watches:
@@ -152,10 +151,7 @@ class Agent:
         if self._control is not None:
             self._control.stop()
         with self.lock:
-            if remove_datapath:
-                self.datapath.remove_everything(list(self.bindings.values()))
-            else:
-                self.datapath.close()
+            self.datapath.close()
         if self.session is not None:
             self.session.close()
         os.close(self._wake_r)
@@ -371,8 +367,7 @@ class Agent:
                 if tag is not None:
                     self._invalidate(tag)
                 if event.new is not None and event.table == ARP_TABLE:
-                    router, ip = event.key.split("/", 1)
-                    self._resume(("arp", router, ip))
+                    self._resume(("arp", *parse_arp_key(event.key)))
                 continue
             topology_changed = True
             more = tags_for(event)

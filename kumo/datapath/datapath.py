@@ -88,10 +88,9 @@ class Datapath:
         cfg = Config(inject_ifindex=self.inject_ifindex, upcall_rate=self.upcall_rate, upcall_burst=self.upcall_burst)
         libbpf.update(self.fds["kumo_config"], ctypes.c_uint32(0), cfg)
 
-    def close(self, detach: list[str] | None = None) -> None:
-        """Stop using the datapath. Filters stay attached (flows keep forwarding) unless named in `detach`."""
-        for name in detach or []:
-            self.detach(name)
+    def close(self) -> None:
+        """Stop using the datapath. Filters and maps stay (flows keep forwarding; a new agent adopts them);
+        deleting the namespace, or the interfaces, removes them."""
         if self._ring is not None:
             self._ring.close()
             self._ring = None
@@ -102,14 +101,6 @@ class Datapath:
             self.obj.close()
             self.obj = None
         self.ipr.close()
-
-    def remove_everything(self, interfaces: list[str]) -> None:
-        """Detach from every interface and delete the re-injection pair: the datapath is gone (demo/tests)."""
-        self.close(detach=interfaces)
-        with IPRoute() as ipr:
-            found = ipr.link_lookup(ifname=INJECT_PAIR[0])
-            if found:
-                ipr.link("del", index=found[0])
 
     def _inject_pair(self) -> int:
         found = self.ipr.link_lookup(ifname=INJECT_PAIR[1])
