@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kumo.agent.control import ask
 from kumo.testing.cloud import Cloud, build_cloud
+from kumo.testing.frames import storm_command
 from kumo.testing.netns import VirtualHost, Vm, inside, ip
 
 MTU = 1450
@@ -88,32 +88,28 @@ def veth_baseline(seconds: int) -> float:
         ip("netns", "del", b, check=False)
 
 
-def agent_stats(host: VirtualHost) -> dict[str, Any]:
-    return ask(host.state_dir / "agent.sock", "stats")  # type: ignore[no-any-return]
-
-
 def storm(vm: Vm, sink: Vm, count: int, rate: int, seconds: float) -> subprocess.Popen[str]:
-    args = [sys.executable, "-m", "kumo.testing.frames", "storm", vm.mac, sink.mac, "10.0.1.13", "10.0.1.14"]
-    return vm.popen(*args, str(seconds), str(count), str(rate), stdout=subprocess.PIPE)
+    command = storm_command(vm.mac, sink.mac, "10.0.1.13", "10.0.1.14", seconds, count, rate)
+    return vm.popen(*command, stdout=subprocess.PIPE)
 
 
 def flow_setup(cloud: Cloud, count: int, rate: int) -> dict[str, Any]:
     """Offer `count` new flows at `rate`; the setup rate is measured over the window in which the agent
     installed them (sampled every 20 ms from its counters), not including the generator's start."""
     gen, sink = cloud.vms["gen"], cloud.vms["sink"]
-    before = agent_stats(cloud.host)
+    before = cloud.host.agent_stats()
     base = before["agent"].get("flows_installed", 0)
     proc = storm(gen, sink, count, rate, seconds=count / rate + 5)
     samples: list[tuple[float, int]] = []
     deadline = time.monotonic() + count / rate + 30
     while time.monotonic() < deadline:
-        installed = agent_stats(cloud.host)["agent"].get("flows_installed", 0) - base
+        installed = cloud.host.agent_stats()["agent"].get("flows_installed", 0) - base
         samples.append((time.monotonic(), installed))
         if proc.poll() is not None and len(samples) > 10 and samples[-10][1] == installed:
             break  # the generator is done and nothing more arrived for 200 ms
         time.sleep(0.02)
     sent = int(proc.communicate(timeout=10)[0].strip() or 0)
-    after = agent_stats(cloud.host)
+    after = cloud.host.agent_stats()
     last_count = samples[-1][1]
     first = next((t for t, n in samples if n > 0), samples[-1][0])
     last = next((t for t, n in samples if n == last_count), first)
@@ -138,8 +134,8 @@ def storm_share(cloud: Cloud, rounds: int = 3) -> dict[str, Any]:
         time.sleep(0.5)
         for _ in range(rounds):
             calm.append(vm1.iperf3("10.0.2.13", 2))
-            args = [sys.executable, "-m", "kumo.testing.frames", "storm", gen.mac, sink.mac, "10.0.1.13", "10.0.1.14"]
-            flood = gen.popen("nice", "-n", "19", *args, "4", stdout=subprocess.PIPE)
+            command = storm_command(gen.mac, sink.mac, "10.0.1.13", "10.0.1.14", 4)
+            flood = gen.popen("nice", "-n", "19", *command, stdout=subprocess.PIPE)
             time.sleep(1.0)
             stormy.append(vm1.iperf3("10.0.2.13", 2))
             flood.communicate(timeout=30)
@@ -167,7 +163,7 @@ def invalidation(cloud: Cloud, changes: int) -> dict[str, Any]:
             chain_id=chain["id"], type="drop", nw_proto=17, tp_dst={"start": n + 1, "end": n + 1}
         )
         time.sleep(0.1)
-        took.append(agent_stats(cloud.host)["invalidation_ms"]["last"])
+        took.append(cloud.host.agent_stats()["invalidation_ms"]["last"])
         cloud.api.rules.delete(rule["id"])
         time.sleep(0.1)
     return {"changes": changes, "p50_ms": percentile(took, 0.5), "p99_ms": percentile(took, 0.99), "target_ms": 100}
@@ -252,11 +248,11 @@ def main() -> None:
         result["first_packet_target_p99_ms"] = 1.0
         assert host.api is not None and host.api.proc is not None
         pid = host.api.proc.pid
-        before = agent_stats(host)["kernel_flows"]
+        before = host.agent_stats()["kernel_flows"]
         proc = storm(cloud.vms["gen"], cloud.vms["sink"], args.rss_flows, args.rate, args.rss_flows / args.rate + 10)
         proc.communicate(timeout=args.rss_flows / args.rate + 60)
         time.sleep(2.0)
-        stats = agent_stats(host)
+        stats = host.agent_stats()
         result["agent_rss"] = {
             "kernel_flows": stats["kernel_flows"],
             "kernel_flows_before": before,

@@ -267,6 +267,8 @@ def _living_demo(console: Any, host: Any, client: Client, tmp: Path) -> None:
 
 
 def _firewall_cut(console: Any, client: Client, port: dict[str, Any], src: Any, dst: Any, tmp: Path) -> None:
+    from kumo.testing.stream import last_received
+
     record = tmp / "received"
     stream = ("-m", "kumo.testing.stream")
     server = dst.popen(sys.executable, *stream, "server", "80", str(record))
@@ -277,11 +279,11 @@ def _firewall_cut(console: Any, client: Client, port: dict[str, Any], src: Any, 
         chain = client.chains.create(name="db-2-guard")
         client.ports.update(port["id"], outbound_filter_id=chain["id"])  # an empty filter: accepts all
         time.sleep(1.5)
-        flowing = time.time() - _last(record)
+        flowing = time.time() - last_received(record)
         cut = time.time()
         rule = client.rules.create(chain_id=chain["id"], type="drop", nw_proto=6, tp_dst={"start": 80, "end": 80})
         time.sleep(1.5)
-        stopped = _last(record)
+        stopped = last_received(record)
         console.print(
             f"stream flowing (last bytes {flowing * 1000:.0f} ms before the rule); rule added: the last bytes "
             f"arrived {(stopped - cut) * 1000:+.0f} ms from the API call, none in the "
@@ -289,19 +291,12 @@ def _firewall_cut(console: Any, client: Client, port: dict[str, Any], src: Any, 
         )
         client.rules.delete(rule["id"])
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and _last(record) == stopped:
+        while time.monotonic() < deadline and last_received(record) == stopped:
             time.sleep(0.1)
-        resumed = _last(record) > stopped
+        resumed = last_received(record) > stopped
         console.print("rule removed: the connection " + ("resumed" if resumed else "did not resume within 10 s"))
     finally:
         for proc in (client_proc, server):
             if proc is not None:
                 proc.kill()
                 proc.wait()
-
-
-def _last(record: Path) -> float:
-    try:
-        return float(record.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 0.0

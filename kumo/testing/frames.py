@@ -76,6 +76,14 @@ def fuzz(src_mac: str, dst_mac: str, count: int, seed: int) -> None:
                 sock.send(frame)
 
 
+def storm_command(
+    src_mac: str, dst_mac: str, src: str, dst: str, seconds: float, count: int = 10**9, rate: int = 0
+) -> list[str]:
+    """The command that runs `storm` (in a VM's namespace, through `Vm.popen`); rate 0: unpaced."""
+    args = [src_mac, dst_mac, src, dst, str(seconds), str(count), str(rate)]
+    return [sys.executable, "-m", "kumo.testing.frames", "storm", *args]
+
+
 def storm(src_mac: str, dst_mac: str, src: str, dst: str, seconds: float, count: int = 10**9, rate: float = 0) -> None:
     s, d = ip_to_int(src), ip_to_int(dst)
     start = time.monotonic()
@@ -101,7 +109,5 @@ if __name__ == "__main__":
     if sys.argv[1] == "fuzz":
         fuzz(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
     else:
-        extra = [int(sys.argv[7])] if len(sys.argv) > 7 else []
-        if len(sys.argv) > 8:
-            extra.append(int(sys.argv[8]))
+        extra = [int(a) for a in sys.argv[7:9]]  # [COUNT [RATE]]
         storm(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], float(sys.argv[6]), *extra)

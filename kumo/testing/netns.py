@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kumo.client import Client
 from kumo.testing.processes import ApiProcess
@@ -148,6 +149,12 @@ class VirtualHost:
         with contextlib.suppress(OSError):  # no IPv6 chatter (router solicitations) in the tests' captures
             vm.run("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
         return vm
+
+    def agent_stats(self) -> dict[str, Any]:
+        """What `kumo agent stats` shows, asked straight from the agent's control socket."""
+        from kumo.agent.control import ask
+
+        return ask(self.state_dir / "agent.sock", "stats")  # type: ignore[no-any-return]
 
     def kumo(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """The `kumo` CLI inside the host namespace, against this host's API and agent."""

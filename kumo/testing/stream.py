@@ -7,6 +7,15 @@ import os
 import socket
 import sys
 import time
+from pathlib import Path
+
+
+def last_received(path: Path) -> float:
+    """The time a server recorded in `path` (0 before the first bytes)."""
+    try:
+        return float(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def server(port: int, path: str) -> None:

@@ -22,11 +22,6 @@ def kernel_flows(cloud: Cloud) -> list[dict[str, Any]]:
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
-def stats(cloud: Cloud) -> dict[str, Any]:
-    done = cloud.host.kumo("--json", "agent", "stats", "--state-dir", str(cloud.host.state_dir))
-    return json.loads(done.stdout)  # type: ignore[no-any-return]
-
-
 def test_a_change_removes_exactly_the_flows_that_depended_on_it(cloud: Cloud) -> None:
     web1, web2 = cloud.attach("w1", "web", "10.0.1.11/24"), cloud.attach("w2", "web", "10.0.1.12/24")
     db1, db2 = cloud.attach("d1", "db", "10.0.2.11/24"), cloud.attach("d2", "db", "10.0.2.12/24")
@@ -60,7 +55,7 @@ def test_idle_flows_expire(quick_cloud: Cloud) -> None:
     while time.monotonic() < deadline and kernel_flows(quick_cloud):
         time.sleep(0.5)
     assert kernel_flows(quick_cloud) == []
-    assert stats(quick_cloud)["agent"]["flows_expired"] > 0
+    assert quick_cloud.host.agent_stats()["agent"]["flows_expired"] > 0
 
 
 def test_an_interface_that_goes_and_comes_back_is_followed(cloud: Cloud) -> None:
@@ -72,4 +67,4 @@ def test_an_interface_that_goes_and_comes_back_is_followed(cloud: Cloud) -> None
     cloud.host.plug(vm2)
     vm2.address("10.0.1.12/24")
     assert wait_ping(vm1, "10.0.1.12", within=10)
-    assert stats(cloud)["agent"]["interfaces_lost"] >= 1
+    assert cloud.host.agent_stats()["agent"]["interfaces_lost"] >= 1

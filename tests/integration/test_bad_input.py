@@ -9,15 +9,10 @@ import sys
 import time
 
 from kumo.testing.cloud import Cloud
+from kumo.testing.frames import storm_command
 from tests.integration.test_bridge_router import wait_ping
 
 FRAMES = ("-m", "kumo.testing.frames")
-
-
-def agent_stats(cloud: Cloud) -> dict:  # type: ignore[type-arg]
-    done = cloud.host.kumo("--json", "agent", "stats", "--state-dir", str(cloud.host.state_dir))
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
 def test_thousands_of_malformed_frames_leave_the_agent_answering(cloud: Cloud) -> None:
@@ -31,7 +26,7 @@ def test_thousands_of_malformed_frames_leave_the_agent_answering(cloud: Cloud) -
     for vm in (vm1, vm2):
         vm.run("ip", "neigh", "flush", "all", check=True)
     assert wait_ping(vm1, "10.0.1.12") and wait_ping(vm2, "10.0.1.11")
-    stats = agent_stats(cloud)
+    stats = cloud.host.agent_stats()
     assert stats["agent"].get("agent_errors", 0) == 0, stats["agent"]
     assert stats["datapath"]["malformed"] > 0  # the program saw them, counted and dropped them
     assert cloud.host.api is not None and cloud.host.api.proc is not None and cloud.host.api.proc.poll() is None
@@ -49,7 +44,7 @@ def test_an_upcall_storm_does_not_stop_an_established_stream(cloud: Cloud) -> No
     try:
         time.sleep(0.5)
         # the storming VM's generator runs at the lowest CPU priority: a real VM brings its own vCPUs
-        generator = [sys.executable, *FRAMES, "storm", storm.mac, sink.mac, "10.0.1.13", "10.0.1.14", "6"]
+        generator = storm_command(storm.mac, sink.mac, "10.0.1.13", "10.0.1.14", 6)
         flood = storm.popen("nice", "-n", "19", *generator, stdout=subprocess.PIPE)
         time.sleep(1.0)
         done = vm1.run("iperf3", "-c", "10.0.1.12", "-t", "4", "-i", "1", "-J", timeout=40)
@@ -59,6 +54,6 @@ def test_an_upcall_storm_does_not_stop_an_established_stream(cloud: Cloud) -> No
         server.wait()
     assert done.returncode == 0, done.stdout[-2000:]
     seconds = [i["sum"]["bytes"] for i in json.loads(done.stdout)["intervals"]]
-    stats = agent_stats(cloud)
+    stats = cloud.host.agent_stats()
     assert sent > 10_000 and stats["datapath"]["upcall_rate_limited"] > 0  # a real storm, held back in BPF
     assert len(seconds) >= 4 and min(seconds) > 0, seconds

@@ -12,16 +12,10 @@ from pathlib import Path
 
 from kumo.testing.cloud import Cloud
 from kumo.testing.netns import Vm
+from kumo.testing.stream import last_received
 from tests.integration.test_bridge_router import wait_ping
 
 STREAM = ("-m", "kumo.testing.stream")
-
-
-def last_received(path: Path) -> float:
-    try:
-        return float(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 0.0
 
 
 @contextmanager
