@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 from collections.abc import Callable
 from typing import Any
@@ -189,22 +190,21 @@ def update_batch(fd: int, keys: ctypes.Array[Any], values: ctypes.Array[Any]) ->
     check(rc, f"batch map update ({count.value} of {len(keys)} done)")
 
 
+def _found(rc: int, what: str) -> bool:
+    """True on success, False when the key is not in the map (ENOENT); any other failure raises."""
+    if rc >= 0:
+        return True
+    if rc == -errno.ENOENT or ctypes.get_errno() == errno.ENOENT:
+        return False
+    raise _fail(what, rc if rc != -1 else None)
+
+
 def lookup(fd: int, key: Any, value: Any) -> bool:
-    rc = lib().bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(value))
-    if rc < 0:
-        if ctypes.get_errno() == 2 or rc == -2:  # ENOENT
-            return False
-        raise _fail("map lookup", rc if rc != -1 else None)
-    return True
+    return _found(lib().bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(value)), "map lookup")
 
 
 def delete(fd: int, key: Any) -> bool:
-    rc = lib().bpf_map_delete_elem(fd, ctypes.byref(key))
-    if rc < 0:
-        if ctypes.get_errno() == 2 or rc == -2:
-            return False
-        raise _fail("map delete", rc if rc != -1 else None)
-    return True
+    return _found(lib().bpf_map_delete_elem(fd, ctypes.byref(key)), "map delete")
 
 
 def keys(fd: int, key_type: type[ctypes.Structure]) -> list[ctypes.Structure]:
