@@ -42,10 +42,10 @@ def complete_checksum(frame: bytes) -> bytes:
     pseudo = pseudo_header(src, dst, proto, end - l4)
     segment = frame[l4:end]
     stored = struct.unpack_from("!H", frame, field)[0]
-    if (proto == _UDP and stored == 0) or internet_checksum(pseudo + segment) == 0:
-        return frame  # no checksum (UDP) or already complete
-    if stored != _fold(pseudo):
-        return frame  # not a partial checksum: wrong, and left so
+    if (proto == _UDP and stored == 0) or stored != _fold(pseudo):
+        return frame  # no checksum (UDP), or not a partial one: complete, or wrong and left so
+    if internet_checksum(pseudo + segment) == 0:
+        return frame  # (a complete checksum that happens to equal the pseudo-header sum)
     zeroed = segment[: field - l4] + b"\x00\x00" + segment[field - l4 + 2 :]
     value = internet_checksum(pseudo + zeroed)
     if proto == _UDP and value == 0:
