@@ -75,16 +75,17 @@ def test_floating_ip_both_ways(cloud: Cloud) -> None:
     assert shown(back) == {"ip_dst": "10.0.1.11"} and cloud.names(back.egress_port_ids) == ["vm1"]
 
 
-def test_dynamic_snat_gives_each_flow_its_own_port_and_reverses_replies(cloud: Cloud) -> None:
+def uplink_snat(cloud: Cloud, port_from: int, port_to: int) -> str:
+    """SNAT to 192.0.2.2:port_from-port_to for traffic leaving by the uplink; returns the pre-routing chain."""
     known_neighbours(cloud)
     pre, post = nat_chains(cloud)
-    rule(
-        cloud,
-        post,
-        type="snat",
-        out_port_ids=[cloud["uplink"]],
-        nat_targets=[{"address_from": "192.0.2.2", "address_to": "192.0.2.2", "port_from": 20000, "port_to": 20099}],
-    )
+    target = {"address_from": "192.0.2.2", "address_to": "192.0.2.2", "port_from": port_from, "port_to": port_to}
+    rule(cloud, post, type="snat", out_port_ids=[cloud["uplink"]], nat_targets=[target])
+    return pre
+
+
+def test_dynamic_snat_gives_each_flow_its_own_port_and_reverses_replies(cloud: Cloud) -> None:
+    pre = uplink_snat(cloud, 20000, 20099)
     rule(cloud, pre, type="rev_snat", in_port_ids=[cloud["uplink"]])
     flows = [
         ("vm1", VM1_MAC, "rtr-web", "10.0.1.11"),
@@ -106,15 +107,7 @@ def test_dynamic_snat_gives_each_flow_its_own_port_and_reverses_replies(cloud: C
 
 
 def test_snat_of_icmp_echo_uses_the_identifier_and_can_run_out(cloud: Cloud) -> None:
-    known_neighbours(cloud)
-    pre, post = nat_chains(cloud)
-    rule(
-        cloud,
-        post,
-        type="snat",
-        out_port_ids=[cloud["uplink"]],
-        nat_targets=[{"address_from": "192.0.2.2", "address_to": "192.0.2.2", "port_from": 7000, "port_to": 7000}],
-    )
+    pre = uplink_snat(cloud, 7000, 7000)
     first = cloud.send("vm1", ping_frame(VM1_MAC, rmac(cloud, "rtr-web"), "10.0.1.11", "198.51.100.7", ident=1))
     assert shown(first) == {"ip_src": "192.0.2.2", "icmp_id": 7000}
     rule(cloud, pre, type="rev_snat")
