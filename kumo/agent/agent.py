@@ -52,6 +52,7 @@ PARK_MAX = 64  # packets parked per next hop (the rest are dropped and counted)
 HOUSEKEEPING_PERIOD = 0.1  # seconds between housekeeping rounds (parked packets, interfaces)
 EXPIRY_PERIOD = 1.0  # seconds between passes over the flows for idle expiry
 EXPIRY_BATCH = 200  # flows checked between two short holds of the lock
+LATENCY_SAMPLES = 4096  # upcall -> re-injection times kept for `kumo agent stats`
 
 
 class Agent:
@@ -94,7 +95,8 @@ class Agent:
         os.set_blocking(self._wake_w, False)
         self._upcalls: list[bytes] = []  # records of the current ring round
         self._pending: dict[bytes, tuple[FlowKey, FlowValue]] = {}  # flows to install at the round's end
-        self._injects: list[tuple[bytes, int]] = []  # first packets to execute once those are installed
+        self._injects: list[tuple[bytes, int, int]] = []  # (frame, ifindex, queued_ns) once installed
+        self.upcall_latency_us: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
         self._values: dict[tuple[int, tuple[int, ...]], tuple[SimulationResult, FlowValue]] = {}
         self._next_follow = 0.0
         self._threads: list[threading.Thread] = []
@@ -208,8 +210,10 @@ class Agent:
             self.datapath.install_many(list(self._pending.values()))
             self._pending.clear()
         injects, self._injects = self._injects, []
-        for frame, ifindex in injects:
+        for frame, ifindex, queued_ns in injects:
             self.datapath.inject(frame, ifindex)
+            if queued_ns:
+                self.upcall_latency_us.append((time.monotonic_ns() - queued_ns) / 1000)
 
     def _serve(self, raw: bytes) -> None:
         self.counters["upcalls"] += 1
@@ -222,9 +226,12 @@ class Agent:
         if port_id is None:
             self.counters["drop.unbound_interface"] += 1
             return
-        self._process(frame, head.in_port, port_id, truncated=head.len > head.cap_len, reason=head.reason)
+        truncated = head.len > head.cap_len
+        self._process(frame, head.in_port, port_id, truncated=truncated, reason=head.reason, queued_ns=head.queued_ns)
 
-    def _process(self, frame: bytes, ifindex: int, port_id: str, truncated: bool, reason: int) -> None:
+    def _process(
+        self, frame: bytes, ifindex: int, port_id: str, truncated: bool, reason: int, queued_ns: int = 0
+    ) -> None:
         try:
             match = parse_frame(frame, port_id)
         except PacketError:
@@ -258,7 +265,7 @@ class Agent:
         if outputs and truncated:
             self.counters["truncated_not_reinjected"] += 1  # a GSO packet: the sender retransmits
         elif outputs:
-            self._injects.append((complete_checksum(frame), ifindex))
+            self._injects.append((complete_checksum(frame), ifindex, queued_ns))
             self.counters["reinjected"] += 1
 
     def _value_of(self, result: SimulationResult, outputs: list[int]) -> FlowValue:
@@ -628,9 +635,20 @@ class Agent:
                 "wildcard_flows": len(self.wildcard),
                 "parked": sum(len(w) for w in self.parked.values()),
                 "invalidation_ms": self.invalidation_ms,
+                "upcall_to_reinject_us": _percentiles(self.upcall_latency_us),
                 "agent": dict(sorted(self.counters.items())),
                 "datapath": self.datapath.stats(),
             }
+
+
+def _percentiles(samples: collections.deque[float]) -> dict[str, float | int]:
+    """p50/p99/max of the last samples: the agent's share of a first packet's latency (from the kernel
+    queueing the upcall to the re-injected packet handed back to the kernel)."""
+    ordered = sorted(samples)
+    if not ordered:
+        return {"samples": 0}
+    at = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)  # noqa: E731
+    return {"samples": len(ordered), "p50": at(0.5), "p99": at(0.99), "max": round(ordered[-1], 1)}
 
 
 def _drain(fd: int) -> None:

@@ -93,6 +93,11 @@ def agent_stats(stats: dict[str, Any], as_json: bool = False) -> None:
     summary = {k: v for k, v in stats.items() if not isinstance(v, dict)}
     if "invalidation_ms" in stats:
         summary["invalidation"] = "last {last} ms, max {max} ms".format(**stats["invalidation_ms"])
+    latency = stats.get("upcall_to_reinject_us", {})
+    if latency.get("samples"):
+        summary["upcall to re-injection"] = "p50 {p50} µs, p99 {p99} µs, max {max} µs ({samples} packets)".format(
+            **latency
+        )
     print_object(summary, title="agent")
     for section in ("agent", "datapath"):
         rows = [{"counter": k, "value": v} for k, v in stats.get(section, {}).items()]

@@ -118,6 +118,7 @@ class UpcallHeader(ctypes.Structure):
         ("len", ctypes.c_uint32),
         ("cap_len", ctypes.c_uint32),
         ("reason", ctypes.c_uint32),
+        ("queued_ns", ctypes.c_uint64),  # CLOCK_MONOTONIC, as time.monotonic_ns()
     ]
 
 

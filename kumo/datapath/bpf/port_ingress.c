@@ -213,6 +213,7 @@ static __always_inline int upcall(struct __sk_buff *skb, __u32 in_port, __u32 re
 	u->len = skb->len;
 	u->cap_len = cap;
 	u->reason = reason;
+	u->queued_ns = bpf_ktime_get_ns();
 	if (skb->len > cap)
 		count(KUMO_ST_UPCALL_TRUNCATED);
 	bpf_ringbuf_submit(u, 0);

@@ -88,6 +88,7 @@ struct kumo_upcall {
 	__u32 len;          /* the packet's length; larger than cap_len when truncated (GSO) */
 	__u32 cap_len;      /* bytes copied into data */
 	__u32 reason;
+	__u64 queued_ns;    /* bpf_ktime_get_ns() when queued: the agent measures its share of first-packet latency */
 	__u8 data[KUMO_SNAP];
 };
 
