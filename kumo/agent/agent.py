@@ -28,9 +28,10 @@ from typing import Any
 from kumo.agent.flows import FlowBook, KernelFlow
 from kumo.agent.invalidation import tags_for
 from kumo.agent.learned import AgentLearned, arp_tag, mac_tag
-from kumo.datapath.actions import describe_actions, describe_key, flow_key, flow_value
+from kumo.agent.topology import TopologyCache
+from kumo.datapath.actions import Out, describe_actions, describe_key, flow_key, flow_value
 from kumo.datapath.datapath import Datapath
-from kumo.datapath.layout import UPCALL_INJECT_MISS, UPCALL_MISS, Action, FlowKey, FlowValue, UpcallHeader
+from kumo.datapath.layout import MAX_OUT, UPCALL_INJECT_MISS, UPCALL_MISS, Action, FlowKey, FlowValue, UpcallHeader
 from kumo.datapath.offload import complete_checksum
 from kumo.flowstate.local import LocalFlowState
 from kumo.packet import PacketError, int_to_ip, ip_to_int, is_multicast_mac
@@ -38,9 +39,9 @@ from kumo.packet.flowmatch import BIT, FlowMatch
 from kumo.packet.frame import parse_frame
 from kumo.simulation import simulate
 from kumo.simulation.result import Generated, LearnWrite, SimulationResult, StateWrite, Verdict
-from kumo.simulation.view import Snapshot, snapshot_of
+from kumo.simulation.view import Snapshot
 from kumo.simulation.wildcard import WildcardTable
-from kumo.topology.state import ARP_TABLE, MAC_TABLE, arp_key, mac_key, parse_arp_key, register_host
+from kumo.topology.state import ARP_TABLE, HOSTS_ALIVE, MAC_TABLE, arp_key, mac_key, parse_arp_key, register_host
 from kumo.topology.store.base import Change, Session, StateChange, Store
 
 log = logging.getLogger("kumo.agent")
@@ -66,9 +67,11 @@ class Agent:
         stateful_idle_timeout: float = 30.0,
         max_flows: int = 100_000,
         datapath: Datapath | None = None,
+        tunnel_ip: str | None = None,
     ) -> None:
         self.store = store
         self.host_id = host_id
+        self.tunnel_ip = tunnel_ip  # reported in the host's addresses; zones' members name the address used
         self.state_dir = state_dir
         self.idle_timeout = idle_timeout
         self.stateful_idle_timeout = stateful_idle_timeout
@@ -79,6 +82,8 @@ class Agent:
         self.wildcard = WildcardTable()
         self.book = FlowBook()
         self.snapshot = Snapshot()
+        self.topology = TopologyCache()
+        self.tunnel_peers: dict[str, int] = {}  # host id -> tunnel IP, for hosts sharing a tunnel zone with this one
         self.counters: collections.Counter[str] = collections.Counter()
         self.lock = threading.RLock()
         self.bindings: dict[str, str] = {}  # port id -> interface name (ports bound to this host)
@@ -97,7 +102,8 @@ class Agent:
         self._pending: dict[bytes, tuple[FlowKey, FlowValue]] = {}  # flows to install at the round's end
         self._injects: list[tuple[bytes, int, int]] = []  # (frame, ifindex, queued_ns) once installed
         self.upcall_latency_us: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
-        self._values: dict[tuple[int, tuple[int, ...]], tuple[SimulationResult, FlowValue]] = {}
+        self._values: dict[tuple[int, tuple[Out, ...]], tuple[SimulationResult, FlowValue]] = {}
+        self._warned: set[str] = set()  # hosts without a tunnel, warned about once
         self._next_follow = 0.0
         self._threads: list[threading.Thread] = []
         self._watches: list[Any] = []
@@ -110,16 +116,20 @@ class Agent:
         # upcall it gets the GIL within 0.5 ms instead of the default 5 ms.
         sys.setswitchinterval(0.0005)
         self.session = self.store.open_session()
-        register_host(self.store, self.session, self.host_id, name=socket.gethostname())
+        addresses = [self.tunnel_ip] if self.tunnel_ip else []
+        register_host(self.store, self.session, self.host_id, name=socket.gethostname(), addresses=addresses)
         self.datapath.start()
         self._watches = [
             self.store.watch(self._queue_event),
             self.store.state_watch(MAC_TABLE, self._queue_event),
             self.store.state_watch(ARP_TABLE, self._queue_event),
+            self.store.state_watch(HOSTS_ALIVE, self._queue_event),
         ]
         with self.lock:
             self.learned.load(self.store)
+            self.topology.load(self.store)
             self._rebuild()
+            self.datapath.keep_vnis(self._local_vnis())  # (adopted entries of ports no longer here go)
             self._adopt_flows()
         from kumo.agent.control import ControlServer
 
@@ -268,7 +278,7 @@ class Agent:
             self._injects.append((complete_checksum(frame), ifindex, queued_ns))
             self.counters["reinjected"] += 1
 
-    def _value_of(self, result: SimulationResult, outputs: list[int]) -> FlowValue:
+    def _value_of(self, result: SimulationResult, outputs: list[Out]) -> FlowValue:
         """The kernel actions of a result, made once per (result, outputs): wildcard hits share them."""
         cache_key = (id(result), tuple(outputs))
         cached = self._values.get(cache_key)
@@ -280,15 +290,53 @@ class Agent:
         self._values[cache_key] = (result, value)  # (holding the result keeps its id from being reused)
         return value
 
-    def _outputs(self, result: SimulationResult) -> list[int]:
+    def _outputs(self, result: SimulationResult) -> list[Out]:
         outputs = []
         for port_id in result.egress_port_ids:
             ifindex = self.ifindex_of_port.get(port_id)
-            if ifindex is None:
-                self.counters["egress_not_local"] += 1  # bound elsewhere (tunnels), or its interface is gone
-            else:
-                outputs.append(ifindex)
+            out = Out(ifindex) if ifindex is not None else self._tunnel_to(port_id)
+            if out is not None:
+                outputs.append(out)
+        if len(outputs) > MAX_OUT:
+            self.counters["flood_truncated"] += 1  # the kernel action holds MAX_OUT outputs
         return outputs
+
+    def _tunnel_to(self, port_id: str) -> Out | None:
+        """The tunnel to a port bound to another host: VNI = its tunnel key, remote = its host's tunnel IP in a
+        zone both hosts are members of."""
+        port = self.snapshot.ports.get(port_id)
+        host = port.get("host_id") if port is not None else None
+        if port is None or not host or not port.get("interface_name"):
+            self.counters["egress_unbound"] += 1
+            return None
+        if host == self.host_id:
+            self.counters["egress_not_local"] += 1  # bound here, but its interface is not (yet) there
+            return None
+        remote = self.tunnel_peers.get(host)
+        if remote is None or not self.datapath.vxlan_ifindex:
+            self.counters["drop.no_tunnel"] += 1
+            if host not in self._warned:
+                self._warned.add(host)
+                log.warning(
+                    "no tunnel to host %s (port %s): %s",
+                    host,
+                    port_id,
+                    "the VXLAN device could not be created here"
+                    if not self.datapath.vxlan_ifindex
+                    else f"put hosts {self.host_id} and {host} in one tunnel zone "
+                    "(PUT /v1/tunnel_zones/{id}/members/{host_id})",
+                )
+            return None
+        return Out(self.datapath.vxlan_ifindex, port["tunnel_key"], remote)
+
+    def _local_vnis(self) -> dict[int, int]:
+        """VNI -> ifindex for the ports attached here: what the VXLAN program delivers without an upcall."""
+        out = {}
+        for port_id, ifindex in self.ifindex_of_port.items():
+            port = self.snapshot.ports.get(port_id)
+            if port is not None and port.get("tunnel_key"):
+                out[port["tunnel_key"]] = ifindex
+        return out
 
     def _learn(self, writes: list[LearnWrite]) -> None:
         session = self.session
@@ -338,12 +386,17 @@ class Agent:
             self._send_local(port_id, generated.frame)
 
     def _send_local(self, port_id: str, frame: bytes) -> None:
+        """A generated frame out of a port: its local interface, or through the tunnel to its host."""
         interface = self.bindings.get(port_id)
-        if interface is None or port_id not in self.ifindex_of_port:
-            self.counters["generated_not_local"] += 1
-            return
         try:
-            self.datapath.send(interface, frame)
+            if interface is not None and port_id in self.ifindex_of_port:
+                self.datapath.send(interface, frame)
+            else:
+                tunnel = self._tunnel_to(port_id)
+                if tunnel is None:
+                    self.counters["generated_not_sent"] += 1
+                    return
+                self.datapath.send_tunnel(tunnel.tunnel_key, tunnel.remote, frame)
             self.counters["generated_sent"] += 1
         except OSError:
             self.counters["generated_send_error"] += 1
@@ -369,6 +422,13 @@ class Agent:
         while self._events:
             queued, event = self._events.popleft()
             first = queued if first is None else first
+            if isinstance(event, StateChange) and event.table == HOSTS_ALIVE:
+                if self.topology.apply_alive(event):  # routes through its exterior ports come or go
+                    topology_changed = True
+                    tags = (
+                        None if tags is None else tags | {f"routes:{r}" for r in self.topology.routers_via(event.key)}
+                    )
+                continue
             if isinstance(event, StateChange):
                 tag = self.learned.apply(event)
                 if tag is not None:
@@ -377,6 +437,13 @@ class Agent:
                     self._resume(("arp", *parse_arp_key(event.key)))
                 continue
             topology_changed = True
+            if event.op == "resync":
+                self.topology.load(self.store)  # fell behind the change log: read everything again
+            else:
+                self.topology.apply(event)
+            if event.kind == "hosts":  # a host registering for the first time starts alive or dead
+                more_hosts = {f"routes:{r}" for r in self.topology.routers_via(event.id)}
+                tags = None if tags is None else tags | more_hosts
             more = tags_for(event)
             tags = None if more is None or tags is None else tags | more
         if topology_changed:
@@ -392,7 +459,8 @@ class Agent:
 
     def _rebuild(self) -> None:
         """A new snapshot of the topology, and the bindings of this host's ports followed."""
-        self.snapshot = snapshot_of(self.store)
+        self.snapshot = self.topology.snapshot()
+        self.tunnel_peers = self.topology.tunnel_peers(self.host_id)
         bound = {
             p["id"]: p["interface_name"]
             for p in self.snapshot.ports.values()
@@ -413,6 +481,10 @@ class Agent:
             return  # not there yet: housekeeping retries (API.md: binding ahead of the interface is fine)
         self.ifindex_of_port[port_id] = ifindex
         self.port_of_ifindex[ifindex] = port_id
+        port = self.snapshot.ports.get(port_id)
+        tunnel_key = port.get("tunnel_key") if port is not None else None
+        if tunnel_key:
+            self.datapath.set_vni(tunnel_key, ifindex)
         self.counters["interfaces_attached"] += 1
         log.info("port %s: attached to %s (ifindex %d)", port_id, interface, ifindex)
 
@@ -429,6 +501,7 @@ class Agent:
         self._invalidate(f"port:{port_id}")
 
     def _remove_in_port(self, ifindex: int) -> None:
+        self.datapath.forget_vnis_of(ifindex)
         for raw, flow in list(self.book.flows.items()):
             if flow.key.in_port == ifindex:
                 self._remove_flow(raw)

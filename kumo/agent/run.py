@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import signal
@@ -31,7 +32,7 @@ class AgentOptions:
     upcall_rate: int = DEFAULT_UPCALL_RATE  # upcalls per second per VM interface (BPF token bucket)
     upcall_burst: int = DEFAULT_UPCALL_BURST
 
-    def agent(self, store: Store, host_id: str, state_dir: Path) -> Agent:
+    def agent(self, store: Store, host_id: str, state_dir: Path, tunnel_ip: str | None = None) -> Agent:
         from kumo.agent.agent import Agent
         from kumo.datapath.datapath import Datapath
 
@@ -43,6 +44,7 @@ class AgentOptions:
             stateful_idle_timeout=self.stateful_idle_timeout,
             max_flows=self.max_flows,
             datapath=Datapath(self.upcall_rate, self.upcall_burst),
+            tunnel_ip=tunnel_ip,
         )
 
 
@@ -79,7 +81,9 @@ def start_agent(store: Store, state_dir: Path, options: AgentOptions, host_id: s
     return agent
 
 
-def run_agent(store_url: str, state_dir: Path, host_id: str | None, options: AgentOptions) -> None:
+def run_agent(
+    store_url: str, state_dir: Path, host_id: str | None, options: AgentOptions, tunnel_ip: str | None = None
+) -> None:
     """`kumo agent`: serve until SIGINT/SIGTERM; kernel flows stay behind and keep forwarding."""
     from kumo.topology.store import open_store
 
@@ -89,13 +93,21 @@ def run_agent(store_url: str, state_dir: Path, host_id: str | None, options: Age
             "for separate agents use --store zookeeper://HOST:PORT/CHROOT",
             code="embedded_store",
         )
+    if tunnel_ip is not None:
+        try:
+            ipaddress.IPv4Address(tunnel_ip)
+        except ValueError:
+            raise KumoError(
+                f"--tunnel-ip {tunnel_ip!r} is not an IPv4 address: give this host's underlay address, e.g. 10.0.0.5",
+                code="bad_tunnel_ip",
+            ) from None
     check_privileges()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = open_store(store_url)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    agent = options.agent(store, host_id_for(state_dir, host_id), state_dir)
+    agent = options.agent(store, host_id_for(state_dir, host_id), state_dir, tunnel_ip)
     try:
         agent.start()
         done.wait()

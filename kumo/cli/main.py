@@ -108,7 +108,10 @@ def api(store: str, listen: str) -> None:
 @cli.group(invoke_without_command=True)
 @click.option("--host-id", help="This host's id (default: generated once, kept in <state-dir>/host_id).")
 @click.option("--store", help="zookeeper://host:port[,...]/chroot (the embedded store runs in `kumo up`).")
-@click.option("--tunnel-ip", help="This host's underlay address for VXLAN tunnels (multi-host; not yet used).")
+@click.option(
+    "--tunnel-ip",
+    help="This host's underlay address, reported with the host; tunnels use the address of its tunnel-zone membership.",
+)
 @click.option("--flow-state", default="local", show_default=True, help="local (redis:// arrives later).")
 @STATE_DIR
 @agent_options
@@ -132,7 +135,7 @@ def agent(
         raise KumoError(f"--flow-state {flow_state}: only `local` is available in this release", code="unsupported")
     from kumo.agent.run import run_agent
 
-    run_agent(store, state_dir, host_id, _options(**tuning))
+    run_agent(store, state_dir, host_id, _options(**tuning), tunnel_ip)
 
 
 @agent.command("stats")

@@ -4,8 +4,8 @@ action struct; and back, readable, for `kumo flows`."""
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 from kumo.datapath.layout import (
     FRAGMENT_CODES,
@@ -15,6 +15,7 @@ from kumo.datapath.layout import (
     FlowActions,
     FlowKey,
     FlowValue,
+    Output,
 )
 from kumo.packet import int_to_ip
 from kumo.packet.flowmatch import FlowMatch
@@ -38,6 +39,15 @@ def _net(ip: int | None) -> int:
 
 def _host(value: int) -> int:
     return int(struct.unpack("!I", struct.pack("=I", value))[0])
+
+
+class Out(NamedTuple):
+    """Where a flow sends its packets: a local interface, or (remote != 0) the VXLAN device with the egress
+    port's tunnel key as VNI and the egress host's tunnel IP (an int) as the remote end."""
+
+    ifindex: int
+    tunnel_key: int = 0
+    remote: int = 0
 
 
 def flow_key(match: FlowMatch, in_port: int) -> FlowKey:
@@ -65,8 +75,8 @@ def flow_key(match: FlowMatch, in_port: int) -> FlowKey:
     return key
 
 
-def flow_value(result: SimulationResult, outputs: list[int]) -> FlowValue:
-    """The kernel actions of a result; `outputs` are the ifindexes of its local egress ports (none: drop)."""
+def flow_value(result: SimulationResult, outputs: Sequence[Out]) -> FlowValue:
+    """The kernel actions of a result; `outputs` are where its egress ports are reached (none: drop)."""
     value = FlowValue()
     act = value.act
     flags = Action(0)
@@ -106,8 +116,10 @@ def flow_value(result: SimulationResult, outputs: list[int]) -> FlowValue:
         act.ttl_dec = result.ttl_decrement
     act.mtu = result.path_mtu or 0
     act.n_out = len(outputs[:MAX_OUT])
-    for i, ifindex in enumerate(outputs[:MAX_OUT]):
-        act.out[i] = ifindex
+    for i, out in enumerate(outputs[:MAX_OUT]):
+        act.out[i].ifindex, act.out[i].tunnel_key, act.out[i].remote = out
+        if out.remote:
+            flags |= Action.TUNNEL
     act.flags = flags | Action.OUTPUT
     return value
 
@@ -159,9 +171,15 @@ def describe_actions(act: FlowActions, names: dict[int, str] | None = None) -> l
     out = [show(act) for flag, show in _SHOWN if flag in flags]
     if act.mtu:
         out.append(f"mtu {act.mtu}")
-    targets = [names.get(act.out[i], str(act.out[i])) for i in range(act.n_out)]
+    targets = [_target(act.out[i], names) for i in range(act.n_out)]
     out.append(("flood " if len(targets) > 1 else "output ") + ",".join(targets))
     return out
+
+
+def _target(out: Output, names: dict[int, str]) -> str:
+    if out.remote:
+        return f"tunnel(vni={out.tunnel_key},remote={int_to_ip(out.remote)})"
+    return names.get(out.ifindex, str(out.ifindex))
 
 
 def match_fields(key: FlowKey) -> dict[str, Any]:

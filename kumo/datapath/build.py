@@ -12,7 +12,7 @@ from pathlib import Path
 from kumo.datapath.libbpf import DatapathError
 
 SOURCES = Path(__file__).parent / "bpf"
-PROGRAMS = ("port_ingress",)
+PROGRAMS = ("port_ingress", "vxlan_ingress")
 
 
 def cache_dir() -> Path:

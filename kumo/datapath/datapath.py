@@ -1,5 +1,6 @@
 """The kernel fast path of one host: the BPF program on every bound VM interface and on the re-injection
-interface, its maps (flows, upcall ring, config, counters), and the sockets that put packets back.
+interface, its maps (flows, upcall ring, config, counters), the host's VXLAN device (collect_md) with the
+program that hands tunnelled packets to their port by VNI, and the sockets that put packets back.
 
 Restart-safe: TC filters and their maps outlive the agent, so that kernel flows keep forwarding while it is
 down. A new agent finds the program still attached to the re-injection interface, reuses its maps (the
@@ -30,12 +31,17 @@ from kumo.datapath.layout import (
     FlowKey,
     FlowValue,
 )
+from kumo.packet import int_to_ip
+from kumo.packet.vxlan import UDP_PORT as VXLAN_PORT
+from kumo.packet.vxlan import Vxlan
 
 log = logging.getLogger("kumo.datapath")
 
 PROGRAM = "kumo_port_ingress"
 MAPS = ("kumo_flows", "kumo_upcalls", "kumo_config", "kumo_rates", "kumo_stats")
 INJECT_PAIR = ("kumo-inj0", "kumo-inj1")  # the agent writes into inj0; the program on inj1 reads the mark
+VXLAN_DEVICE = "kumo-vxlan"
+VXLAN_PROGRAM = "kumo_vxlan_ingress"
 TC_INGRESS = 0xFFFFFFF2  # clsact's ingress parent
 FILTER_PRIO = 1
 FILTER_HANDLE = 1
@@ -63,6 +69,11 @@ class Datapath:
         self._inject_mark_port = -1
         self._send_sock: socket.socket | None = None
         self._ring: libbpf.RingBuffer | None = None
+        self.vxlan_ifindex = 0  # 0: no VXLAN device (tunnels unavailable; tunnel_error says why)
+        self.tunnel_error = ""
+        self._vxlan_obj: libbpf.BpfObject | None = None
+        self._vnis: dict[int, int] = {}  # VNI -> ifindex, as in the kumo_vnis map
+        self._tunnel_sock: socket.socket | None = None
 
     # --- life cycle --------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -83,6 +94,49 @@ class Datapath:
         self._inject_sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         self._inject_sock.bind((INJECT_PAIR[0], 0))
         self._send_sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        self._start_tunnels()
+
+    def _start_tunnels(self) -> None:
+        """The VXLAN device and its program. Without them this host still serves its own ports; flows towards
+        ports on other hosts drop with a counted reason (`no_tunnel`) and the log says why."""
+        try:
+            self.vxlan_ifindex = self._vxlan_device()
+        except (NetlinkError, OSError) as exc:
+            self.tunnel_error = f"cannot create VXLAN device {VXLAN_DEVICE} (UDP {VXLAN_PORT}): {exc}"
+            log.error("%s; tunnels to other hosts are disabled", self.tunnel_error)
+            return
+        reuse = {"kumo_stats": self.fds["kumo_stats"]}
+        earlier = self._attached_program(VXLAN_DEVICE, VXLAN_PROGRAM)
+        if earlier is not None:
+            try:
+                reuse.update({n: fd for n, fd in libbpf.maps_of_program(earlier).items() if n == "kumo_vnis"})
+            except libbpf.DatapathError as exc:
+                log.warning("could not adopt the VNI map of program %s: %s", earlier, exc)
+        self._vxlan_obj = libbpf.BpfObject(str(build.object_path("vxlan_ingress")), reuse_maps=reuse)
+        self.fds["kumo_vnis"] = self._vxlan_obj.map_fd("kumo_vnis")
+        self._vnis = {k.value: v.value for k, v in self._vni_entries()}
+        self.attach_index(self.vxlan_ifindex, self._vxlan_obj.program_fd(VXLAN_PROGRAM), VXLAN_PROGRAM)
+        self._tunnel_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    def _vxlan_device(self) -> int:
+        found = self.ipr.link_lookup(ifname=VXLAN_DEVICE)
+        if not found:
+            try:
+                self.ipr.link(
+                    "add",
+                    ifname=VXLAN_DEVICE,
+                    kind="vxlan",
+                    vxlan_collect_metadata=1,
+                    vxlan_port=VXLAN_PORT,
+                    vxlan_learning=0,
+                )
+            except NetlinkError as exc:
+                if exc.code != errno.EEXIST:
+                    raise
+            found = self.ipr.link_lookup(ifname=VXLAN_DEVICE)
+        _no_ipv6(VXLAN_DEVICE)
+        self.ipr.link("set", index=found[0], state="up")
+        return int(found[0])
 
     def configure(self) -> None:
         cfg = Config(inject_ifindex=self.inject_ifindex, upcall_rate=self.upcall_rate, upcall_burst=self.upcall_burst)
@@ -94,12 +148,13 @@ class Datapath:
         if self._ring is not None:
             self._ring.close()
             self._ring = None
-        for sock in (self._inject_sock, self._send_sock):
+        for sock in (self._inject_sock, self._send_sock, self._tunnel_sock):
             if sock is not None:
                 sock.close()
-        if self.obj is not None:
-            self.obj.close()
-            self.obj = None
+        for obj in (self._vxlan_obj, self.obj):
+            if obj is not None:
+                obj.close()
+        self.obj = self._vxlan_obj = None
         self.ipr.close()
 
     def _inject_pair(self) -> int:
@@ -133,7 +188,7 @@ class Datapath:
         self.attach_index(index)
         return index
 
-    def attach_index(self, index: int) -> None:
+    def attach_index(self, index: int, prog_fd: int | None = None, name: str = PROGRAM) -> None:
         try:
             self.ipr.tc("add", "clsact", index)
         except NetlinkError as exc:
@@ -144,8 +199,8 @@ class Datapath:
             "bpf",
             index,
             FILTER_HANDLE,
-            fd=self.prog_fd,
-            name=PROGRAM,
+            fd=self.prog_fd if prog_fd is None else prog_fd,
+            name=name,
             parent=TC_INGRESS,
             prio=FILTER_PRIO,
             classid=1,
@@ -162,7 +217,7 @@ class Datapath:
             if exc.code not in (errno.ENOENT, errno.EINVAL):
                 raise
 
-    def _attached_program(self, name: str) -> int | None:
+    def _attached_program(self, name: str, program: str = PROGRAM) -> int | None:
         """The id of the BPF program attached to `name`'s TC ingress, if any. (iproute2's JSON: pyroute2 0.9
         does not decode TCA_BPF_ID.)"""
         done = subprocess.run(["tc", "-j", "filter", "show", "dev", name, "ingress"], capture_output=True, text=True)
@@ -170,7 +225,7 @@ class Datapath:
             return None
         for entry in json.loads(done.stdout or "[]"):
             prog = entry.get("options", {}).get("prog", {})
-            if entry.get("options", {}).get("bpf_name") == PROGRAM and prog.get("id"):
+            if entry.get("options", {}).get("bpf_name") == program and prog.get("id"):
                 return int(prog["id"])
         return None
 
@@ -208,6 +263,41 @@ class Datapath:
             libbpf.lookup(self.fds["kumo_stats"], ctypes.c_uint32(index), values)
             out[name] = sum(values)
         return out
+
+    # --- tunnels: VNI -> local interface -----------------------------------------------------------------
+    def set_vni(self, vni: int, ifindex: int) -> None:
+        if "kumo_vnis" in self.fds and self._vnis.get(vni) != ifindex:
+            libbpf.update(self.fds["kumo_vnis"], ctypes.c_uint32(vni), ctypes.c_uint32(ifindex))
+            self._vnis[vni] = ifindex
+
+    def forget_vnis_of(self, ifindex: int) -> None:
+        for vni in [v for v, i in self._vnis.items() if i == ifindex]:
+            libbpf.delete(self.fds["kumo_vnis"], ctypes.c_uint32(vni))
+            del self._vnis[vni]
+
+    def keep_vnis(self, wanted: dict[int, int]) -> None:
+        """Make the VNI map exactly `wanted` (an adopted map may name ports that left this host)."""
+        for vni in [v for v in self._vnis if v not in wanted]:
+            libbpf.delete(self.fds["kumo_vnis"], ctypes.c_uint32(vni))
+            del self._vnis[vni]
+        for vni, ifindex in wanted.items():
+            self.set_vni(vni, ifindex)
+
+    def vnis(self) -> dict[int, int]:
+        return dict(self._vnis)
+
+    def _vni_entries(self) -> Iterator[tuple[ctypes.c_uint32, ctypes.c_uint32]]:
+        for key in libbpf.keys(self.fds["kumo_vnis"], ctypes.c_uint32):
+            value = ctypes.c_uint32()
+            if libbpf.lookup(self.fds["kumo_vnis"], key, value):
+                yield key, value  # type: ignore[misc]
+
+    def send_tunnel(self, vni: int, remote: int, frame: bytes) -> None:
+        """A generated frame to a port on another host: VXLAN-encapsulated by hand, sent as UDP to the remote
+        host's VXLAN device, whose program delivers it by VNI like any tunnelled packet."""
+        if self._tunnel_sock is None:
+            raise OSError(errno.ENETUNREACH, self.tunnel_error or "tunnels are not available")
+        self._tunnel_sock.sendto(Vxlan(vni, frame).build(), (int_to_ip(remote), VXLAN_PORT))
 
     # --- packets --------------------------------------------------------------------------------------
     def upcalls(self, callback: Callable[[bytes], None]) -> libbpf.RingBuffer:

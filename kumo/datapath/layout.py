@@ -55,6 +55,10 @@ STATS = (
     "action_error",
     "inject_unmarked",
     "upcall_truncated",
+    "tunnel_rx",
+    "tunnel_delivered",
+    "tunnel_unknown_vni",
+    "tunnel_no_key",
 )
 
 Mac = ctypes.c_uint8 * 6
@@ -80,6 +84,16 @@ class FlowKey(ctypes.Structure):
     ]
 
 
+class Output(ctypes.Structure):
+    """A local interface (remote 0), or the VXLAN device with VNI and remote tunnel IPv4 (host order)."""
+
+    _fields_ = [
+        ("ifindex", ctypes.c_uint32),
+        ("tunnel_key", ctypes.c_uint32),
+        ("remote", ctypes.c_uint32),
+    ]
+
+
 class FlowActions(ctypes.Structure):
     _fields_ = [
         ("flags", ctypes.c_uint32),
@@ -94,10 +108,7 @@ class FlowActions(ctypes.Structure):
         ("ttl_dec", ctypes.c_uint8),
         ("n_out", ctypes.c_uint8),
         ("mtu", ctypes.c_uint16),
-        ("tunnel_key", ctypes.c_uint32),
-        ("tunnel_remote", ctypes.c_uint32),
-        ("out", ctypes.c_uint32 * MAX_OUT),
-        ("pad0", ctypes.c_uint32),
+        ("out", Output * MAX_OUT),
     ]
 
 
@@ -134,6 +145,7 @@ class Config(ctypes.Structure):
 # (ctypes structure, C struct name) pairs the layout test checks.
 CHECKED = (
     (FlowKey, "kumo_flow_key"),
+    (Output, "kumo_output"),
     (FlowActions, "kumo_flow_actions"),
     (FlowValue, "kumo_flow_value"),
     (UpcallHeader, "kumo_upcall"),

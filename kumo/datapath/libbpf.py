@@ -207,7 +207,7 @@ def delete(fd: int, key: Any) -> bool:
     return _found(lib().bpf_map_delete_elem(fd, ctypes.byref(key)), "map delete")
 
 
-def keys(fd: int, key_type: type[ctypes.Structure]) -> list[ctypes.Structure]:
+def keys(fd: int, key_type: Any) -> list[Any]:
     """Every key of a hash map (a snapshot: entries may come and go meanwhile)."""
     out = []
     current = None

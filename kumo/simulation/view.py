@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from kumo.packet import ip_to_int
+from kumo.topology.state import HOSTS_ALIVE
 
 Obj = dict[str, Any]
 
@@ -138,6 +139,7 @@ class Snapshot:
     vips: dict[str, list[Vip]] = field(default_factory=dict)  # router -> VIPs
     compiled_chains: dict[str, Any] = field(default_factory=dict)  # filled lazily by chains.compiled_chain
     stateful_devices: frozenset[str] | None = None  # filled lazily by walk._stateful_devices
+    dead_hosts: frozenset[str] = frozenset()  # registered hosts whose agent's session is gone
 
     @classmethod
     def build(cls, objects: dict[str, list[Obj]]) -> Snapshot:
@@ -154,8 +156,13 @@ class Snapshot:
             port.peer = snap.ports.get(port.get("peer_id") or "")
         snap.chains = {c["id"]: c for c in objects.get("chains", [])}
         snap.rules = {r["id"]: r for r in objects.get("rules", [])}
+        alive = objects.get(ALIVE)  # None: liveness unknown (unit tests), every route stands
+        if alive is not None:
+            snap.dead_hosts = frozenset(h["id"] for h in objects.get("hosts", [])) - {a["id"] for a in alive}
         by_router: dict[str, list[Route]] = {}
         for route in objects.get("routes", []):
+            if snap.dead_hosts and snap.through_dead_host(route.get("next_hop_port_id")):
+                continue  # withdrawn while the host of its exterior next-hop port is dead
             by_router.setdefault(route["router_id"], []).append(Route.from_obj(route))
         for routes in by_router.values():
             routes.sort(key=lambda r: (-r.dst_len, -r.src_len, r.weight, r.id))
@@ -188,6 +195,11 @@ class Snapshot:
         return snap
 
     # --- lookups the stages use -----------------------------------------------------------------------
+    def through_dead_host(self, port_id: str | None) -> bool:
+        """Whether `port_id` is an exterior port bound to a dead host (its routes are withdrawn)."""
+        port = self.ports.get(port_id or "")
+        return port is not None and port.peer is None and port.get("host_id") in self.dead_hosts
+
     def exterior_ports(self, device_id: str) -> list[PortView]:
         return [p for p in self.device_ports.get(device_id, []) if p.get("peer_id") is None]
 
@@ -262,7 +274,10 @@ class MemoryLearned:
         return self.arps.get((router_id, ip))
 
 
+ALIVE = "_alive"  # the objects' pseudo-kind listing live hosts ({"id": ...}; the HOSTS_ALIVE state table)
+
 SNAPSHOT_KINDS = (
+    "hosts",
     "bridges",
     "routers",
     "ports",
@@ -282,4 +297,7 @@ SNAPSHOT_KINDS = (
 
 def snapshot_of(store: Any) -> Snapshot:
     """A snapshot of everything a simulation reads, from a Store (or anything with `list(kind)`)."""
-    return Snapshot.build({kind: store.list(kind) for kind in SNAPSHOT_KINDS})
+    objects = {kind: store.list(kind) for kind in SNAPSHOT_KINDS}
+    if hasattr(store, "state_list"):
+        objects[ALIVE] = [{"id": host} for host in store.state_list(HOSTS_ALIVE)]
+    return Snapshot.build(objects)

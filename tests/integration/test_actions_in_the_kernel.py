@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from kumo.datapath import build, libbpf
-from kumo.datapath.actions import flow_key, flow_value
+from kumo.datapath.actions import Out, flow_key, flow_value
 from kumo.datapath.layout import STATS
 from kumo.packet import ip_to_int
 from kumo.packet.ethernet import ETH_P_IP, Ethernet
@@ -45,7 +45,7 @@ def run(program: tuple[int, int, int], packet: bytes, rewrites: dict[str, object
     prog, flows, _ = program
     result = SimulationResult(Verdict.OUTPUT, Reason.FORWARDED, ["p"], rewrites, ttl)
     key = flow_key(parse_frame(packet, "p"), LOOPBACK)
-    libbpf.update(flows, key, flow_value(result, [LOOPBACK]))
+    libbpf.update(flows, key, flow_value(result, [Out(LOOPBACK)]))
     return libbpf.test_run(prog, packet)
 
 

@@ -11,6 +11,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "lib/kumo.h"
+#include "lib/stats.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -42,19 +43,6 @@ struct {
 	__type(value, struct kumo_rate);
 } kumo_rates SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, KUMO_ST_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} kumo_stats SEC(".maps");
-
-static __always_inline void count(__u32 stat)
-{
-	__u64 *n = bpf_map_lookup_elem(&kumo_stats, &stat);
-	if (n)
-		*n += 1;
-}
 
 #define ETH_P_8021Q_ 0x8100
 #define ETH_P_ARP_ 0x0806
@@ -221,6 +209,23 @@ static __always_inline int upcall(struct __sk_buff *skb, __u32 in_port, __u32 re
 	return TC_ACT_SHOT;
 }
 
+/* A tunnelled output: the VNI and remote end go with the packet to the VXLAN device (collect_md), which
+ * encapsulates it. The metadata is per CPU and a clone is sent before the next output sets its own. */
+static __always_inline int set_tunnel(struct __sk_buff *skb, struct kumo_output *o)
+{
+	if (!o->remote)
+		return 0;
+	struct bpf_tunnel_key tk = {};
+	tk.tunnel_id = o->tunnel_key;
+	tk.remote_ipv4 = o->remote;
+	tk.tunnel_ttl = 64;
+	if (bpf_skb_set_tunnel_key(skb, &tk, sizeof(tk), BPF_F_ZERO_CSUM_TX) < 0) {
+		count(KUMO_ST_ACTION_ERROR);
+		return -1;
+	}
+	return 0;
+}
+
 static __always_inline int set_addr(struct __sk_buff *skb, struct parsed *p, __u8 proto, __u32 field, __be32 new)
 {
 	__be32 old;
@@ -301,10 +306,13 @@ static __always_inline int apply(struct __sk_buff *skb, struct kumo_flow_actions
 	for (__u32 i = 0; i < KUMO_MAX_OUT - 1; i++) {
 		if (i + 1 >= n)
 			break;
-		bpf_clone_redirect(skb, a->out[i], 0);
+		if (set_tunnel(skb, &a->out[i]) == 0)
+			bpf_clone_redirect(skb, a->out[i].ifindex, 0);
 	}
 	__u32 last = (n - 1) & (KUMO_MAX_OUT - 1);
-	return bpf_redirect(a->out[last], 0);
+	if (set_tunnel(skb, &a->out[last]) < 0)
+		return TC_ACT_SHOT;
+	return bpf_redirect(a->out[last].ifindex, 0);
 }
 
 SEC("tc")

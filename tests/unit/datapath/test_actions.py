@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import struct
 
-from kumo.datapath.actions import describe_actions, describe_key, flow_key, flow_value, match_fields
+from kumo.datapath.actions import Out, describe_actions, describe_key, flow_key, flow_value, match_fields
 from kumo.datapath.layout import Action
 from kumo.datapath.offload import complete_checksum
 from kumo.packet import ip_to_int
@@ -59,7 +59,7 @@ def test_a_key_and_its_inverse() -> None:
 def test_result_to_actions_and_words() -> None:
     rewrites = {"ip_src": ip_to_int("192.0.2.1"), "tp_src": 20001, "eth_dst": "02:00:00:00:00:03"}
     result = SimulationResult(Verdict.OUTPUT, Reason.FORWARDED, ["a", "b"], rewrites, 1, path_mtu=1400)
-    value = flow_value(result, [4, 5])
+    value = flow_value(result, [Out(4), Out(5)])
     assert Action(value.act.flags) == (
         Action.SET_IP_SRC | Action.SET_TP_SRC | Action.SET_ETH_DST | Action.DEC_TTL | Action.OUTPUT
     )
@@ -74,7 +74,17 @@ def test_result_to_actions_and_words() -> None:
     ]
     assert describe_actions(flow_value(result, []).act) == ["drop"]  # no local egress: nothing to output to
     dropped = SimulationResult(Verdict.DROP, Reason.CHAIN_DROP)
-    assert Action(flow_value(dropped, [4]).act.flags) == Action.DROP
+    assert Action(flow_value(dropped, [Out(4)]).act.flags) == Action.DROP
+
+
+def test_tunnelled_outputs_carry_their_vni_and_remote_end() -> None:
+    result = SimulationResult(Verdict.FLOOD, Reason.FLOODED, ["a", "b", "c"])
+    value = flow_value(result, [Out(4), Out(9, 17, ip_to_int("192.168.50.2"))])
+    act = value.act
+    assert Action(act.flags) == Action.OUTPUT | Action.TUNNEL
+    assert (act.out[1].ifindex, act.out[1].tunnel_key, act.out[1].remote) == (9, 17, 0xC0A83202)
+    assert act.out[0].remote == 0
+    assert describe_actions(act, {4: "tap-a"})[-1] == "flood tap-a,tunnel(vni=17,remote=192.168.50.2)"
 
 
 def test_an_offloaded_checksum_is_completed_and_a_wrong_one_left_wrong() -> None:

@@ -207,3 +207,22 @@ def test_fragmentation_needed_for_df_packets_over_the_egress_mtu(cloud: Cloud) -
     assert small.verdict in (Verdict.OUTPUT, Verdict.FLOOD) and small.path_mtu == 1400
     unfenced = cloud.send("vm1", udp(1400, 0))  # without DF a larger packet may pass (and be fragmented)
     assert unfenced.verdict in (Verdict.OUTPUT, Verdict.FLOOD)
+
+
+def test_routes_through_a_dead_hosts_exterior_port_are_withdrawn_until_it_returns(cloud: Cloud) -> None:
+    from kumo.topology.state import register_host
+
+    store = cloud.topo.store
+    session = store.open_session()
+    register_host(store, session, "host-1")  # the uplink's host: alive
+    cloud.learned.arps[(cloud["rtr"], ip_to_int("192.0.2.1"))] = "02:00:00:00:00:99"
+    frame = tcp_frame(VM1_MAC, rmac(cloud, "rtr-web"), "10.0.1.11", "203.0.113.5", 1, 2)
+    assert cloud.send("vm1", frame).verdict is Verdict.OUTPUT
+    session.close()  # its agent is gone: the default route via the uplink goes with it
+    result = cloud.send("vm1", frame)
+    assert (result.verdict, result.reason) == (Verdict.DROP, Reason.NO_ROUTE)
+    assert f"routes:{cloud['rtr']}" in result.tags  # (a host coming back invalidates exactly these flows)
+    session = store.open_session()
+    register_host(store, session, "host-1")
+    assert cloud.send("vm1", frame).verdict is Verdict.OUTPUT
+    session.close()

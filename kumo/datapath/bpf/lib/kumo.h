@@ -9,7 +9,7 @@
 
 #include <linux/types.h>
 
-#define KUMO_MAX_OUT 16     /* output interfaces of one flow (a flood to at most this many local ports) */
+#define KUMO_MAX_OUT 16     /* outputs of one flow (a flood to at most this many ports, local or tunnelled) */
 #define KUMO_SNAP 1600      /* bytes of a packet copied into an upcall: a 1500-MTU frame with a VLAN tag */
 #define KUMO_INJECT_MARK 0x80000000u /* skb->mark of a re-injected packet: this bit | the input port */
 
@@ -49,7 +49,14 @@ struct kumo_flow_key {
 #define KUMO_A_VLAN_POP (1u << 9)
 #define KUMO_A_VLAN_PUSH (1u << 10)
 #define KUMO_A_OUTPUT (1u << 11)
-#define KUMO_A_TUNNEL (1u << 12)
+#define KUMO_A_TUNNEL (1u << 12) /* some outputs are tunnelled (remote != 0) */
+
+/* One output: a local interface, or the VXLAN device with the tunnel's key and remote end. */
+struct kumo_output {
+	__u32 ifindex;
+	__u32 tunnel_key;   /* VNI: the egress port's tunnel key */
+	__u32 remote;       /* the egress host's tunnel IPv4 in HOST byte order (as struct bpf_tunnel_key); 0: local */
+};
 
 struct kumo_flow_actions {
 	__u32 flags;
@@ -64,10 +71,7 @@ struct kumo_flow_actions {
 	__u8 ttl_dec;       /* packets with TTL <= this go to the agent (it answers time exceeded) */
 	__u8 n_out;
 	__u16 mtu;          /* path MTU: larger DF packets go to the agent (fragmentation needed); 0: none */
-	__u32 tunnel_key;   /* VNI (the egress port's tunnel key) when KUMO_A_TUNNEL */
-	__u32 tunnel_remote;
-	__u32 out[KUMO_MAX_OUT];
-	__u32 pad0;
+	struct kumo_output out[KUMO_MAX_OUT];
 };
 
 struct kumo_flow_value {
@@ -118,6 +122,10 @@ enum kumo_stat {
 	KUMO_ST_ACTION_ERROR,
 	KUMO_ST_INJECT_UNMARKED,
 	KUMO_ST_UPCALL_TRUNCATED,
+	KUMO_ST_TUNNEL_RX,          /* packets decapsulated by the VXLAN device */
+	KUMO_ST_TUNNEL_DELIVERED,   /* ... handed to the local interface their VNI names */
+	KUMO_ST_TUNNEL_UNKNOWN_VNI, /* ... whose VNI names no port bound here (dropped) */
+	KUMO_ST_TUNNEL_NO_KEY,      /* ... without tunnel metadata (dropped) */
 	KUMO_ST_MAX,
 };
 

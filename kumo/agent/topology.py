@@ -1,0 +1,69 @@
+"""The agent's copy of the declared topology, fed by the store's change stream.
+
+A change carries the object's new value, so the agent folds it in and rebuilds its snapshot without reading
+the store again: on ZooKeeper a re-read of every kind costs a round trip per object, on the packet thread.
+The store is read whole only at start and on a `resync` (a watcher that fell behind the change log).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kumo.packet import ip_to_int
+from kumo.simulation.view import ALIVE, SNAPSHOT_KINDS, Snapshot
+from kumo.topology.state import HOSTS_ALIVE
+from kumo.topology.store.base import Change, StateChange, Store
+
+KINDS = (*SNAPSHOT_KINDS, "tunnel_zones", "tunnel_zone_members")
+
+
+class TopologyCache:
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in KINDS}
+        self.alive: set[str] = set()
+
+    def load(self, store: Store) -> None:
+        self.objects = {kind: {o["id"]: o for o in store.list(kind)} for kind in KINDS}
+        self.alive = set(store.state_list(HOSTS_ALIVE))
+
+    def apply(self, change: Change) -> None:
+        table = self.objects.get(change.kind)
+        if table is None:
+            return
+        if change.new is None:
+            table.pop(change.id, None)
+        else:
+            table[change.id] = change.new
+
+    def apply_alive(self, change: StateChange) -> bool:
+        """Fold a liveness change in; True if the host's state changed."""
+        was = change.key in self.alive
+        if change.new is None:
+            self.alive.discard(change.key)
+        else:
+            self.alive.add(change.key)
+        return was != (change.key in self.alive)
+
+    def snapshot(self) -> Snapshot:
+        objects: dict[str, list[dict[str, Any]]] = {kind: list(self.objects[kind].values()) for kind in SNAPSHOT_KINDS}
+        objects[ALIVE] = [{"id": host} for host in self.alive]
+        return Snapshot.build(objects)
+
+    def tunnel_peers(self, host_id: str) -> dict[str, int]:
+        """host id -> its tunnel IP, for every host sharing a tunnel zone with `host_id` (the first zone in id
+        order wins when two zones give a host different addresses)."""
+        members = sorted(self.objects["tunnel_zone_members"].values(), key=lambda m: (m["tunnel_zone_id"], m["id"]))
+        mine = {m["tunnel_zone_id"] for m in members if m["host_id"] == host_id}
+        peers: dict[str, int] = {}
+        for member in members:
+            if member["tunnel_zone_id"] in mine and member["host_id"] != host_id:
+                peers.setdefault(member["host_id"], ip_to_int(member["ip_address"]))
+        return peers
+
+    def routers_via(self, host_id: str) -> set[str]:
+        """Routers with a port bound to `host_id`: their routes depend on that host's liveness."""
+        return {
+            p["device_id"]
+            for p in self.objects["ports"].values()
+            if p.get("host_id") == host_id and p.get("port_address") is not None
+        }
