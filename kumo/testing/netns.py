@@ -96,26 +96,62 @@ class Vm:
             self.run("ip", "route", "add", "default", "via", gateway, check=True)
 
 
-class VirtualHost:
+class HostNamespace:
+    """A host's network namespace with VMs plugged into it by veth pairs; deleted with them on stop."""
+
+    def __init__(self, workdir: Path, netns: str | None = None) -> None:
+        self.tag = uuid.uuid4().hex[:6]
+        self.netns = netns or f"kumo-h{self.tag}"
+        self.workdir = workdir
+        self.vms: list[Vm] = []
+        self._macs = 0
+
+    def create(self) -> None:
+        ip("netns", "add", self.netns)
+        ip("-n", self.netns, "link", "set", "lo", "up")
+
+    def vm(self, name: str, mtu: int = 1450, mac: str | None = None) -> Vm:
+        self._macs += 1
+        mac = mac or f"02:00:{int(self.tag[:2], 16):02x}:{int(self.tag[2:4], 16):02x}:00:{self._macs:02x}"
+        vm = Vm(name, f"kumo-v{self.tag}-{name}"[:32], f"t{self.tag}{name}"[:15], mac)
+        ip("netns", "add", vm.netns)
+        self.vms.append(vm)
+        self.plug(vm, mtu)
+        ip("-n", vm.netns, "link", "set", "lo", "up")
+        with contextlib.suppress(OSError):  # no IPv6 chatter (router solicitations) in the tests' captures
+            vm.run("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+        return vm
+
+    def plug(self, vm: Vm, mtu: int = 1450) -> None:
+        """(Re)create a VM's veth pair: its interface comes (back) to the host namespace."""
+        ip("-n", self.netns, "link", "add", vm.interface, "type", "veth", "peer", "name", "eth0", "netns", vm.netns)
+        ip("-n", self.netns, "link", "set", vm.interface, "up")
+        ip("-n", vm.netns, "link", "set", "eth0", "address", vm.mac, "mtu", str(mtu), "up")
+
+    def unplug(self, vm: Vm) -> None:
+        ip("-n", self.netns, "link", "del", vm.interface)
+
+    def delete(self) -> None:
+        for vm in self.vms:
+            ip("netns", "del", vm.netns, check=False)
+        ip("netns", "del", self.netns, check=False)  # its interfaces, TC filters and BPF maps go with it
+
+
+class VirtualHost(HostNamespace):
     """A host namespace running `kumo up`; VMs attach to it. Use as a context manager."""
 
     def __init__(self, workdir: Path, kumo_args: tuple[str, ...] = ()) -> None:
+        super().__init__(workdir)
         self.kumo_args = kumo_args  # more options for `kumo up` (e.g. --idle-timeout 1)
-        self.tag = uuid.uuid4().hex[:6]
-        self.netns = f"kumo-h{self.tag}"
-        self.workdir = workdir
         self.state_dir = workdir / "state"
-        self.vms: list[Vm] = []
         self.api: ApiProcess | None = None
-        self._macs = 0
 
     @property
     def host_id(self) -> str:
         return (self.state_dir / "host_id").read_text().strip()
 
     def start(self) -> VirtualHost:
-        ip("netns", "add", self.netns)
-        ip("-n", self.netns, "link", "set", "lo", "up")
+        self.create()
         self.start_kumo()
         return self
 
@@ -138,18 +174,6 @@ class VirtualHost:
         """A client of this host's API: use it inside `with inside(host.netns):`."""
         return Client(f"http://127.0.0.1:{self.api.port if self.api else 8181}")
 
-    def vm(self, name: str, mtu: int = 1450, mac: str | None = None) -> Vm:
-        self._macs += 1
-        mac = mac or f"02:00:{int(self.tag[:2], 16):02x}:{int(self.tag[2:4], 16):02x}:00:{self._macs:02x}"
-        vm = Vm(name, f"kumo-v{self.tag}-{name}"[:32], f"t{self.tag}{name}"[:15], mac)
-        ip("netns", "add", vm.netns)
-        self.vms.append(vm)
-        self.plug(vm, mtu)
-        ip("-n", vm.netns, "link", "set", "lo", "up")
-        with contextlib.suppress(OSError):  # no IPv6 chatter (router solicitations) in the tests' captures
-            vm.run("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
-        return vm
-
     def agent_stats(self) -> dict[str, Any]:
         """What `kumo agent stats` shows, asked straight from the agent's control socket."""
         from kumo.agent.control import ask
@@ -167,22 +191,11 @@ class VirtualHost:
             env=env,
         )
 
-    def plug(self, vm: Vm, mtu: int = 1450) -> None:
-        """(Re)create a VM's veth pair: its interface comes (back) to the host namespace."""
-        ip("-n", self.netns, "link", "add", vm.interface, "type", "veth", "peer", "name", "eth0", "netns", vm.netns)
-        ip("-n", self.netns, "link", "set", vm.interface, "up")
-        ip("-n", vm.netns, "link", "set", "eth0", "address", vm.mac, "mtu", str(mtu), "up")
-
-    def unplug(self, vm: Vm) -> None:
-        ip("-n", self.netns, "link", "del", vm.interface)
-
     def stop(self) -> None:
         try:
             self.stop_kumo()
         finally:
-            for vm in self.vms:
-                ip("netns", "del", vm.netns, check=False)
-            ip("netns", "del", self.netns, check=False)  # its interfaces, TC filters and BPF maps go with it
+            self.delete()
 
     def __enter__(self) -> VirtualHost:
         try:

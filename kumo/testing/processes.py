@@ -79,3 +79,66 @@ class ApiProcess:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class AgentProcess:
+    """`kumo agent` as a real process (inside a host namespace with `prefix`); ready when its control socket
+    answers. kill() is a crash (SIGKILL: kernel flows stay), stop() a clean stop."""
+
+    def __init__(self, args: list[str], state_dir: Path, log_path: Path, prefix: list[str] | None = None) -> None:
+        self.args = args
+        self.state_dir = state_dir
+        self.log_path = log_path
+        self.prefix = prefix or []
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> AgentProcess:
+        from kumo.agent.control import ask
+
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed on stop
+        self.proc = subprocess.Popen(
+            [
+                *self.prefix,
+                sys.executable,
+                "-m",
+                "kumo.cli.main",
+                "agent",
+                *self.args,
+                "--state-dir",
+                str(self.state_dir),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+
+        def answers() -> bool:
+            try:
+                ask(self.state_dir / "agent.sock", "stats")
+                return True
+            except Exception:
+                return False
+
+        try:
+            wait_ready(self.proc, answers, timeout, f"kumo agent {' '.join(self.args)}", self.log_path.read_text)
+        except RuntimeError:
+            self.kill()
+            raise
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.proc = None

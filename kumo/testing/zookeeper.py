@@ -23,8 +23,8 @@ _JARS = [
 ]
 
 
-def four_letter(port: int, word: str, timeout: float = 1.0) -> str:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+def four_letter(port: int, word: str, timeout: float = 1.0, address: str = "127.0.0.1") -> str:
+    with socket.create_connection((address, port), timeout=timeout) as s:
         s.sendall(word.encode())
         chunks = []
         while data := s.recv(4096):
@@ -33,15 +33,18 @@ def four_letter(port: int, word: str, timeout: float = 1.0) -> str:
 
 
 class ZooKeeperServer:
-    """`with ZooKeeperServer() as zk: zk.hosts` -> "127.0.0.1:PORT"; stop() and start() for outage tests."""
+    """`with ZooKeeperServer() as zk: zk.hosts` -> "127.0.0.1:PORT"; stop() and start() for outage tests.
+    With `netns`, it runs inside that network namespace on `address` (multi-host tests: the underlay)."""
 
-    def __init__(self, start_timeout: float = 30.0) -> None:
+    def __init__(self, start_timeout: float = 30.0, address: str = "127.0.0.1", netns: str | None = None) -> None:
         if not Path(_JARS[0]).exists() or shutil.which("java") is None:
             raise RuntimeError(
                 "ZooKeeper is not installed: `make setup` installs Debian's zookeeper and default-jre-headless"
             )
         self.start_timeout = start_timeout
-        self.port = free_port()
+        self.address = address
+        self.netns = netns
+        self.port = free_port()  # (free here; a fresh namespace has every port free)
         self.dir = Path(tempfile.mkdtemp(prefix="kumo-zk-"))
         self.proc: subprocess.Popen[bytes] | None = None
         conf = self.dir / "conf"
@@ -54,7 +57,7 @@ class ZooKeeperServer:
                     "maxSessionTimeout=30000",
                     f"dataDir={self.dir / 'data'}",
                     f"clientPort={self.port}",
-                    "clientPortAddress=127.0.0.1",
+                    f"clientPortAddress={address}",
                     "admin.enableServer=false",
                     "4lw.commands.whitelist=ruok,srvr,mntr,stat",
                     "forceSync=no",
@@ -71,12 +74,14 @@ class ZooKeeperServer:
 
     @property
     def hosts(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.address}:{self.port}"
 
     def start(self) -> None:
         classpath = ":".join([str(self.dir / "conf"), *[j for j in _JARS if Path(j).exists()]])
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         self.proc = subprocess.Popen(
             [
+                *prefix,
                 "java",
                 "-Xmx256m",
                 "-Dzookeeper.admin.enableServer=false",
@@ -92,7 +97,7 @@ class ZooKeeperServer:
         try:
             wait_ready(
                 self.proc,
-                lambda: four_letter(self.port, "ruok") == "imok",
+                self._answers,
                 self.start_timeout,
                 f"ZooKeeper on port {self.port}",
                 (self.dir / "stderr.log").read_text,
@@ -100,6 +105,14 @@ class ZooKeeperServer:
         except RuntimeError:
             self.stop()
             raise
+
+    def _answers(self) -> bool:
+        if self.netns is None:
+            return four_letter(self.port, "ruok", address=self.address) == "imok"
+        from kumo.testing.netns import inside
+
+        with inside(self.netns):
+            return four_letter(self.port, "ruok", address=self.address) == "imok"
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -115,8 +128,12 @@ class ZooKeeperServer:
         self.start()
         return self
 
+    def cleanup(self) -> None:
+        """Remove its data directory (after stop)."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self.cleanup()

@@ -1,0 +1,341 @@
+"""Many hosts: `kumo agent` processes in three host namespaces on one underlay, a real ZooKeeper, two API
+servers, VXLAN tunnels between the hosts' datapaths (kumo.testing.fabric)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from kumo.client import Client
+from kumo.testing.fabric import Fabric, FabricHost, underlay_capture
+from kumo.testing.netns import Vm, inside
+
+UDP_COUNT = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", int(sys.argv[1]))); s.settimeout(3)
+n = 0
+try:
+    while True:
+        s.recv(64); n += 1
+except OSError:
+    pass
+print(n)
+"""
+
+UDP_SEND = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(int(sys.argv[3])):
+    s.sendto(b"x", (sys.argv[1], int(sys.argv[2])))
+"""
+
+
+@pytest.fixture(scope="module")
+def fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fabric]:
+    with Fabric(tmp_path_factory.mktemp("fabric"), hosts=3, api_servers=2) as f:
+        yield f
+
+
+@pytest.fixture
+def api(fabric: Fabric) -> Iterator[Client]:
+    with inside(fabric.netns):
+        yield fabric.client()
+
+
+class Tenant:
+    """A test's own bridges and VMs on the fabric (removed after the test: the fabric is shared)."""
+
+    def __init__(self, fabric: Fabric, api: Client) -> None:
+        self.fabric, self.api = fabric, api
+        self.ids: dict[str, str] = {}
+        self.ports: dict[str, dict[str, Any]] = {}
+        self.vms: dict[str, tuple[Vm, FabricHost]] = {}
+
+    def bridge(self, name: str) -> str:
+        self.ids[name] = self.api.collection("bridges").create(name=name)["id"]
+        return self.ids[name]
+
+    def vm(self, name: str, host: FabricHost, bridge: str, cidr: str, gateway: str | None = None) -> Vm:
+        vm = host.vm(name)
+        vm.address(cidr, gateway)
+        port = self.api.collection("ports").create(device_id=self.ids[bridge], name=name)
+        self.api.bind_port(port["id"], host.host_id, vm.interface)
+        self.ports[name] = port
+        self.vms[name] = (vm, host)
+        return vm
+
+    def router(self, name: str, bridges: dict[str, str]) -> str:
+        """A router with a port on each bridge (bridge name -> its gateway address, /24)."""
+        rid = self.api.collection("routers").create(name=name)["id"]
+        self.ids[name] = rid
+        for bridge, address in bridges.items():
+            network = address.rsplit(".", 1)[0] + ".0/24"
+            rp = self.api.collection("ports").create(device_id=rid, port_address=address, network_cidr=network)
+            bp = self.api.collection("ports").create(device_id=self.ids[bridge])
+            self.api.link_ports(bp["id"], rp["id"])
+        return rid
+
+    def remove(self) -> None:
+        for vm, host in self.vms.values():
+            subprocess.run(["ip", "netns", "del", vm.netns], capture_output=True)
+            if vm in host.vms:
+                host.vms.remove(vm)
+        for kind in ("routers", "bridges"):
+            for obj in self.api.collection(kind).list():
+                if obj["id"] in self.ids.values():
+                    self.api.collection(kind).delete(obj["id"])
+
+
+@pytest.fixture
+def tenant(fabric: Fabric, api: Client) -> Iterator[Tenant]:
+    t = Tenant(fabric, api)
+    try:
+        yield t
+    finally:
+        t.remove()
+
+
+def until(probe: Callable[[], bool], within: float, step: float = 0.1) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if probe():
+            return True
+        time.sleep(step)
+    return probe()
+
+
+def pings(vm: Vm, address: str, within: float = 8.0) -> bool:
+    return until(lambda: vm.ping(address, wait=0.5), within, step=0.0)
+
+
+def upcalls(host: FabricHost) -> int:
+    return int(host.agent_stats()["datapath"]["upcall"])
+
+
+def alive(api: Client, host: FabricHost) -> bool:
+    return bool(api.collection("hosts").get(host.host_id)["alive"])
+
+
+def iperf3(client: Vm, server: Vm, address: str, seconds: int) -> tuple[subprocess.Popen[str], subprocess.Popen[str]]:
+    srv = server.popen("iperf3", "-s", "-1", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    cli = client.popen("iperf3", "-c", address, "-t", str(seconds), "-i", "1", "-J", stdout=-1, stderr=-1)
+    return srv, cli
+
+
+def iperf3_rates(srv: subprocess.Popen[str], cli: subprocess.Popen[str], timeout: float) -> list[float]:
+    try:
+        out, err = cli.communicate(timeout=timeout)
+    finally:
+        srv.kill()
+        srv.wait()
+    assert cli.returncode == 0, err
+    return [interval["sum"]["bits_per_second"] for interval in json.loads(out)["intervals"]]
+
+
+def test_a_bridge_spans_three_hosts_over_vxlan_keyed_by_the_egress_port(fabric: Fabric, tenant: Tenant) -> None:
+    h1, h2, h3 = fabric.hosts
+    tenant.bridge("b")
+    vm1 = tenant.vm("a1", h1, "b", "10.0.1.11/24")
+    vm2 = tenant.vm("a2", h2, "b", "10.0.1.12/24")
+    vm3 = tenant.vm("a3", h3, "b", "10.0.1.13/24")
+    assert pings(vm1, "10.0.1.12") and pings(vm1, "10.0.1.13") and pings(vm2, "10.0.1.13")
+
+    # TCP across hosts, at VM MTU 1450 inside VXLAN on a 1500 underlay
+    rates = iperf3_rates(*iperf3(vm1, vm2, "10.0.1.12", 2), timeout=30)
+    assert rates and min(rates) > 0
+
+    # On the wire: VXLAN to UDP 4789, VNI = the egress port's tunnel key. And the egress host delivers by
+    # VNI from its pre-installed map: no upcall there for a flow that only enters it through the tunnel.
+    vms = {"10.0.1.11": vm1, "10.0.1.12": vm2, "10.0.1.13": vm3}
+    for vm in vms.values():  # static neighbours: no ARP probe causes an upcall while we count
+        for address, other in vms.items():
+            if other is not vm:
+                vm.run("ip", "neigh", "replace", address, "lladdr", other.mac, "dev", "eth0", check=True)
+    capture = underlay_capture(h2, count=5, seconds=10)
+    counter = vm2.popen(sys.executable, "-c", UDP_COUNT, "9999", stdout=subprocess.PIPE)
+    time.sleep(0.7)
+    before = upcalls(h2)
+    delivered = h2.agent_stats()["datapath"]["tunnel_delivered"]
+    vm1.run(sys.executable, "-c", UDP_SEND, "10.0.1.12", "9999", "5", check=True)
+    received = int(counter.communicate(timeout=10)[0].strip() or 0)
+    seen, _ = capture.communicate(timeout=15)
+    assert received == 5
+    assert upcalls(h2) == before, f"the egress host must not simulate a tunnelled packet: {h2.flows()}"
+    assert not [f for f in h2.flows() if f["match"].get("tp_dst") == 9999]
+    assert h2.agent_stats()["datapath"]["tunnel_delivered"] >= delivered + 5
+    vnis = {int(v) for v in re.findall(r"vni (\d+)", seen)}
+    assert vnis == {tenant.ports["a2"]["tunnel_key"]}, seen
+    assert f"{h1.tunnel_ip}." in seen and f"> {h2.tunnel_ip}.4789" in seen, seen
+
+
+def test_routing_across_hosts_with_the_chains_applied_on_the_ingress_host(
+    fabric: Fabric, tenant: Tenant, api: Client
+) -> None:
+    h1, h2, h3 = fabric.hosts
+    tenant.bridge("web")
+    tenant.bridge("db")
+    tenant.router("rtr", {"web": "10.0.1.1", "db": "10.0.2.1"})
+    vm1 = tenant.vm("r1", h1, "web", "10.0.1.11/24", "10.0.1.1")
+    tenant.vm("r2", h2, "db", "10.0.2.12/24", "10.0.2.1")
+    tenant.vm("r3", h3, "db", "10.0.2.13/24", "10.0.2.1")
+    assert pings(vm1, "10.0.2.12") and pings(vm1, "10.0.2.13")
+
+    chain = api.collection("chains").create(name="r1-in")["id"]
+    tenant.ids["chain"] = chain
+    api.collection("rules").create(chain_id=chain, type="drop", nw_proto=1, nw_dst="10.0.2.13/32")
+    api.collection("ports").update(tenant.ports["r1"]["id"], inbound_filter_id=chain)
+    try:
+        assert until(lambda: not vm1.ping("10.0.2.13", wait=0.5), 5.0)
+        tunnelled = h3.agent_stats()["datapath"]["tunnel_rx"]
+        assert not vm1.ping("10.0.2.13", count=3, wait=0.5)
+        assert h3.agent_stats()["datapath"]["tunnel_rx"] == tunnelled, "dropped on the ingress host, not sent"
+        assert any(f["actions"] == ["drop"] and f["match"].get("ip_dst") == "10.0.2.13" for f in h1.flows())
+        assert pings(vm1, "10.0.2.12")  # the rule only names vm r3
+    finally:
+        api.collection("ports").update(tenant.ports["r1"]["id"], inbound_filter_id=None)
+        api.collection("chains").delete(chain)
+    assert pings(vm1, "10.0.2.13")
+
+
+def test_a_broadcast_reaches_its_bridge_on_every_host_and_no_other_bridge(fabric: Fabric, tenant: Tenant) -> None:
+    h1, h2, h3 = fabric.hosts
+    tenant.bridge("b1")
+    tenant.bridge("b2")
+    vm1 = tenant.vm("c1", h1, "b1", "10.0.1.11/24")
+    same = [tenant.vm("c2", h2, "b1", "10.0.1.12/24"), tenant.vm("c3", h3, "b1", "10.0.1.13/24")]
+    other = [tenant.vm("d2", h2, "b2", "10.0.1.22/24"), tenant.vm("d3", h3, "b2", "10.0.1.23/24")]
+    assert pings(vm1, "10.0.1.12")  # (bindings followed everywhere)
+    captures = {
+        vm.name: vm.popen(
+            "timeout",
+            "4",
+            "tcpdump",
+            "-n",
+            "-l",
+            "-i",
+            "eth0",
+            "arp",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        for vm in same + other
+    }
+    time.sleep(1.0)
+    vm1.ping("10.0.1.99", wait=0.5)  # nobody has it: the ARP request is broadcast
+    seen = {name: proc.communicate(timeout=10)[0] for name, proc in captures.items()}
+    for vm in same:
+        assert "Request who-has 10.0.1.99" in seen[vm.name], seen
+    for vm in other:
+        assert "10.0.1.99" not in seen[vm.name], seen
+
+
+def test_a_killed_agent_leaves_its_flows_forwarding_its_host_dead_and_a_restart_resumes(
+    fabric: Fabric, tenant: Tenant, api: Client
+) -> None:
+    h1, h2, _ = fabric.hosts
+    tenant.bridge("k")
+    vm1 = tenant.vm("k1", h1, "k", "10.0.1.11/24")
+    vm2 = tenant.vm("k2", h2, "k", "10.0.1.12/24")
+    assert pings(vm1, "10.0.1.12")
+    srv, cli = iperf3(vm1, vm2, "10.0.1.12", 6)
+    try:
+        time.sleep(1.5)
+        h2.kill_agent()  # SIGKILL: no clean-up at all
+        rates = iperf3_rates(srv, cli, timeout=30)
+        assert len(rates) >= 5 and min(rates) > 0, rates  # established traffic kept flowing
+        assert until(lambda: not alive(api, h2), 25.0), "the host shows dead once its session times out"
+    finally:
+        h2.start_agent()
+    assert until(lambda: alive(api, h2), 10.0)
+    assert h2.agent_stats()["agent"].get("adopt_kept", 0) + h2.agent_stats()["agent"].get("adopt_replaced", 0) > 0
+    vm3 = tenant.vm("k3", h2, "k", "10.0.1.13/24")  # a new port on the restarted host: served again
+    assert pings(vm1, "10.0.1.13") and pings(vm3, "10.0.1.11")
+
+
+def test_a_zookeeper_outage_does_not_stop_traffic_and_agents_reconnect(fabric: Fabric, tenant: Tenant) -> None:
+    h1, _, h3 = fabric.hosts
+    tenant.bridge("z")
+    vm1 = tenant.vm("z1", h1, "z", "10.0.1.11/24")
+    vm3 = tenant.vm("z3", h3, "z", "10.0.1.13/24")
+    assert pings(vm1, "10.0.1.13")
+    srv, cli = iperf3(vm1, vm3, "10.0.1.13", 10)
+    try:
+        time.sleep(1.5)
+        fabric.zookeeper.stop()
+        time.sleep(5.0)
+    finally:
+        fabric.zookeeper.start()
+    rates = iperf3_rates(srv, cli, timeout=40)
+    assert len(rates) >= 9 and min(rates) > 0, rates  # never a second without traffic
+    # new flows again once the agents are back: new ports on both hosts, bound through the store
+    vm1b = tenant.vm("z1b", h1, "z", "10.0.1.21/24")
+    vm3b = tenant.vm("z3b", h3, "z", "10.0.1.23/24")
+    assert pings(vm1b, "10.0.1.23", within=15.0) and pings(vm3b, "10.0.1.11")
+
+
+def test_a_migrated_vm_answers_within_two_seconds_of_the_rebinding(fabric: Fabric, tenant: Tenant, api: Client) -> None:
+    h1, h2, h3 = fabric.hosts
+    tenant.bridge("m")
+    mover = tenant.vm("m1", h1, "m", "10.0.1.11/24")
+    peer = tenant.vm("m3", h3, "m", "10.0.1.13/24")
+    assert pings(peer, "10.0.1.11")
+    # the VM moves: its interface leaves host 1 and appears on host 2 (same namespace, MAC and address)
+    h1.unplug(mover)
+    h1.vms.remove(mover)
+    h2.plug(mover)
+    h2.vms.append(mover)
+    tenant.vms["m1"] = (mover, h2)
+    mover.address("10.0.1.11/24")
+    start = time.monotonic()
+    api.bind_port(tenant.ports["m1"]["id"], h2.host_id, mover.interface)
+    answered = until(lambda: peer.ping("10.0.1.11", wait=0.2), 5.0, step=0.0)
+    took = time.monotonic() - start
+    assert answered and took < 2.0, f"answered={answered} after {took:.2f} s"
+    assert h1.agent_stats()["ports_attached"] <= len(h1.vms)  # (host 1 let go of the port)
+
+
+def test_a_change_through_either_api_server_removes_the_dependent_flows_on_every_host(
+    fabric: Fabric, tenant: Tenant, api: Client
+) -> None:
+    tenant.bridge("p")
+    vms = [tenant.vm(f"p{h.index}", h, "p", f"10.0.1.{10 + h.index}/24") for h in fabric.hosts]
+    chain = api.collection("chains").create(name="p-filter")["id"]
+    tenant.ids["chain"] = chain
+    api.collection("bridges").update(tenant.ids["p"], inbound_filter_id=chain)
+    try:
+        for vm in vms:
+            others = [f"10.0.1.{10 + h.index}" for h in fabric.hosts if h.netns not in vm.netns]
+            assert all(pings(vm, o) for o in others)
+        removed = {h.host_id: h.agent_stats()["agent"].get("flows_removed", 0) for h in fabric.hosts}
+        second = fabric.client(1)  # the other API server
+        rule = second.collection("rules").create(chain_id=chain, type="drop", nw_proto=1)
+        for h in fabric.hosts:  # every host dropped the flows that went through the chain
+            assert until(lambda h=h: h.agent_stats()["agent"].get("flows_removed", 0) > removed[h.host_id], 5.0)
+        assert until(lambda: not vms[0].ping("10.0.1.12", wait=0.5), 5.0)
+        second.collection("rules").delete(rule["id"])
+        assert pings(vms[0], "10.0.1.12") and pings(vms[2], "10.0.1.11")
+    finally:
+        api.collection("bridges").update(tenant.ids["p"], inbound_filter_id=None)
+        api.collection("chains").delete(chain)
+
+
+def test_host_list_shows_liveness(fabric: Fabric) -> None:
+    host = fabric.hosts[0]
+    done = subprocess.run(
+        [*["ip", "netns", "exec", fabric.netns], sys.executable, "-m", "kumo.cli.main", "--json", "host", "list"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"KUMO_API": "http://127.0.0.1:8181", "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {row["id"]: row for row in json.loads(done.stdout)}
+    assert rows[host.host_id]["alive"] is True and host.tunnel_ip in rows[host.host_id]["addresses"]
