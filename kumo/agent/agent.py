@@ -104,6 +104,8 @@ class Agent:
         self.upcall_latency_us: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
         self._values: dict[tuple[int, tuple[Out, ...]], tuple[SimulationResult, FlowValue]] = {}
         self._warned: set[str] = set()  # hosts without a tunnel, warned about once
+        self._owned: dict[tuple[str, str], dict[str, Any]] = {}  # state entries this agent wrote (re-written
+        self._expiries = 0  # after its store session expired)
         self._next_follow = 0.0
         self._threads: list[threading.Thread] = []
         self._watches: list[Any] = []
@@ -347,6 +349,7 @@ class Agent:
                 self._invalidate(mac_tag(bridge, mac, vlan))
                 entry = {"port_id": write.value, "host_id": self.host_id}
                 store_key = mac_key(bridge, mac, vlan)
+                self._owned[(MAC_TABLE, store_key)] = entry
                 self._writes.put(functools.partial(self.store.state_put, MAC_TABLE, store_key, entry, owner=session))
             else:
                 router, ip = write.key
@@ -355,6 +358,7 @@ class Agent:
                 ip_text = int_to_ip(ip)
                 entry = {"mac": write.value, "host_id": self.host_id}
                 store_key = arp_key(router, ip_text)
+                self._owned[(ARP_TABLE, store_key)] = entry
                 self._writes.put(functools.partial(self.store.state_put, ARP_TABLE, store_key, entry, owner=session))
                 self._resume(("arp", router, ip_text))
 
@@ -525,6 +529,10 @@ class Agent:
 
     # --- housekeeping ---------------------------------------------------------------------------------
     def _housekeeping(self, now: float) -> None:
+        if self.session is not None and self.session.expiries != self._expiries:
+            self._expiries = self.session.expiries
+            self.counters["store_session_expired"] += 1
+            self._writes.put(functools.partial(self._register_again, dict(self._owned)))
         if now >= self._next_follow:  # interfaces: once a second
             self._follow_interfaces()
             self._next_follow = now + 1.0
@@ -595,6 +603,27 @@ class Agent:
             for raw in self.book.oldest(excess) if excess > 0 else []:
                 self._remove_flow(raw)
                 self.counters["flows_evicted"] += 1
+
+    def _register_again(self, owned: dict[tuple[str, str], dict[str, Any]]) -> None:
+        """(Writer thread) The store ended this agent's session while it was cut off: its liveness and the
+        entries it had learned went with it. Announce the host again and write back what it learned, where
+        no other host has written meanwhile."""
+        log.warning("store session expired: registering host %s again", self.host_id)
+        assert self.session is not None
+        deadline = time.monotonic() + 60
+        while not self._stop.is_set():
+            try:
+                addresses = [self.tunnel_ip] if self.tunnel_ip else []
+                register_host(self.store, self.session, self.host_id, name=socket.gethostname(), addresses=addresses)
+                break
+            except Exception as exc:  # still reconnecting
+                if time.monotonic() > deadline:
+                    log.error("could not register host %s again: %s", self.host_id, exc)
+                    return
+                time.sleep(0.5)
+        for (table, key), entry in owned.items():
+            if self._owned.get((table, key)) is entry and self.store.state_get(table, key) is None:
+                self.store.state_put(table, key, entry, owner=self.session)
 
     # --- adoption -----------------------------------------------------------------------------------
     def _adopt_flows(self) -> None:

@@ -339,3 +339,22 @@ def test_host_list_shows_liveness(fabric: Fabric) -> None:
     assert done.returncode == 0, done.stderr
     rows = {row["id"]: row for row in json.loads(done.stdout)}
     assert rows[host.host_id]["alive"] is True and host.tunnel_ip in rows[host.host_id]["addresses"]
+
+
+def test_a_host_cut_off_past_its_session_timeout_registers_again_when_it_returns(
+    fabric: Fabric, tenant: Tenant, api: Client
+) -> None:
+    h1, _, h3 = fabric.hosts
+    tenant.bridge("x")
+    vm1 = tenant.vm("x1", h1, "x", "10.0.1.11/24")
+    tenant.vm("x3", h3, "x", "10.0.1.13/24")
+    assert pings(vm1, "10.0.1.13")
+    expired = h3.agent_stats()["agent"].get("store_session_expired", 0)
+    subprocess.run([*h3.prefix, "ip", "link", "set", "underlay0", "down"], check=True)
+    try:
+        assert until(lambda: not alive(api, h3), 25.0), "ZooKeeper ends the session of a host it cannot hear"
+    finally:
+        subprocess.run([*h3.prefix, "ip", "link", "set", "underlay0", "up"], check=True)
+    assert until(lambda: alive(api, h3), 20.0), "the agent registers again under its new session"
+    assert h3.agent_stats()["agent"].get("store_session_expired", 0) == expired + 1
+    assert pings(vm1, "10.0.1.13")

@@ -106,6 +106,11 @@ class Session(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
+    # How many times the store ended this session on its own (ZooKeeper: it timed out while the client was
+    # cut off). The session goes on under a new identity, but the entries it owned are gone: an owner that
+    # sees this count move writes them again.
+    expiries: int = 0
+
 
 def not_found(kind: str, obj_id: str) -> NotFound:
     return NotFound(f"no {kind} with id {obj_id}")

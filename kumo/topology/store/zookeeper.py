@@ -144,6 +144,12 @@ class _ZkSession(Session):
             raise StoreUnavailable(f"cannot reach ZooKeeper at {hosts} to open a session") from None
         self.io = _Bounded(self.client, hosts, timeout)
         self.id = f"{self.client.client_id[0]:x}"
+        self.expiries = 0
+        self.client.add_listener(self._on_state)
+
+    def _on_state(self, state: str) -> None:
+        if state == KazooState.LOST:
+            self.expiries += 1  # kazoo reconnects with a new session; the old one's ephemeral znodes are gone
 
     def close(self) -> None:
         self.client.stop()

@@ -201,7 +201,13 @@ def test_zookeeper_owned_entries_vanish_on_session_expiry(zookeeper: ZooKeeperSe
         intruder.stop()
         intruder.close()
         assert wait_for(lambda: store.state_list("hosts_alive") == {}, timeout=10)
+        # The owner learns of it (and writes its entries again, owned by the session kazoo opened anew)
+        assert wait_for(lambda: session.expiries == 1, timeout=10)
+        assert wait_for(lambda: session.client.connected, timeout=10)  # type: ignore[attr-defined]
+        store.state_put("hosts_alive", "h1", {"since": 2}, owner=session)
+        assert store.state_list("hosts_alive") == {"h1": {"since": 2}}
         session.close()
+        assert wait_for(lambda: store.state_list("hosts_alive") == {}, timeout=10)
     finally:
         store.close()
 
