@@ -52,6 +52,7 @@ bench: setup
 	$(PY) bench/store_bench.py
 	$(PY) bench/sim_bench.py
 	$(PY) bench/datapath_bench.py
+	$(PY) bench/convergence_bench.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

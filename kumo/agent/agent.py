@@ -93,6 +93,8 @@ class Agent:
         self.session: Session | None = None
         self._events: collections.deque[tuple[float, Change | StateChange]] = collections.deque()
         self.invalidation_ms = {"last": 0.0, "max": 0.0}  # store notification -> dependent flows removed
+        # the last topology changes applied: when, and how many flows they removed
+        self.topology_applied: collections.deque[dict[str, float]] = collections.deque(maxlen=16)
         self._writes: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
@@ -451,12 +453,15 @@ class Agent:
             more = tags_for(event)
             tags = None if more is None or tags is None else tags | more
         if topology_changed:
+            removed = self.counters["flows_removed"]
             self._rebuild()
             if tags is None:
                 self._invalidate_all()
             else:
                 for tag in tags:
                     self._invalidate(tag)
+            # wall-clock time, comparable across the hosts of one machine (bench/convergence_bench.py)
+            self.topology_applied.append({"at": time.time(), "flows_removed": self.counters["flows_removed"] - removed})
         if first is not None:
             took = (time.monotonic() - first) * 1000
             self.invalidation_ms = {"last": round(took, 2), "max": round(max(took, self.invalidation_ms["max"]), 2)}
@@ -737,6 +742,7 @@ class Agent:
                 "wildcard_flows": len(self.wildcard),
                 "parked": sum(len(w) for w in self.parked.values()),
                 "invalidation_ms": self.invalidation_ms,
+                "topology_changes_applied": list(self.topology_applied),
                 "upcall_to_reinject_us": _percentiles(self.upcall_latency_us),
                 "agent": dict(sorted(self.counters.items())),
                 "datapath": self.datapath.stats(),
