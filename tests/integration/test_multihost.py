@@ -15,7 +15,7 @@ import pytest
 
 from kumo.client import Client
 from kumo.testing.fabric import Fabric, FabricHost, underlay_capture
-from kumo.testing.netns import Vm, inside
+from kumo.testing.netns import Vm, inside, ip
 
 UDP_COUNT = """
 import socket, sys
@@ -252,6 +252,7 @@ def test_a_killed_agent_leaves_its_flows_forwarding_its_host_dead_and_a_restart_
         rates = iperf3_rates(srv, cli, timeout=30)
         assert len(rates) >= 5 and min(rates) > 0, rates  # established traffic kept flowing
         assert until(lambda: not alive(api, h2), 25.0), "the host shows dead once its session times out"
+        assert until(lambda: not [e for e in api.mac_table(tenant.ids["k"]) if e["host_id"] == h2.host_id], 5.0)
     finally:
         h2.start_agent()
     assert until(lambda: alive(api, h2), 10.0)
@@ -358,3 +359,73 @@ def test_a_host_cut_off_past_its_session_timeout_registers_again_when_it_returns
     assert until(lambda: alive(api, h3), 20.0), "the agent registers again under its new session"
     assert h3.agent_stats()["agent"].get("store_session_expired", 0) == expired + 1
     assert pings(vm1, "10.0.1.13")
+
+
+def describe(fabric: Fabric) -> str:
+    """Every host's counters and flows (for failure messages)."""
+    return "\n".join(f"{h.host_id}: {h.agent_stats()['agent']} {h.flows()}" for h in fabric.hosts)
+
+
+def tunnel_remotes(host: FabricHost, ip_dst: str) -> set[str]:
+    """The remote tunnel ends of `host`'s kernel flows towards `ip_dst`."""
+    flows = [f for f in host.flows() if f["match"].get("ip_dst") == ip_dst]
+    return set(re.findall(r"remote=([\d.]+)", " ".join(" ".join(f["actions"]) for f in flows)))
+
+
+def test_routes_through_a_dead_hosts_uplink_are_withdrawn_and_come_back(
+    fabric: Fabric, tenant: Tenant, api: Client
+) -> None:
+    h1, h2, h3 = fabric.hosts
+    tenant.bridge("w")
+    rid = tenant.router("edge", {"w": "10.0.1.1"})
+    vm = tenant.vm("w1", h1, "w", "10.0.1.11/24", "10.0.1.1")
+    # "outside": one namespace behind two uplinks, A (192.0.2.0/24) on host 2 and B (198.51.100.0/24) on
+    # host 3; it answers from 203.0.113.1 and always replies through B.
+    outside = h2.vm("out")
+    tenant.vms["out"] = (outside, h2)
+    leg_b = f"t{h3.tag}outb"
+    ip("-n", h3.netns, "link", "add", leg_b, "type", "veth", "peer", "name", "eth1", "netns", outside.netns)
+    ip("-n", h3.netns, "link", "set", leg_b, "up")
+    for cmd in (
+        ("addr", "add", "192.0.2.1/24", "dev", "eth0"),
+        ("addr", "add", "198.51.100.1/24", "dev", "eth1"),
+        ("link", "set", "eth1", "mtu", "1450", "up"),
+        ("addr", "add", "203.0.113.1/32", "dev", "lo"),
+        ("route", "add", "10.0.1.0/24", "via", "198.51.100.2"),
+    ):
+        outside.run("ip", *cmd, check=True)
+    # its ARP requests from 198.51.100.1, not from 203.0.113.1 (the router answers only its subnet's)
+    outside.run("sysctl", "-qw", "net.ipv4.conf.all.arp_announce=2", check=True)
+    uplinks = {}
+    for name, host, interface, address in (
+        ("a", h2, outside.interface, "192.0.2.2"),
+        ("b", h3, leg_b, "198.51.100.2"),
+    ):
+        network = address.rsplit(".", 1)[0] + ".0/24"
+        port = api.collection("ports").create(device_id=rid, port_address=address, network_cidr=network)
+        api.bind_port(port["id"], host.host_id, interface)
+        uplinks[name] = port["id"]
+    routes = api.collection("routes")
+    routes.create(router_id=rid, dst_cidr="203.0.113.0/24", next_hop_port_id=uplinks["a"], next_hop_gateway="192.0.2.1")
+    routes.create(
+        router_id=rid,
+        dst_cidr="203.0.113.0/24",
+        next_hop_port_id=uplinks["b"],
+        next_hop_gateway="198.51.100.1",
+        weight=200,
+    )
+    assert pings(vm, "203.0.113.1"), describe(fabric)
+    assert tunnel_remotes(h1, "203.0.113.1") == {h2.tunnel_ip}  # the preferred route: uplink A on host 2
+
+    h2.kill_agent()
+    try:
+        assert until(lambda: not alive(api, h2), 25.0)
+        # withdrawn: host 1 re-simulated its flows and now sends through uplink B on host 3
+        assert until(
+            lambda: vm.ping("203.0.113.1", wait=0.5) and tunnel_remotes(h1, "203.0.113.1") == {h3.tunnel_ip}, 10.0
+        )
+    finally:
+        h2.start_agent()
+    assert until(lambda: alive(api, h2), 10.0)
+    via_a = {h2.tunnel_ip}
+    assert until(lambda: vm.ping("203.0.113.1", wait=0.5) and tunnel_remotes(h1, "203.0.113.1") == via_a, 10.0)
