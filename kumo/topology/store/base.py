@@ -274,6 +274,11 @@ class Store(abc.ABC):
         """Set an entry; with an owner it vanishes when that session ends."""
 
     @abc.abstractmethod
+    def state_claim(self, table: str, key: str, value: Obj, owner: Session) -> bool:
+        """Create an owned entry only if the key is free: True if this call created it (leases, e.g. the SNAT
+        port blocks of one host); False if anyone holds it already."""
+
+    @abc.abstractmethod
     def state_delete(self, table: str, key: str) -> None:
         """Remove an entry; absent entries are ignored."""
 

@@ -169,6 +169,19 @@ class SqliteStore(Store):
             )
             self._hub.publish([StateChange(table, key, json.loads(row[0]) if row else None, value)])
 
+    def state_claim(self, table: str, key: str, value: Obj, owner: Session) -> bool:
+        if owner.id not in self._sessions:
+            raise KumoError(f"session {owner.id} is closed; open a new session to own entries")
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT INTO state(tbl, key, owner, data) VALUES(?, ?, ?, ?) ON CONFLICT(tbl, key) DO NOTHING",
+                (table, key, owner.id, json.dumps(value)),
+            )
+            if cursor.rowcount != 1:
+                return False
+            self._hub.publish([StateChange(table, key, None, value)])
+            return True
+
     def state_delete(self, table: str, key: str) -> None:
         with self._lock:
             row = self._db.execute("SELECT data FROM state WHERE tbl=? AND key=?", (table, key)).fetchone()

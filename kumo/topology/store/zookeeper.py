@@ -396,6 +396,15 @@ class ZookeeperStore(Store):
                 return
         raise VersionConflict(f"state entry {table}/{key} keeps changing concurrently; retry")
 
+    def state_claim(self, table: str, key: str, value: Obj, owner: Session) -> bool:
+        assert isinstance(owner, _ZkSession)
+        self.io.ensure_path(self._state_path(table))
+        try:
+            owner.io.create(self._state_path(table, key), _enc(value), ephemeral=True)
+        except NodeExistsError:
+            return False
+        return True
+
     def state_delete(self, table: str, key: str) -> None:
         with contextlib.suppress(NoNodeError):
             self.io.delete(self._state_path(table, key))

@@ -170,6 +170,17 @@ def test_state_tables_and_owned_entries(store: Store) -> None:
     assert store.state_list("no_such_table") == {}
 
 
+def test_a_claim_creates_only_a_free_entry_and_ends_with_its_owner(store: Store) -> None:
+    first, second = store.open_session(), store.open_session()
+    assert store.state_claim("snat_blocks", "r1/192.0.2.1/1024", {"host_id": "h1"}, owner=first)
+    assert not store.state_claim("snat_blocks", "r1/192.0.2.1/1024", {"host_id": "h2"}, owner=second)
+    assert store.state_get("snat_blocks", "r1/192.0.2.1/1024") == {"host_id": "h1"}
+    first.close()
+    assert wait_for(lambda: store.state_get("snat_blocks", "r1/192.0.2.1/1024") is None)
+    assert store.state_claim("snat_blocks", "r1/192.0.2.1/1024", {"host_id": "h2"}, owner=second)
+    second.close()
+
+
 def test_sqlite_survives_restart_and_drops_orphaned_owned_entries(tmp_path: Path) -> None:
     path = tmp_path / "kumo.db"
     first = SqliteStore(path)
