@@ -28,12 +28,15 @@ from typing import Any
 from kumo.agent.flows import FlowBook, KernelFlow
 from kumo.agent.invalidation import tags_for
 from kumo.agent.learned import AgentLearned, arp_tag, mac_tag
+from kumo.agent.push import StatePush, decode
 from kumo.agent.topology import TopologyCache
 from kumo.datapath.actions import Out, describe_actions, describe_key, flow_key, flow_value
 from kumo.datapath.datapath import Datapath
 from kumo.datapath.layout import MAX_OUT, UPCALL_INJECT_MISS, UPCALL_MISS, Action, FlowKey, FlowValue, UpcallHeader
 from kumo.datapath.offload import complete_checksum
 from kumo.flowstate.local import LocalFlowState
+from kumo.flowstate.redis import FlowStateUnavailable, RedisFlowState
+from kumo.flowstate.snat_blocks import SnatBlocks
 from kumo.packet import PacketError, int_to_ip, ip_to_int, is_multicast_mac
 from kumo.packet.flowmatch import BIT, FlowMatch
 from kumo.packet.frame import parse_frame
@@ -53,6 +56,7 @@ PARK_MAX = 64  # packets parked per next hop (the rest are dropped and counted)
 HOUSEKEEPING_PERIOD = 0.1  # seconds between housekeeping rounds (parked packets, interfaces)
 EXPIRY_PERIOD = 1.0  # seconds between passes over the flows for idle expiry
 EXPIRY_BATCH = 200  # flows checked between two short holds of the lock
+REFRESH_EVERY = 10.0  # seconds between two writes of a flow's state while it is in use (it lives 60 s)
 LATENCY_SAMPLES = 4096  # upcall -> re-injection times kept for `kumo agent stats`
 
 
@@ -68,6 +72,7 @@ class Agent:
         max_flows: int = 100_000,
         datapath: Datapath | None = None,
         tunnel_ip: str | None = None,
+        flow_state: LocalFlowState | RedisFlowState | None = None,
     ) -> None:
         self.store = store
         self.host_id = host_id
@@ -77,7 +82,15 @@ class Agent:
         self.stateful_idle_timeout = stateful_idle_timeout
         self.max_flows = max_flows
         self.datapath = datapath or Datapath()
-        self.flow_state = LocalFlowState()
+        self.flow_state = flow_state or LocalFlowState()
+        self.snat_blocks: SnatBlocks | None = None  # with shared flow state: SNAT ports leased per host
+        if isinstance(self.flow_state, RedisFlowState):
+            self.snat_blocks = SnatBlocks(store, lambda: self.session, host_id, self.flow_state.local)
+            self.flow_state.allocator = self.snat_blocks
+        self.push: StatePush | None = None
+        self._pushes: dict[str, list[StateWrite]] = {}  # host -> new state to push this round
+        self._stateful_hosts: dict[str, set[str]] = {}  # port -> hosts of its stateful port groups' ports
+        self._round_stateful: set[bytes] = set()  # this round's flows whose state must be durable first
         self.learned = AgentLearned()
         self.wildcard = WildcardTable()
         self.book = FlowBook()
@@ -102,7 +115,7 @@ class Agent:
         os.set_blocking(self._wake_w, False)
         self._upcalls: list[bytes] = []  # records of the current ring round
         self._pending: dict[bytes, tuple[FlowKey, FlowValue]] = {}  # flows to install at the round's end
-        self._injects: list[tuple[bytes, int, int]] = []  # (frame, ifindex, queued_ns) once installed
+        self._injects: list[tuple[bytes, int, int, bytes]] = []  # (frame, ifindex, queued_ns, flow) once installed
         self.upcall_latency_us: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
         self._values: dict[tuple[int, tuple[Out, ...]], tuple[SimulationResult, FlowValue]] = {}
         self._warned: set[str] = set()  # hosts without a tunnel, warned about once
@@ -123,6 +136,7 @@ class Agent:
         addresses = [self.tunnel_ip] if self.tunnel_ip else []
         register_host(self.store, self.session, self.host_id, name=socket.gethostname(), addresses=addresses)
         self.datapath.start()
+        self.push = StatePush()
         self._watches = [
             self.store.watch(self._queue_event),
             self.store.state_watch(MAC_TABLE, self._queue_event),
@@ -168,6 +182,11 @@ class Agent:
             self._control.stop()
         with self.lock:
             self.datapath.close()
+            if self.push is not None:
+                self.push.close()
+            close = getattr(self.flow_state, "close", None)
+            if close is not None:
+                close()
         if self.session is not None:
             self.session.close()
         os.close(self._wake_r)
@@ -188,11 +207,14 @@ class Agent:
         next_housekeeping = 0.0
         while not self._stop.is_set():
             try:
-                ready, _, _ = select.select([epfd, self._wake_r], [], [], 0.05)
+                pushed = self.push.fileno() if self.push is not None else -1
+                ready, _, _ = select.select([epfd, self._wake_r, *([pushed] if pushed >= 0 else [])], [], [], 0.05)
                 with self.lock:
                     if self._wake_r in ready:
                         _drain(self._wake_r)
                     self._apply_events()
+                    if pushed in ready:
+                        self._receive_pushes()
                     if epfd in ready:
                         ring.consume()
                         self._serve_upcalls()
@@ -219,12 +241,22 @@ class Agent:
                 log.exception("serving an upcall")
 
     def _flush(self) -> None:
-        """Install the flows of this round in one system call, then execute their first packets."""
+        """Make this round's new flow state durable (shared store) and push it to the peers that may see the
+        return traffic, then install the round's flows in one system call and execute their first packets."""
+        dropped: set[bytes] = set()
+        try:
+            self.flow_state.flush()
+        except FlowStateUnavailable:
+            dropped = self._fail_closed()
+        self._round_stateful.clear()
+        self._send_pushes()
         if self._pending:
             self.datapath.install_many(list(self._pending.values()))
             self._pending.clear()
         injects, self._injects = self._injects, []
-        for frame, ifindex, queued_ns in injects:
+        for frame, ifindex, queued_ns, raw_key in injects:
+            if raw_key in dropped:
+                continue
             self.datapath.inject(frame, ifindex)
             if queued_ns:
                 self.upcall_latency_us.append((time.monotonic_ns() - queued_ns) / 1000)
@@ -275,12 +307,70 @@ class Agent:
         key = flow_key(match, ifindex)
         raw_key = self.book.add(KernelFlow(key, result, stateful=bool(result.state_writes)))
         self._pending[raw_key] = (key, self._value_of(result, outputs))
+        if result.state_writes:
+            self._round_stateful.add(raw_key)
+            for host in self._push_targets(port_id, result):
+                self._pushes.setdefault(host, []).extend(result.state_writes)
         self.counters["flows_installed"] += 1
         if outputs and truncated:
             self.counters["truncated_not_reinjected"] += 1  # a GSO packet: the sender retransmits
         elif outputs:
-            self._injects.append((complete_checksum(frame), ifindex, queued_ns))
+            self._injects.append((complete_checksum(frame), ifindex, queued_ns, raw_key))
             self.counters["reinjected"] += 1
+
+    # --- shared flow state: durable before forwarding, pushed to the peers that see the return traffic ----
+    def _fail_closed(self) -> set[bytes]:
+        """The shared store did not take this round's new state: its stateful flows are neither installed nor
+        forwarded (their replies could not be recognised elsewhere); the sender retransmits."""
+        dropped = set(self._round_stateful)
+        for raw in dropped:
+            self._pending.pop(raw, None)
+            self.book.pop(raw)
+        self.counters["drop.flow_state_unavailable"] += len(dropped)
+        self._pushes.clear()
+        return dropped
+
+    def _push_targets(self, port_id: str, result: SimulationResult) -> set[str]:
+        hosts = set(self._stateful_hosts.get(port_id, ()))
+        for egress in result.egress_port_ids:
+            hosts |= self._stateful_hosts.get(egress, set())
+            port = self.snapshot.ports.get(egress)
+            if port is not None and port.get("host_id"):
+                hosts.add(port["host_id"])
+        hosts.discard(self.host_id)
+        return hosts
+
+    def _send_pushes(self) -> None:
+        pushes, self._pushes = self._pushes, {}
+        if self.push is None:
+            return
+        for host, writes in pushes.items():
+            remote = self.tunnel_peers.get(host)
+            if remote is None:
+                self.counters["push_no_tunnel"] += 1
+                continue
+            try:
+                self.push.send(self.host_id, remote, writes)
+                self.counters["state_pushed"] += len(writes)
+            except OSError:
+                self.counters["push_send_errors"] += 1
+
+    def _receive_pushes(self) -> None:
+        assert self.push is not None
+        peers = {int_to_ip(ip): host for host, ip in self.tunnel_peers.items()}
+        for address, data in self.push.receive():
+            if address not in peers:
+                self.counters["push_from_stranger"] += 1
+                continue
+            try:
+                _, writes = decode(data)
+            except ValueError:
+                self.counters["push_malformed"] += 1
+                continue
+            for write in writes:
+                self.flow_state.learn(write.kind, write.key, write.value)
+                self._invalidate((write.kind, write.key))  # results cached before this state existed
+            self.counters["state_received"] += len(writes)
 
     def _value_of(self, result: SimulationResult, outputs: list[Out]) -> FlowValue:
         """The kernel actions of a result, made once per (result, outputs): wildcard hits share them."""
@@ -470,6 +560,7 @@ class Agent:
         """A new snapshot of the topology, and the bindings of this host's ports followed."""
         self.snapshot = self.topology.snapshot()
         self.tunnel_peers = self.topology.tunnel_peers(self.host_id)
+        self._stateful_hosts = self.topology.stateful_hosts(self.snapshot)
         bound = {
             p["id"]: p["interface_name"]
             for p in self.snapshot.ports.values()
@@ -590,7 +681,7 @@ class Agent:
                 timeout = self.stateful_idle_timeout if flow.stateful else self.idle_timeout
                 if idle > timeout:
                     idle_out.append((raw, flow))
-                elif flow.stateful and idle < 2.0:
+                elif flow.stateful and idle < 2.0 and now - flow.refreshed > REFRESH_EVERY:
                     in_use.append(flow)
             with self.lock:
                 for raw, flow in idle_out:
@@ -601,8 +692,18 @@ class Agent:
                     if self.book.flows.get(raw) is flow and raw not in self._pending:
                         self.book.pop(raw)
                 for flow in in_use:  # keep the conntrack/NAT state of flows in use alive
+                    flow.refreshed = now
                     for write in flow.result.state_writes:
                         self.flow_state.record(write.kind, write.key, write.value)
+        with self.lock:
+            self.flow_state.purge()
+            idle_blocks = self.snat_blocks.idle_blocks(2 * self.stateful_idle_timeout) if self.snat_blocks else []
+        for block in idle_blocks:  # (a store round trip each: outside the lock)
+            assert self.snat_blocks is not None
+            try:
+                self.snat_blocks.release(*block)
+            except Exception as exc:
+                log.warning("releasing SNAT block %s: %s", block, exc)
         with self.lock:
             excess = len(self.book) - self.max_flows
             for raw in self.book.oldest(excess) if excess > 0 else []:
@@ -614,6 +715,9 @@ class Agent:
         entries it had learned went with it. Announce the host again and write back what it learned, where
         no other host has written meanwhile."""
         log.warning("store session expired: registering host %s again", self.host_id)
+        if self.snat_blocks is not None:
+            with self.lock:
+                self.snat_blocks.forget()  # its leases went with the session
         assert self.session is not None
         deadline = time.monotonic() + 60
         while not self._stop.is_set():
@@ -731,6 +835,12 @@ class Agent:
                 out.append(f"rule {rule.get('type')} #{position} of {chain.get('name') or rule.get('chain_id')}")
         return [*out, f"verdict {result.verdict.value} ({result.reason.value})"]
 
+    def _state_counters(self) -> collections.Counter[str]:
+        counters: collections.Counter[str] = collections.Counter()
+        for source in (self.flow_state, self.snat_blocks):
+            counters.update(getattr(source, "counters", {}))
+        return counters
+
     def stats(self) -> dict[str, Any]:
         with self.lock:
             return {
@@ -744,7 +854,7 @@ class Agent:
                 "invalidation_ms": self.invalidation_ms,
                 "topology_changes_applied": list(self.topology_applied),
                 "upcall_to_reinject_us": _percentiles(self.upcall_latency_us),
-                "agent": dict(sorted(self.counters.items())),
+                "agent": dict(sorted((self.counters + self._state_counters()).items())),
                 "datapath": self.datapath.stats(),
             }
 

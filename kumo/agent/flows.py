@@ -17,6 +17,7 @@ class KernelFlow:
     result: SimulationResult
     created: float = field(default_factory=time.monotonic)
     stateful: bool = False  # it wrote flow state (conntrack, NAT): shorter idle timeout, state refreshed
+    refreshed: float = field(default_factory=time.monotonic)  # when its state was last written again
 
 
 class FlowBook:

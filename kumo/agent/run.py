@@ -32,9 +32,12 @@ class AgentOptions:
     upcall_rate: int = DEFAULT_UPCALL_RATE  # upcalls per second per VM interface (BPF token bucket)
     upcall_burst: int = DEFAULT_UPCALL_BURST
 
-    def agent(self, store: Store, host_id: str, state_dir: Path, tunnel_ip: str | None = None) -> Agent:
+    def agent(
+        self, store: Store, host_id: str, state_dir: Path, tunnel_ip: str | None = None, flow_state: str = "local"
+    ) -> Agent:
         from kumo.agent.agent import Agent
         from kumo.datapath.datapath import Datapath
+        from kumo.flowstate.redis import RedisFlowState
 
         return Agent(
             store,
@@ -45,6 +48,9 @@ class AgentOptions:
             max_flows=self.max_flows,
             datapath=Datapath(self.upcall_rate, self.upcall_burst),
             tunnel_ip=tunnel_ip,
+            flow_state=RedisFlowState(flow_state, ttl=self.stateful_idle_timeout * 2)
+            if flow_state != "local"
+            else None,
         )
 
 
@@ -81,8 +87,21 @@ def start_agent(store: Store, state_dir: Path, options: AgentOptions, host_id: s
     return agent
 
 
+def check_flow_state_url(url: str) -> None:
+    if url != "local" and not url.startswith("redis://"):
+        raise KumoError(
+            f"--flow-state {url!r}: use `local` (this agent's own tables) or redis://HOST:PORT/DB (shared by hosts)",
+            code="bad_flow_state",
+        )
+
+
 def run_agent(
-    store_url: str, state_dir: Path, host_id: str | None, options: AgentOptions, tunnel_ip: str | None = None
+    store_url: str,
+    state_dir: Path,
+    host_id: str | None,
+    options: AgentOptions,
+    tunnel_ip: str | None = None,
+    flow_state: str = "local",
 ) -> None:
     """`kumo agent`: serve until SIGINT/SIGTERM; kernel flows stay behind and keep forwarding."""
     from kumo.topology.store import open_store
@@ -93,6 +112,7 @@ def run_agent(
             "for separate agents use --store zookeeper://HOST:PORT/CHROOT",
             code="embedded_store",
         )
+    check_flow_state_url(flow_state)
     if tunnel_ip is not None:
         try:
             ipaddress.IPv4Address(tunnel_ip)
@@ -107,7 +127,7 @@ def run_agent(
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    agent = options.agent(store, host_id_for(state_dir, host_id), state_dir, tunnel_ip)
+    agent = options.agent(store, host_id_for(state_dir, host_id), state_dir, tunnel_ip, flow_state)
     try:
         agent.start()
         done.wait()

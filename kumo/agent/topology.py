@@ -67,3 +67,17 @@ class TopologyCache:
             for p in self.objects["ports"].values()
             if p.get("host_id") == host_id and p.get("port_address") is not None
         }
+
+    def stateful_hosts(self, snapshot: Snapshot) -> dict[str, set[str]]:
+        """port -> the hosts of every port sharing a stateful port group with it (they may see its return
+        traffic, so they get its flows' state pushed)."""
+        out: dict[str, set[str]] = {}
+        for group in self.objects["port_groups"].values():
+            if not group.get("stateful"):
+                continue
+            members = snapshot.port_groups.get(group["id"], frozenset())
+            hosts = {snapshot.ports[p].get("host_id") for p in members if p in snapshot.ports}
+            hosts.discard(None)
+            for port in members:
+                out.setdefault(port, set()).update(h for h in hosts if h)
+        return out

@@ -112,7 +112,12 @@ def api(store: str, listen: str) -> None:
     "--tunnel-ip",
     help="This host's underlay address, reported with the host; tunnels use the address of its tunnel-zone membership.",
 )
-@click.option("--flow-state", default="local", show_default=True, help="local (redis:// arrives later).")
+@click.option(
+    "--flow-state",
+    default="local",
+    show_default=True,
+    help="local (this agent's tables) or redis://HOST:PORT/DB (conntrack and NAT shared by every host).",
+)
 @STATE_DIR
 @agent_options
 @click.pass_context
@@ -131,11 +136,9 @@ def agent(
         return
     if store is None:
         raise click.UsageError("--store is required to run the agent")
-    if flow_state != "local":
-        raise KumoError(f"--flow-state {flow_state}: only `local` is available in this release", code="unsupported")
     from kumo.agent.run import run_agent
 
-    run_agent(store, state_dir, host_id, _options(**tuning), tunnel_ip)
+    run_agent(store, state_dir, host_id, _options(**tuning), tunnel_ip, flow_state)
 
 
 @agent.command("stats")

@@ -1,0 +1,136 @@
+"""Flow state shared across hosts through Redis (`kumo agent --flow-state redis://HOST:PORT/DB`).
+
+The agent's local tables stay in front: a simulation looks there first, and only a miss asks Redis (a
+return flow entering a host that neither saw the forward flow nor got its state pushed). New state is
+recorded locally at once and written to Redis in one pipeline per round of upcalls, BEFORE the round's
+first packets are forwarded; if that write fails, the round's stateful flows are not forwarded (fail closed,
+counted). State of flows in use is written again (refreshed) by the agent; Redis expires what goes idle.
+
+While Redis does not answer, calls are not retried for `BACKOFF` seconds: lookups miss at once (counted),
+so that an outage costs the packet thread no more than one timeout per second.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import time
+from typing import Any
+
+import redis
+
+from kumo.flowstate.local import DEFAULT_TTL, LocalFlowState
+from kumo.simulation.view import NatTarget
+
+log = logging.getLogger("kumo.flowstate")
+
+PREFIX = "kumo:fs:"
+TIMEOUT = 0.25  # seconds: a Redis call that takes longer counts as Redis being down
+BACKOFF = 1.0  # seconds without calls after a failure
+
+
+class FlowStateUnavailable(Exception):
+    """Redis did not take this round's new state: its stateful flows must not be forwarded."""
+
+
+def redis_key(kind: str, key: tuple[Any, ...]) -> str:
+    return PREFIX + kind + ":" + json.dumps(key, separators=(",", ":"))
+
+
+class RedisFlowState:
+    def __init__(self, url: str, ttl: float = DEFAULT_TTL, timeout: float = TIMEOUT) -> None:
+        self.url = url
+        self.ttl = ttl
+        self.local = LocalFlowState(ttl=ttl)
+        self.client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.allocator: Any = None  # SnatBlocks when the agent has a store session (else: local ports)
+        self._pending: dict[str, bytes] = {}  # redis key -> value, written at the round's flush
+        self._down_until = 0.0
+        self.reserve = True
+
+    # --- what the simulation reads ----------------------------------------------------------------------
+    def conntrack_has(self, key: tuple[Any, ...]) -> bool:
+        if self.local.conntrack_has(key):
+            return True
+        if self._lookup("conntrack", key) is None:
+            return False
+        self.local.record("conntrack", key)
+        return True
+
+    def nat_get(self, key: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        value = self.local.nat_get(key)
+        if value is not None:
+            return value
+        found = self._lookup("nat", key)
+        if found is None:
+            return None
+        value = tuple(json.loads(found))
+        self.local.record("nat", key, value)
+        return value
+
+    def snat_allocate(self, router_id: str, targets: list[NatTarget], flow: tuple[Any, ...]) -> tuple[int, int] | None:
+        if self.allocator is not None:
+            chosen: tuple[int, int] | None = self.allocator.allocate(router_id, targets, flow)
+            return chosen
+        return self.local.snat_allocate(router_id, targets, flow)
+
+    def _lookup(self, kind: str, key: tuple[Any, ...]) -> bytes | None:
+        """The entry's JSON from Redis (None: absent, or Redis unavailable)."""
+        if time.monotonic() < self._down_until:
+            self.counters["flow_state_lookup_skipped"] += 1
+            return None
+        self.counters["flow_state_redis_lookups"] += 1
+        try:
+            raw = self.client.get(redis_key(kind, key))
+        except redis.RedisError as exc:
+            self._failed("lookup", exc)
+            return None
+        if raw is None:
+            return None
+        self.counters["flow_state_redis_hits"] += 1
+        return raw if isinstance(raw, bytes) else str(raw).encode()
+
+    # --- what the agent writes --------------------------------------------------------------------------
+    def record(self, kind: str, key: tuple[Any, ...], value: Any = None) -> None:
+        self.local.record(kind, key, value)
+        self._pending[redis_key(kind, key)] = json.dumps(value, separators=(",", ":")).encode()
+
+    def learn(self, kind: str, key: tuple[Any, ...], value: Any = None) -> None:
+        """State pushed by a peer: kept locally (the peer wrote it to Redis)."""
+        self.local.record(kind, key, value)
+
+    def flush(self) -> None:
+        """Write the pending state in one pipeline; FlowStateUnavailable if Redis did not take it."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        if time.monotonic() < self._down_until:
+            self.counters["flow_state_write_skipped"] += 1
+            raise FlowStateUnavailable(f"Redis at {self.url} is unavailable (retrying every {BACKOFF:g} s)")
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            px = int(self.ttl * 1000)
+            for rkey, value in pending.items():
+                pipe.set(rkey, value, px=px)
+            pipe.execute()
+            self.counters["flow_state_redis_writes"] += len(pending)
+        except redis.RedisError as exc:
+            self._failed("write", exc)
+            raise FlowStateUnavailable(f"Redis at {self.url}: {exc}") from None
+
+    def discard_pending(self) -> None:
+        self._pending.clear()
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        self.counters[f"flow_state_{what}_errors"] += 1
+        if time.monotonic() >= self._down_until:
+            log.warning("flow state: Redis %s failed (%s); new stateful flows fail closed until it answers", what, exc)
+        self._down_until = time.monotonic() + BACKOFF
+
+    def purge(self) -> int:
+        return self.local.purge()
+
+    def close(self) -> None:
+        self.client.close()

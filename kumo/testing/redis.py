@@ -1,0 +1,82 @@
+"""Run a throw-away Redis 7 (Debian's `redis-server`): on a free loopback port, or inside a network namespace
+on a given address (multi-host tests). No persistence; stop() and start() for outage tests."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+from kumo.testing.common import free_port, wait_ready
+
+
+class RedisServer:
+    def __init__(self, address: str = "127.0.0.1", netns: str | None = None, port: int | None = None) -> None:
+        if shutil.which("redis-server") is None:
+            raise RuntimeError("redis-server is not installed: `make setup` installs Debian's redis-server")
+        self.address = address
+        self.netns = netns
+        self.port = port or free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="kumo-redis-"))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.address}:{self.port}/0"
+
+    def start(self) -> None:
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+        command = ["redis-server", "--port", str(self.port), "--bind", self.address, "--save", "", "--appendonly", "no"]
+        self.proc = subprocess.Popen(
+            [*prefix, *command, "--dir", str(self.dir)],
+            stdout=open(self.dir / "redis.log", "wb"),  # noqa: SIM115 - closed with the process
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            wait_ready(self.proc, self._answers, 20.0, f"redis-server on {self.address}:{self.port}", self._log)
+        except RuntimeError:
+            self.stop()
+            raise
+
+    def _log(self) -> str:
+        return (self.dir / "redis.log").read_text(errors="replace")
+
+    def _ping(self) -> bool:
+        with socket.create_connection((self.address, self.port), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+
+    def _answers(self) -> bool:
+        if self.netns is None:
+            return self._ping()
+        from kumo.testing.netns import inside
+
+        with inside(self.netns):
+            return self._ping()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.proc = None
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> RedisServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+        self.cleanup()

@@ -1,0 +1,108 @@
+"""Shared flow state: a real Redis on loopback, SNAT blocks leased from a real store, the push format."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from kumo.agent.push import decode, encode
+from kumo.flowstate.local import LocalFlowState
+from kumo.flowstate.redis import FlowStateUnavailable, RedisFlowState
+from kumo.flowstate.snat_blocks import SNAT_BLOCKS, SnatBlocks
+from kumo.packet import ip_to_int
+from kumo.simulation.result import StateWrite
+from kumo.simulation.view import NatTarget
+from kumo.testing.redis import RedisServer
+from kumo.topology.store.sqlite import SqliteStore
+
+EXT = ip_to_int("192.0.2.10")
+DST = ip_to_int("198.51.100.7")
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+def test_state_written_on_one_host_is_found_from_another(redis_server: RedisServer) -> None:
+    ingress, elsewhere = RedisFlowState(redis_server.url), RedisFlowState(redis_server.url)
+    ct = (6, 1, 2, 3, 4, "router-1")
+    nat = ("snat", "router-1", 6, DST, 80, EXT, 20001)
+    ingress.record("conntrack", ct)
+    ingress.record("nat", nat, (ip_to_int("10.0.1.11"), 40000))
+    assert not elsewhere.conntrack_has(ct)  # not durable before the round's flush
+    ingress.flush()
+    assert elsewhere.conntrack_has(ct)
+    assert elsewhere.nat_get(nat) == (ip_to_int("10.0.1.11"), 40000)
+    assert elsewhere.counters["flow_state_redis_hits"] == 2
+    assert elsewhere.nat_get(nat) is not None and elsewhere.counters["flow_state_redis_lookups"] == 3  # cached
+    assert ingress.client.pttl("kumo:fs:conntrack:" + '[6,1,2,3,4,"router-1"]') > 50_000  # expires when idle
+
+
+def test_redis_down_fails_closed_fast_and_recovers() -> None:
+    with RedisServer() as server:
+        state = RedisFlowState(server.url)
+        server.stop()
+        state.record("conntrack", (6, 9, 9, 9, 9, "r"))
+        with pytest.raises(FlowStateUnavailable):
+            state.flush()
+        started = time.monotonic()
+        assert not state.conntrack_has((6, 8, 8, 8, 8, "r"))  # within the back-off: no call at all
+        assert time.monotonic() - started < 0.05
+        assert state.counters["flow_state_lookup_skipped"] == 1
+        server.start()
+        time.sleep(1.1)  # the back-off ends
+        state.record("conntrack", (6, 9, 9, 9, 9, "r"))
+        state.flush()
+        assert RedisFlowState(server.url).conntrack_has((6, 9, 9, 9, 9, "r"))
+
+
+def test_two_hosts_never_hand_out_the_same_port_towards_one_destination(tmp_path: object) -> None:
+    store = SqliteStore(":memory:")
+    try:
+        hosts = []
+        for name in ("h1", "h2"):
+            session = store.open_session()
+            hosts.append(SnatBlocks(store, lambda s=session: s, name, LocalFlowState(), block_ports=64))
+        target = [NatTarget(EXT, EXT, 20000, 20999)]
+        given = set()
+        for sport in range(1000, 1300):  # 300 flows per host, to one destination: several blocks each
+            for blocks in hosts:
+                chosen = blocks.allocate("r1", target, (17, DST, 53, ip_to_int("10.0.1.11"), sport))
+                assert chosen is not None
+                assert chosen not in given
+                given.add(chosen)
+        leases = store.state_list(SNAT_BLOCKS)
+        assert {v["host_id"] for v in leases.values()} == {"h1", "h2"}
+        assert len(leases) == sum(len(b) for h in hosts for b in h.held.values())
+    finally:
+        store.close()
+
+
+def test_an_idle_block_is_released_once_its_ports_are_free() -> None:
+    store = SqliteStore(":memory:")
+    try:
+        session = store.open_session()
+        local = LocalFlowState(ttl=0.2)
+        blocks = SnatBlocks(store, lambda: session, "h1", local, block_ports=16)
+        chosen = blocks.allocate("r1", [NatTarget(EXT, EXT, 20000, 20063)], (17, DST, 53, 1, 1))
+        assert chosen is not None and len(store.state_list(SNAT_BLOCKS)) == 1
+        assert blocks.idle_blocks(0.0) == []  # its port is reserved
+        time.sleep(0.25)
+        idle = blocks.idle_blocks(0.0)
+        assert len(idle) == 1
+        blocks.release(*idle[0])
+        assert store.state_list(SNAT_BLOCKS) == {}
+    finally:
+        store.close()
+
+
+def test_a_push_carries_keys_and_values_back_as_tuples() -> None:
+    writes = [StateWrite("conntrack", (6, 1, 2, 3, 4, "d")), StateWrite("nat", ("snat", "r", 6, 1, 2, 3, 4), (5, 6))]
+    host, back = decode(encode("host-1", writes))
+    assert host == "host-1" and back == writes
+    with pytest.raises(ValueError):
+        decode(b'{"host": "x"}')
