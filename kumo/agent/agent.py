@@ -170,7 +170,12 @@ class Agent:
         )
 
     def stop(self) -> None:
-        """Stop serving. Kernel flows stay and keep forwarding (a restart adopts them)."""
+        """Stop serving. Kernel flows stay and keep forwarding (a restart adopts them).
+
+        The store session is not closed: the host stays alive, and the MAC/ARP entries and SNAT blocks it
+        owns stay, until the store times the session out (ZooKeeper: 10 s) or a restarted agent takes them
+        over. Closing it would make every other host drop the flows that use those entries, and stall them
+        until this agent is back to learn them again."""
         self._stop.set()
         self._wake()
         for watch in self._watches:
@@ -187,8 +192,6 @@ class Agent:
             close = getattr(self.flow_state, "close", None)
             if close is not None:
                 close()
-        if self.session is not None:
-            self.session.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
 
@@ -474,6 +477,7 @@ class Agent:
             return
         walk = simulate(match, self.snapshot, self.learned, self.flow_state, frame=generated.frame, trace=False)
         if walk.verdict not in (Verdict.OUTPUT, Verdict.FLOOD):
+            self.counters[f"generated_dropped.{walk.reason.value}"] += 1  # e.g. a port's filter drops it
             return
         if walk.rewrites or walk.ttl_decrement:
             self.counters["generated_needs_rewrite"] += 1  # not executed in Python (see README, limits)

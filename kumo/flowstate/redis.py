@@ -68,6 +68,8 @@ class RedisFlowState:
             return None
         value = tuple(json.loads(found))
         self.local.record("nat", key, value)
+        if key[0] == "snat-fwd" and self.allocator is not None:
+            self.allocator.adopt(key[1], value[0], value[1])  # its port stays ours while the binding lives
         return value
 
     def snat_allocate(self, router_id: str, targets: list[NatTarget], flow: tuple[Any, ...]) -> tuple[int, int] | None:

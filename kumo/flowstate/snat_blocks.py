@@ -29,6 +29,9 @@ MAX_CLAIMS = 64  # candidate blocks tried (each a store round trip) before givin
 
 
 class SnatBlocks:
+    """Blocks are aligned on multiples of `block_ports` (block of port p: p // block_ports), so that a binding
+    read back from the shared store (an agent restart, a migrated VM) names its block by its port alone."""
+
     def __init__(
         self,
         store: Store,
@@ -42,8 +45,8 @@ class SnatBlocks:
         self.host_id = host_id
         self.local = local
         self.block_ports = block_ports
-        self.held: dict[tuple[str, int], list[tuple[int, int]]] = {}  # (router, ip) -> [(first, last port)]
-        self.used_at: dict[tuple[str, int, int], float] = {}  # (router, ip, first port) -> last allocation
+        self.held: dict[tuple[str, int], set[int]] = {}  # (router, ip) -> aligned first ports of blocks held
+        self.used_at: dict[tuple[str, int, int], float] = {}  # (router, ip, block) -> last allocation
         self.counters: collections.Counter[str] = collections.Counter()
 
     def allocate(self, router_id: str, targets: list[NatTarget], flow: tuple[Any, ...]) -> tuple[int, int] | None:
@@ -56,68 +59,96 @@ class SnatBlocks:
                     return chosen
                 continue
             for ip in range(target.first, target.last + 1):
-                for first, last in self.held.get((router_id, ip), []):
-                    chosen = self.local.take_free(router_id, proto, dst, dport, ip, ip, first, last, start)
+                for block in sorted(self.held.get((router_id, ip), ())):
+                    chosen = self._take(router_id, proto, dst, dport, ip, block, target, start)
                     if chosen is not None:
-                        self.used_at[(router_id, ip, first)] = time.monotonic()
                         return chosen
-            block = self._lease(router_id, target, start)
-            if block is not None:
-                ip, first, last = block
-                chosen = self.local.take_free(router_id, proto, dst, dport, ip, ip, first, last, start)
+            leased = self._lease(router_id, target, start)
+            if leased is not None:
+                chosen = self._take(router_id, proto, dst, dport, *leased, target, start)
                 if chosen is not None:
                     return chosen
         self.counters["snat_exhausted"] += 1
         return None
 
-    def _lease(self, router_id: str, target: NatTarget, start: int) -> tuple[int, int, int] | None:
-        """Claim a free block of the target's range (candidates in an order spread by the flow's hash)."""
-        session = self.session()
-        if session is None:
+    def _take(
+        self, router_id: str, proto: int, dst: int, dport: int, ip: int, block: int, target: NatTarget, start: int
+    ) -> tuple[int, int] | None:
+        first, last = max(block, target.port_from), min(block + self.block_ports - 1, target.port_to)
+        if first > last:
             return None
-        span = target.port_to - target.port_from + 1
-        per_ip = (span + self.block_ports - 1) // self.block_ports
+        chosen = self.local.take_free(router_id, proto, dst, dport, ip, ip, first, last, start)
+        if chosen is not None:
+            self.used_at[(router_id, ip, block)] = time.monotonic()
+        return chosen
+
+    def _lease(self, router_id: str, target: NatTarget, start: int) -> tuple[int, int] | None:
+        """Claim a free block of the target's range (candidates in an order spread by the flow's hash)."""
+        lowest, highest = target.port_from // self.block_ports, target.port_to // self.block_ports
+        per_ip = highest - lowest + 1
         total = (target.last - target.first + 1) * per_ip
         for n in range(min(total, MAX_CLAIMS)):
             slot = (start + n) % total
             ip = target.first + slot // per_ip
-            first = target.port_from + (slot % per_ip) * self.block_ports
-            last = min(first + self.block_ports - 1, target.port_to)
-            if (first, last) in self.held.get((router_id, ip), []):
+            block = (lowest + slot % per_ip) * self.block_ports
+            if block in self.held.get((router_id, ip), ()):
                 continue
-            key = f"{router_id}/{int_to_ip(ip)}/{first}"
-            try:
-                claimed = self.store.state_claim(SNAT_BLOCKS, key, {"host_id": self.host_id, "last": last}, session)
-            except Exception as exc:  # the store is away: no new block (counted), existing blocks still serve
-                self.counters["snat_block_store_errors"] += 1
-                log.warning("leasing SNAT block %s: %s", key, exc)
+            if self._claim(router_id, ip, block):
+                return ip, block
+            if self._claim_failed:
                 return None
-            if claimed:
-                self.held.setdefault((router_id, ip), []).append((first, last))
-                self.used_at[(router_id, ip, first)] = time.monotonic()
-                self.counters["snat_blocks_leased"] += 1
-                return ip, first, last
-            self.counters["snat_block_taken"] += 1
         return None
 
-    def idle_blocks(self, idle: float) -> list[tuple[str, int, int, int]]:
-        """Blocks held but unused for `idle` seconds, with no live reservation: (router, ip, first, last)."""
+    def adopt(self, router_id: str, ip: int, port: int) -> None:
+        """A binding found in the shared store uses (ip, port): hold its block, so that no other host hands
+        the port out while the binding lives."""
+        block = port // self.block_ports * self.block_ports
+        if block in self.held.get((router_id, ip), ()):
+            return
+        if not self._claim(router_id, ip, block) and not self._claim_failed:
+            self.counters["snat_block_adopt_conflicts"] += 1  # another host holds it now (its agent restarted)
+
+    _claim_failed = False  # the last claim failed because the store did not answer
+
+    def _claim(self, router_id: str, ip: int, block: int) -> bool:
+        session = self.session()
+        self._claim_failed = session is None
+        if session is None:
+            return False
+        key = f"{router_id}/{int_to_ip(ip)}/{block}"
+        try:
+            claimed = self.store.state_claim(SNAT_BLOCKS, key, {"host_id": self.host_id}, session)
+        except Exception as exc:  # the store is away: no new block (counted); held blocks still serve
+            self._claim_failed = True
+            self.counters["snat_block_store_errors"] += 1
+            log.warning("leasing SNAT block %s: %s", key, exc)
+            return False
+        if claimed:
+            self.held.setdefault((router_id, ip), set()).add(block)
+            self.used_at[(router_id, ip, block)] = time.monotonic()
+            self.counters["snat_blocks_leased"] += 1
+        else:
+            self.counters["snat_block_taken"] += 1
+        return claimed
+
+    def idle_blocks(self, idle: float) -> list[tuple[str, int, int]]:
+        """Blocks held but unused for `idle` seconds, with no live reservation: (router, ip, block)."""
         now = time.monotonic()
         out = []
         for (router_id, ip), blocks in self.held.items():
-            for first, last in blocks:
-                if now - self.used_at.get((router_id, ip, first), 0.0) < idle:
+            for block in blocks:
+                if now - self.used_at.get((router_id, ip, block), 0.0) < idle:
                     continue
-                if not self.local.used_in(router_id, (ip,), first, last):
-                    out.append((router_id, ip, first, last))
+                if not self.local.used_in(router_id, (ip,), block, block + self.block_ports - 1):
+                    out.append((router_id, ip, block))
         return out
 
-    def release(self, router_id: str, ip: int, first: int, last: int) -> None:
-        blocks = self.held.get((router_id, ip), [])
-        if (first, last) in blocks:
-            blocks.remove((first, last))
-            self.used_at.pop((router_id, ip, first), None)
-            self.store.state_delete(SNAT_BLOCKS, f"{router_id}/{int_to_ip(ip)}/{first}")
+    def release(self, router_id: str, ip: int, block: int) -> None:
+        blocks = self.held.get((router_id, ip), set())
+        if block in blocks:
+            blocks.discard(block)
+            self.used_at.pop((router_id, ip, block), None)
+            self.store.state_delete(SNAT_BLOCKS, f"{router_id}/{int_to_ip(ip)}/{block}")
             self.counters["snat_blocks_released"] += 1
 
     def forget(self) -> None:

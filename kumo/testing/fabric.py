@@ -21,6 +21,7 @@ from typing import Any
 from kumo.client import Client
 from kumo.testing.netns import HostNamespace, inside, ip
 from kumo.testing.processes import AgentProcess, ApiProcess
+from kumo.testing.redis import RedisServer
 from kumo.testing.zookeeper import ZooKeeperServer
 
 UNDERLAY_NET = "10.99.0"
@@ -114,12 +115,21 @@ class FabricHost(HostNamespace):
 class Fabric:
     """`with Fabric(workdir, hosts=3) as fabric:`; talk to the API inside `with inside(fabric.netns):`."""
 
-    def __init__(self, workdir: Path, hosts: int = 3, api_servers: int = 1, agent_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        hosts: int = 3,
+        api_servers: int = 1,
+        agent_args: tuple[str, ...] = (),
+        redis: bool = False,
+    ) -> None:
         self.workdir = workdir
         self.tag = uuid.uuid4().hex[:6]
         self.netns = f"kumo-f{self.tag}-u"
         self.agent_args = agent_args
         self.zookeeper = ZooKeeperServer(address=FABRIC_ADDRESS, netns=self.netns)
+        # with `redis`, the agents share flow state through a Redis on the underlay (--flow-state)
+        self.redis = RedisServer(address=FABRIC_ADDRESS, netns=self.netns) if redis else None
         self.chroot = f"/kumo-{self.tag}"
         self.apis: list[ApiProcess] = []
         self.api_count = api_servers
@@ -140,6 +150,9 @@ class Fabric:
             host.create()
             host.join_underlay()
         self.zookeeper.start()
+        if self.redis is not None:
+            self.redis.start()
+            self.agent_args = (*self.agent_args, "--flow-state", self.redis.url)
         for i in range(self.api_count):
             api = ApiProcess(
                 self.store_url,
@@ -172,6 +185,10 @@ class Fabric:
                 api.stop()
         with contextlib.suppress(Exception):
             self.zookeeper.stop()
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                self.redis.stop()
+            self.redis.cleanup()
         for host in self.hosts:
             host.delete()
         ip("netns", "del", self.netns, check=False)

@@ -30,6 +30,7 @@ class RedisServer:
     def start(self) -> None:
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         command = ["redis-server", "--port", str(self.port), "--bind", self.address, "--save", "", "--appendonly", "no"]
+        command += ["--protected-mode", "no"]  # (it listens on a test namespace's address, without a password)
         self.proc = subprocess.Popen(
             [*prefix, *command, "--dir", str(self.dir)],
             stdout=open(self.dir / "redis.log", "wb"),  # noqa: SIM115 - closed with the process

@@ -1,8 +1,16 @@
-"""A steady TCP stream for tests, run inside VM namespaces: `server PORT FILE` records the time of the last
-byte received in FILE; `client HOST PORT` sends 100 bytes every 10 ms (bounded: 120 s)."""
+"""Steady streams for tests, run inside VM namespaces (`python -m kumo.testing.stream ...`):
+
+- `server PORT FILE` (TCP) records the time of the last byte received in FILE; `client HOST PORT` sends
+  100 bytes every 10 ms (bounded: 120 s);
+- `udp-echo PORT [BIND]` answers every UDP datagram (bounded: 120 s without one);
+- `udp-probe HOST PORT SECONDS [BIND]` sends a numbered datagram every 20 ms for SECONDS and prints, as JSON,
+  the times (relative to its start) at which answers came back."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import json
 import os
 import socket
 import sys
@@ -40,8 +48,47 @@ def client(host: str, port: int) -> None:
             time.sleep(0.01)
 
 
+def udp_echo(port: int, bind: str = "0.0.0.0") -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((bind, port))  # (bound to an address, its answers come from that address)
+        sock.settimeout(120)
+        while True:
+            data, peer = sock.recvfrom(2048)
+            sock.sendto(data, peer)
+
+
+def udp_probe(host: str, port: int, seconds: float, bind: str = "0.0.0.0") -> None:
+    answers = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((bind, 0))
+        sock.settimeout(0.02)
+        start = time.monotonic()
+        n = 0
+        while (now := time.monotonic() - start) < seconds:
+            with contextlib.suppress(OSError):  # (no route for a moment: a VM's interface moving hosts)
+                sock.sendto(str(n).encode(), (host, port))
+            n += 1
+            while time.monotonic() - start < now + 0.02:
+                try:
+                    sock.recv(2048)
+                    answers.append(round(time.monotonic() - start, 3))
+                except OSError:
+                    break
+    print(json.dumps({"sent": n, "answers": answers}))
+
+
+def longest_silence(answers: list[float], seconds: float) -> float:
+    """The longest time without an answer, from 0 to `seconds` (a udp-probe's output)."""
+    times = [0.0, *answers, seconds]
+    return max(b - a for a, b in itertools.pairwise(times))
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "server":
         server(int(sys.argv[2]), sys.argv[3])
+    elif sys.argv[1] == "udp-echo":
+        udp_echo(int(sys.argv[2]), *sys.argv[3:4])
+    elif sys.argv[1] == "udp-probe":
+        udp_probe(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), *sys.argv[5:6])
     else:
         client(sys.argv[2], int(sys.argv[3]))

@@ -78,6 +78,12 @@ def test_two_hosts_never_hand_out_the_same_port_towards_one_destination(tmp_path
         leases = store.state_list(SNAT_BLOCKS)
         assert {v["host_id"] for v in leases.values()} == {"h1", "h2"}
         assert len(leases) == sum(len(b) for h in hosts for b in h.held.values())
+        # a binding read back from the shared store (agent restart) holds its block again
+        session = store.open_session()
+        again = SnatBlocks(store, lambda: session, "h3", LocalFlowState(), block_ports=64)
+        ip, port = next(iter(given))
+        again.adopt("r1", ip, port)
+        assert again.counters["snat_block_adopt_conflicts"] == 1  # h1 or h2 holds it: not taken from them
     finally:
         store.close()
 

@@ -1,0 +1,286 @@
+"""Stateful across hosts (the l4state story): three hosts sharing flow state through a real Redis, one router
+with two uplinks on hosts 2 and 3 in a stateful port group, an "external" namespace behind both, and return
+traffic that comes back through the other uplink than the one its flow left by.
+
+    vm1 (10.0.1.11, host 1) -- bridge tenant -- router edge -- uplink A 192.0.2.2     (host 2) -- ext eth0
+                                                             \\- uplink B 198.51.100.2 (host 3) -- ext eth1
+ext has 203.0.113.1 and 203.0.113.2 on lo. Floating IP 198.18.0.10 <-> vm1 (DNAT; ext reaches it via A,
+vm1's replies leave via B); dynamic SNAT to 198.18.0.50:20000-29999 (out via A towards 203.0.113.1, replies
+come in via B). vm1's port admits only return traffic and new TCP/UDP to port 8080/5001.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from kumo.client import Client
+from kumo.testing.fabric import Fabric, FabricHost
+from kumo.testing.netns import Vm, inside, ip
+from kumo.testing.stream import longest_silence
+from tests.integration.test_multihost import describe, until
+
+STREAM = ["-m", "kumo.testing.stream"]
+FIP, SNAT_IP = "198.18.0.10", "198.18.0.50"
+
+SNAT_FLOWS = """
+import socket, sys, time
+host, tag, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+socks = []
+for i in range(count):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 0)); socks.append(s)
+for _ in range(2):  # twice: a first packet the upcall limiter dropped still leaves one
+    for i, s in enumerate(socks):
+        s.sendto(f"{tag}:{i}".encode(), (host, 7000))
+        if i % 50 == 49:
+            time.sleep(0.1)  # ~500 new flows/s: under the agent's per-port upcall limit
+"""
+
+SNAT_SINK = """
+import json, socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 7000)); s.settimeout(5)
+seen = {}
+try:
+    while True:
+        data, (src, sport) = s.recvfrom(64)
+        seen.setdefault(f"{src}:{sport}", set()).add(data.decode())
+except OSError:
+    pass
+print(json.dumps({k: sorted(v) for k, v in seen.items()}))
+"""
+
+
+@dataclass
+class Edge:
+    fabric: Fabric
+    api: Client
+    vm1: Vm
+    ext: Vm
+    ids: dict[str, str] = field(default_factory=dict)
+    extra: list[tuple[Vm, FabricHost]] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
+    with Fabric(tmp_path_factory.mktemp("l4state"), hosts=3, redis=True) as fabric, inside(fabric.netns):
+        yield build_edge(fabric)
+
+
+def build_edge(fabric: Fabric) -> Edge:
+    h1, h2, h3 = fabric.hosts
+    api = fabric.client()
+    bridge = api.collection("bridges").create(name="tenant")["id"]
+    rid = api.collection("routers").create(name="edge")["id"]
+    rp = api.collection("ports").create(device_id=rid, port_address="10.0.1.1", network_cidr="10.0.1.0/24")
+    bp = api.collection("ports").create(device_id=bridge)
+    api.link_ports(bp["id"], rp["id"])
+    vm1 = h1.vm("vm1")
+    vm1.address("10.0.1.11/24", "10.0.1.1")
+    vm_port = api.collection("ports").create(device_id=bridge, name="vm1")
+    api.bind_port(vm_port["id"], h1.host_id, vm1.interface)
+
+    ext = h2.vm("ext")  # eth0 behind uplink A (host 2); eth1 added behind uplink B (host 3)
+    leg_b = f"t{h3.tag}extb"
+    ip("-n", h3.netns, "link", "add", leg_b, "type", "veth", "peer", "name", "eth1", "netns", ext.netns)
+    ip("-n", h3.netns, "link", "set", leg_b, "up")
+    for cmd in (
+        ("addr", "add", "192.0.2.1/24", "dev", "eth0"),
+        ("addr", "add", "198.51.100.1/24", "dev", "eth1"),
+        ("link", "set", "eth1", "mtu", "1450", "up"),
+        ("addr", "add", "203.0.113.1/32", "dev", "lo"),
+        ("addr", "add", "203.0.113.2/32", "dev", "lo"),
+        ("route", "add", f"{FIP}/32", "via", "192.0.2.2"),  # to the floating IP: in through A
+        ("route", "add", f"{SNAT_IP}/32", "via", "198.51.100.2"),  # to the SNAT address: in through B
+    ):
+        ext.run("ip", *cmd, check=True)
+    ext.run("sysctl", "-qw", "net.ipv4.conf.all.arp_announce=2", check=True)
+
+    group = api.collection("port_groups").create(name="uplinks", stateful=True)["id"]
+    uplinks = {}
+    for name, host, interface, address in (("a", h2, ext.interface, "192.0.2.2"), ("b", h3, leg_b, "198.51.100.2")):
+        network = address.rsplit(".", 1)[0] + ".0/24"
+        port = api.collection("ports").create(
+            device_id=rid, name=f"uplink-{name}", port_address=address, network_cidr=network, port_group_ids=[group]
+        )
+        api.bind_port(port["id"], host.host_id, interface)
+        uplinks[name] = port["id"]
+    routes = api.collection("routes")
+    routes.create(router_id=rid, dst_cidr="203.0.113.1/32", next_hop_port_id=uplinks["a"], next_hop_gateway="192.0.2.1")
+    routes.create(
+        router_id=rid, dst_cidr="203.0.113.2/32", next_hop_port_id=uplinks["b"], next_hop_gateway="198.51.100.1"
+    )
+
+    chains = api.collection("chains")
+    rules = api.collection("rules")
+    pre, post, vm_in = (
+        chains.create(name="pre")["id"],
+        chains.create(name="post")["id"],
+        chains.create(name="vm1")["id"],
+    )
+    both = [uplinks["a"], uplinks["b"]]
+    rules.create(
+        chain_id=pre,
+        type="dnat",
+        nw_dst=f"{FIP}/32",
+        nat_targets=[{"address_from": "10.0.1.11", "address_to": "10.0.1.11"}],
+    )
+    rules.create(chain_id=pre, type="rev_snat", in_port_ids=both)
+    rules.create(chain_id=post, type="rev_dnat", out_port_ids=both)
+    snat = [{"address_from": SNAT_IP, "address_to": SNAT_IP, "port_from": 20000, "port_to": 29999}]
+    rules.create(chain_id=post, type="snat", out_port_ids=both, nat_targets=snat)
+    api.collection("routers").update(rid, inbound_filter_id=pre, outbound_filter_id=post)
+    # vm1's firewall (towards vm1): replies of its own flows, and new connections to its services only
+    rules.create(chain_id=vm_in, type="accept", match_return_flow=True)
+    rules.create(chain_id=vm_in, type="accept", nw_proto=6, tp_dst={"start": 8080, "end": 8080})
+    rules.create(chain_id=vm_in, type="accept", nw_proto=17, tp_dst={"start": 5001, "end": 5001})
+    rules.create(chain_id=vm_in, type="accept", nw_proto=1)
+    rules.create(chain_id=vm_in, type="drop", dl_type=0x0800)  # (IPv4 only: ARP still reaches vm1)
+    api.collection("ports").update(vm_port["id"], outbound_filter_id=vm_in)
+    edge = Edge(fabric, api, vm1, ext, {"bridge": bridge, "router": rid, "vm_port": vm_port["id"], **uplinks})
+    assert until(lambda: vm1.ping("203.0.113.1", wait=0.5), 15.0), describe(fabric)
+    return edge
+
+
+def iperf3(client: Vm, server: Vm, address: str, seconds: int, *extra: str) -> list[float]:
+    """Per-second received rates of an iperf3 run (`extra`: e.g. -R, -B ADDRESS, -p PORT)."""
+    port = extra[extra.index("-p") + 1] if "-p" in extra else "5201"
+    srv = server.popen("iperf3", "-s", "-1", "-p", port, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        done = client.run("iperf3", "-c", address, "-t", str(seconds), "-i", "1", "-J", *extra, timeout=seconds + 30)
+    finally:
+        srv.kill()
+        srv.wait()
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return [i["sum"]["bits_per_second"] for i in json.loads(done.stdout)["intervals"]]
+
+
+def agent_counter(host: FabricHost, name: str) -> int:
+    return int(host.agent_stats()["agent"].get(name, 0))
+
+
+def test_return_traffic_through_the_other_uplink_is_recognised_and_translated(edge: Edge) -> None:
+    h1, h2, h3 = edge.fabric.hosts
+    vm1, ext = edge.vm1, edge.ext
+    # SNAT: vm1 -> 203.0.113.1 leaves through A (host 2); the replies to 198.18.0.50 come back through B (host 3)
+    assert min(iperf3(vm1, ext, "203.0.113.1", 2)) > 0  # data out via A, ACKs back via B
+    assert min(iperf3(vm1, ext, "203.0.113.1", 2, "-R")) > 0  # data in via B, ACKs out via A
+    # DNAT (floating IP): ext -> 198.18.0.10 enters through A (host 2); vm1's replies leave through B (host 3)
+    assert min(iperf3(ext, vm1, FIP, 2, "-B", "203.0.113.2", "-p", "8080")) > 0
+    assert min(iperf3(ext, vm1, FIP, 2, "-B", "203.0.113.2", "-p", "8080", "-R")) > 0
+    # it was asymmetric, and the state reached the hosts of the return path before the traffic did
+    assert agent_counter(h3, "state_received") > 0 and agent_counter(h1, "state_received") > 0
+    # the firewall on vm1's port still drops what is not a reply nor a service
+    assert ext.run(sys.executable, "-c", CONNECT.format(FIP, 9090, "203.0.113.2"), timeout=10).returncode != 0
+    assert h2.agent_stats()["agent"].get("agent_errors", 0) == 0
+
+
+CONNECT = "import socket; s = socket.socket(); s.bind(({2!r}, 0)); s.settimeout(2); s.connect(({0!r}, {1}))"
+
+
+def test_nat_connections_survive_a_restart_of_the_vms_host_agent(edge: Edge) -> None:
+    h1 = edge.fabric.hosts[0]
+    vm1, ext = edge.vm1, edge.ext
+    srv = ext.popen("iperf3", "-s", "-1", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        cli = vm1.popen("iperf3", "-c", "203.0.113.1", "-t", "8", "-i", "1", "-J", stdout=-1, stderr=-1)
+        time.sleep(2.0)
+        h1.stop_agent()
+        time.sleep(1.0)
+        h1.start_agent()
+        out, err = cli.communicate(timeout=40)
+    finally:
+        srv.kill()
+        srv.wait()
+    assert cli.returncode == 0, err
+    rates = [i["sum"]["bits_per_second"] for i in json.loads(out)["intervals"]]
+    assert len(rates) >= 7 and min(rates) > 0, rates
+    stats = h1.agent_stats()["agent"]
+    assert stats.get("flow_state_redis_hits", 0) > 0, stats  # the SNAT binding came back from Redis
+    assert stats.get("adopt_kept", 0) > 0, stats
+
+
+def test_two_hosts_snat_a_thousand_flows_each_without_a_collision(edge: Edge) -> None:
+    h1, h2, _ = edge.fabric.hosts
+    other = h2.vm("vm2")
+    edge.extra.append((other, h2))
+    other.address("10.0.1.12/24", "10.0.1.1")
+    port = edge.api.collection("ports").create(device_id=edge.ids["bridge"], name="vm2")
+    edge.api.bind_port(port["id"], h2.host_id, other.interface)
+    assert until(lambda: other.ping("203.0.113.1", wait=0.5), 10.0)
+    sink = edge.ext.popen(sys.executable, "-c", SNAT_SINK, stdout=subprocess.PIPE)
+    time.sleep(0.5)
+    senders = [vm.popen(sys.executable, "-c", SNAT_FLOWS, "203.0.113.1", vm.name, "1000") for vm in (edge.vm1, other)]
+    for proc in senders:
+        proc.wait(timeout=60)
+    seen: dict[str, list[str]] = json.loads(sink.communicate(timeout=60)[0])
+    collisions = {source: flows for source, flows in seen.items() if len(flows) > 1}
+    assert not collisions, list(collisions.items())[:5]
+    flows = [f for flows in seen.values() for f in flows]
+    per_vm = collections.Counter(f.split(":")[0] for f in flows)
+    assert per_vm == {"vm1": 1000, "vm2": 1000}, (per_vm, describe(edge.fabric))
+    assert {s.split(":")[0] for s in seen} == {SNAT_IP}
+    assert agent_counter(h1, "snat_blocks_leased") > 0 and agent_counter(h2, "snat_blocks_leased") > 0
+
+
+def test_redis_down_keeps_established_flows_fails_new_stateful_ones_closed_and_recovers(edge: Edge) -> None:
+    h1 = edge.fabric.hosts[0]
+    vm1, ext = edge.vm1, edge.ext
+    redis = edge.fabric.redis
+    assert redis is not None
+    srv = ext.popen("iperf3", "-s", "-1", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        cli = vm1.popen("iperf3", "-c", "203.0.113.1", "-t", "6", "-i", "1", "-J", stdout=-1, stderr=-1)
+        time.sleep(1.5)
+        redis.stop()
+        failed_before = agent_counter(h1, "drop.flow_state_unavailable")
+        # a new stateful flow (SNAT + conntrack) while Redis is down: not forwarded, counted
+        assert not vm1.ping("203.0.113.1", wait=0.5)
+        assert agent_counter(h1, "drop.flow_state_unavailable") > failed_before
+        out, _ = cli.communicate(timeout=40)
+    finally:
+        srv.kill()
+        srv.wait()
+        redis.start()
+    rates = [i["sum"]["bits_per_second"] for i in json.loads(out)["intervals"]]
+    assert len(rates) >= 5 and min(rates) > 0, rates  # established kernel flows never stopped
+    assert until(lambda: vm1.ping("203.0.113.1", wait=0.5), 10.0), "new flows work again once Redis is back"
+
+
+def test_a_migrated_vm_keeps_its_snat_and_dnat_udp_flows(edge: Edge) -> None:
+    h1, _, h3 = edge.fabric.hosts
+    vm1, ext = edge.vm1, edge.ext
+    echo_ext = ext.popen(sys.executable, *STREAM, "udp-echo", "5000", "203.0.113.1")
+    echo_vm = vm1.popen(sys.executable, *STREAM, "udp-echo", "5001")
+    try:
+        time.sleep(0.5)
+        snat = vm1.popen(sys.executable, *STREAM, "udp-probe", "203.0.113.1", "5000", "8", stdout=subprocess.PIPE)
+        dnat = ext.popen(sys.executable, *STREAM, "udp-probe", FIP, "5001", "8", "203.0.113.2", stdout=subprocess.PIPE)
+        time.sleep(2.0)
+        # vm1 moves to host 3: same namespace, MAC and address; its port is rebound there
+        h1.unplug(vm1)
+        h1.vms.remove(vm1)
+        h3.plug(vm1)
+        h3.vms.append(vm1)
+        vm1.address("10.0.1.11/24", "10.0.1.1")
+        edge.api.bind_port(edge.ids["vm_port"], h3.host_id, vm1.interface)
+        moved = time.monotonic()
+        results = [json.loads(p.communicate(timeout=30)[0]) for p in (snat, dnat)]
+    finally:
+        for proc in (echo_ext, echo_vm):
+            proc.kill()
+            proc.wait()
+    for result in results:
+        answers = result["answers"]
+        assert answers and answers[-1] > 7.0, result  # answered again after the move, to the end
+        assert longest_silence(answers, 8.0) < 4.0, result
+    assert time.monotonic() - moved < 30
