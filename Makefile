@@ -53,6 +53,7 @@ bench: setup
 	$(PY) bench/sim_bench.py
 	$(PY) bench/datapath_bench.py
 	$(PY) bench/convergence_bench.py
+	$(PY) bench/l4state_bench.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
