@@ -1,4 +1,4 @@
-"""Small helpers shared by the server launchers: free loopback ports and bounded readiness waits."""
+"""Small helpers shared by the server launchers: free loopback ports, bounded readiness waits and stops."""
 
 from __future__ import annotations
 
@@ -29,3 +29,14 @@ def wait_ready(
             pass
         time.sleep(0.05)
     raise RuntimeError(f"{what} did not become ready within {timeout} s:\n{log()[-3000:]}")
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, then SIGKILL if it has not gone within 10 s."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)

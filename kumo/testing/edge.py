@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kumo.client import Client
-from kumo.testing.fabric import Fabric, FabricHost
-from kumo.testing.netns import Vm, ip
+from kumo.testing.fabric import Fabric, FabricHost, two_legged
+from kumo.testing.netns import Vm
 
 FIP, SNAT_IP = "198.18.0.10", "198.18.0.50"
 
@@ -44,21 +44,14 @@ def build_edge(fabric: Fabric) -> Edge:
     vm_port = api.collection("ports").create(device_id=bridge, name="vm1")
     api.bind_port(vm_port["id"], h1.host_id, vm1.interface)
 
-    ext = h2.vm("ext")  # eth0 behind uplink A (host 2); eth1 added behind uplink B (host 3)
-    leg_b = f"t{h3.tag}extb"
-    ip("-n", h3.netns, "link", "add", leg_b, "type", "veth", "peer", "name", "eth1", "netns", ext.netns)
-    ip("-n", h3.netns, "link", "set", leg_b, "up")
+    ext, leg_b = two_legged(h2, h3, "ext")  # eth0 behind uplink A (host 2), eth1 behind uplink B (host 3)
     for cmd in (
-        ("addr", "add", "192.0.2.1/24", "dev", "eth0"),
-        ("addr", "add", "198.51.100.1/24", "dev", "eth1"),
-        ("link", "set", "eth1", "mtu", "1450", "up"),
         ("addr", "add", "203.0.113.1/32", "dev", "lo"),
         ("addr", "add", "203.0.113.2/32", "dev", "lo"),
         ("route", "add", f"{FIP}/32", "via", "192.0.2.2"),  # to the floating IP: in through A
         ("route", "add", f"{SNAT_IP}/32", "via", "198.51.100.2"),  # to the SNAT address: in through B
     ):
         ext.run("ip", *cmd, check=True)
-    ext.run("sysctl", "-qw", "net.ipv4.conf.all.arp_announce=2", check=True)
 
     group = api.collection("port_groups").create(name="uplinks", stateful=True)["id"]
     uplinks = {}

@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Any
 
 from kumo.client import Client
-from kumo.testing.netns import HostNamespace, inside, ip
+from kumo.testing.netns import HostNamespace, Vm, inside, ip
 from kumo.testing.processes import AgentProcess, ApiProcess
 from kumo.testing.redis import RedisServer
 from kumo.testing.zookeeper import ZooKeeperServer
@@ -213,3 +213,18 @@ def underlay_capture(host: FabricHost, count: int, seconds: float) -> subprocess
     return subprocess.Popen(
         [*host.prefix, "timeout", str(seconds), *tcpdump], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
+
+
+def two_legged(first: FabricHost, second: FabricHost, name: str) -> tuple[Vm, str]:
+    """An "outside" namespace behind two uplinks: eth0 (192.0.2.1/24) plugged into `first`, eth1
+    (198.51.100.1/24) into `second`; ARP requests from each interface's own address (a router answers only
+    its subnet's). Returns it and its second leg's interface name on `second`."""
+    outside = first.vm(name)
+    leg = f"t{second.tag}{name}b"[:15]
+    ip("-n", second.netns, "link", "add", leg, "type", "veth", "peer", "name", "eth1", "netns", outside.netns)
+    ip("-n", second.netns, "link", "set", leg, "up")
+    outside.run("ip", "addr", "add", "192.0.2.1/24", "dev", "eth0", check=True)
+    outside.run("ip", "addr", "add", "198.51.100.1/24", "dev", "eth1", check=True)
+    outside.run("ip", "link", "set", "eth1", "mtu", "1450", "up", check=True)
+    outside.run("sysctl", "-qw", "net.ipv4.conf.all.arp_announce=2", check=True)
+    return outside, leg

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from kumo.testing.common import free_port, wait_ready
+from kumo.testing.common import free_port, stop_process, wait_ready
 
 
 class RedisServer:
@@ -60,13 +60,7 @@ class RedisServer:
             return self._ping()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc)
         self.proc = None
 
     def cleanup(self) -> None:

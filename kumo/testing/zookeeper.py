@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from kumo.testing.common import free_port, wait_ready
+from kumo.testing.common import free_port, stop_process, wait_ready
 
 _JARS = [
     "/usr/share/java/zookeeper.jar",
@@ -115,13 +115,7 @@ class ZooKeeperServer:
             return four_letter(self.port, "ruok", address=self.address) == "imok"
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc)
         self.proc = None
 
     def __enter__(self) -> ZooKeeperServer:
