@@ -280,7 +280,9 @@ def test_kumo_up_serves_the_api_on_its_state_dir(tmp_path: Path) -> None:
 def test_missing_pieces_say_so(tmp_path: Path) -> None:
     cli = Cli("http://127.0.0.1:9")  # nothing listens on the discard port
     assert "runs inside `kumo up`" in cli.fails("agent", "--host-id", "h1", "--store", "sqlite:///tmp/x.db")
-    assert "only `local`" in cli.fails("agent", "--store", "zookeeper://127.0.0.1:9/k", "--flow-state", "redis://x")
+    bad_state = cli.fails("agent", "--store", "zookeeper://127.0.0.1:9/k", "--flow-state", "memcached://x")
+    assert "redis://HOST:PORT/DB" in bad_state
+    assert "is not an IPv4 address" in cli.fails("agent", "--store", "zookeeper://127.0.0.1:9/k", "--tunnel-ip", "x")
     assert "no agent answers" in cli.fails("flows", "--state-dir", str(tmp_path))
     assert "no agent answers" in cli.fails("agent", "stats", "--state-dir", str(tmp_path))
     assert "cannot reach the Kumo API" in cli.fails("bridge", "list")
