@@ -77,6 +77,10 @@ class FlowMatch:
     def original(self, name: str) -> Any:
         return self._orig[INDEX[name]]
 
+    def original_values(self) -> tuple[Any, ...]:
+        """Every field as it entered, indexed by INDEX (for code that reads them all: the kernel key)."""
+        return self._orig
+
     def changed(self, ignore: int = 0) -> dict[str, Any]:
         """Fields whose value differs from what entered (but those in the `ignore` mask): the header
         rewrites to apply."""

@@ -6,11 +6,13 @@ from __future__ import annotations
 import struct
 
 from kumo.datapath.actions import Out, describe_actions, describe_key, flow_key, flow_value, match_fields
-from kumo.datapath.layout import Action
+from kumo.datapath.layout import Action, FlowKey
 from kumo.datapath.offload import complete_checksum
 from kumo.packet import ip_to_int
+from kumo.packet.arp import Arp
 from kumo.packet.checksum import internet_checksum, pseudo_header
-from kumo.packet.ethernet import ETH_P_IP, Ethernet
+from kumo.packet.ethernet import ETH_P_ARP, ETH_P_IP, Ethernet
+from kumo.packet.flowmatch import FlowMatch
 from kumo.packet.frame import parse_frame
 from kumo.packet.icmp import Icmp
 from kumo.packet.ipv4 import PROTO_ICMP, PROTO_TCP, IPv4
@@ -54,6 +56,49 @@ def test_a_key_and_its_inverse() -> None:
         IPv4(SRC, DST, PROTO_ICMP, Icmp.echo(True, 9, 1).build()).build(),
     )
     assert describe_key(flow_key(parse_frame(ping.build(), "vm1"), 7))["icmp_id"] == 9
+
+
+def reference_key(match: FlowMatch, in_port: int) -> FlowKey:
+    """The kernel key field by field, as the C struct reads (the packed fast path must give the same bytes)."""
+    o = match.original
+    key = FlowKey(in_port=in_port, eth_type=o("eth_type") or 0)
+    key.eth_src[:] = bytes.fromhex(o("eth_src").replace(":", ""))
+    key.eth_dst[:] = bytes.fromhex(o("eth_dst").replace(":", ""))
+    key.vlan = 0x1000 | o("vlan") if o("vlan") is not None else 0
+    net = lambda ip: struct.unpack("=I", (ip or 0).to_bytes(4, "big"))[0]  # noqa: E731
+    if key.eth_type == 0x0806:
+        key.tp_src, key.ip_src, key.ip_dst = o("arp_op"), net(o("arp_spa")), net(o("arp_tpa"))
+    elif key.eth_type == 0x0800:
+        key.ip_src, key.ip_dst, key.ip_proto, key.ip_tos = (
+            net(o("ip_src")),
+            net(o("ip_dst")),
+            o("ip_proto"),
+            o("ip_tos"),
+        )
+        key.fragment = {"none": 0, "first": 1, "later": 2}[o("fragment")]
+        if o("icmp_type") is not None:
+            key.tp_src, key.tp_dst, key.icmp_id = o("icmp_type"), o("icmp_code"), o("icmp_id") or 0
+        else:
+            key.tp_src, key.tp_dst = o("tp_src") or 0, o("tp_dst") or 0
+    return key
+
+
+def test_the_packed_key_equals_the_field_by_field_key() -> None:
+    vlan_tcp = Ethernet(
+        "02:00:00:00:00:02", "02:00:00:00:00:01", ETH_P_IP, IPv4(SRC, DST, PROTO_TCP, Tcp(1, 2).build(SRC, DST)).build()
+    )
+    vlan_tcp.vlan = 42
+    ping = IPv4(SRC, DST, PROTO_ICMP, Icmp.echo(True, 9, 1).build(), tos=0x10)
+    arp = Arp(1, "02:00:00:00:00:01", SRC, "00:00:00:00:00:00", DST)
+    frames = [
+        tcp_frame(b"data"),
+        vlan_tcp.build(),
+        Ethernet("02:00:00:00:00:02", "02:00:00:00:00:01", ETH_P_IP, ping.build()).build(),
+        Ethernet("ff:ff:ff:ff:ff:ff", "02:00:00:00:00:01", ETH_P_ARP, arp.build()).build(),
+    ]
+    for frame in frames:
+        match = parse_frame(frame, "vm1")
+        assert bytes(flow_key(match, 7)) == bytes(reference_key(match, 7)), describe_key(flow_key(match, 7))
 
 
 def test_result_to_actions_and_words() -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from scapy.layers.dhcp import BOOTP, DHCP
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Dot1Q, Ether
@@ -37,6 +41,16 @@ def test_golden_arp_request() -> None:
 def test_rfc1071_checksum_example() -> None:
     # RFC 1071 §3: the words 0001 f203 f4f5 f6f7 sum to ddf2 (one's complement), checksum 220d.
     assert internet_checksum(bytes.fromhex("0001f203f4f5f6f7")) == 0x220D
+
+
+@given(st.binary(max_size=200))
+def test_the_checksum_is_the_folded_sum_of_words(data: bytes) -> None:
+    padded = data + b"\x00" * (len(data) % 2)
+    total = sum(struct.unpack(f"!{len(padded) // 2}H", padded))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    assert internet_checksum(data) == ~total & 0xFFFF
+    assert internet_checksum(b"\xff\xff" * 3) == 0 and internet_checksum(b"\x00\x00") == 0xFFFF
 
 
 def test_vlan_tag_round_trip_matches_scapy() -> None:
