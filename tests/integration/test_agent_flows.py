@@ -13,7 +13,7 @@ import pytest
 
 from kumo.testing.cloud import Cloud, build_cloud
 from kumo.testing.netns import VirtualHost, inside
-from tests.integration.test_bridge_router import wait_ping
+from tests.integration.helpers import wait_ping
 
 
 def kernel_flows(cloud: Cloud) -> list[dict[str, Any]]:

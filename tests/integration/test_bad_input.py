@@ -10,7 +10,7 @@ import time
 
 from kumo.testing.cloud import Cloud
 from kumo.testing.frames import storm_command
-from tests.integration.test_bridge_router import wait_ping
+from tests.integration.helpers import wait_ping
 
 FRAMES = ("-m", "kumo.testing.frames")
 

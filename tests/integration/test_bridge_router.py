@@ -6,15 +6,7 @@ import subprocess
 import time
 
 from kumo.testing.cloud import Cloud
-from kumo.testing.netns import Vm
-
-
-def wait_ping(vm: Vm, address: str, within: float = 5.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if vm.ping(address, wait=0.5):
-            return True
-    return False
+from tests.integration.helpers import wait_ping
 
 
 def test_vms_on_a_bridge_ping_and_learned_macs_stop_the_flooding(cloud: Cloud) -> None:

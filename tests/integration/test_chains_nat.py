@@ -13,7 +13,7 @@ from pathlib import Path
 from kumo.testing.cloud import Cloud
 from kumo.testing.netns import Vm
 from kumo.testing.stream import last_received
-from tests.integration.test_bridge_router import wait_ping
+from tests.integration.helpers import wait_ping
 
 STREAM = ("-m", "kumo.testing.stream")
 

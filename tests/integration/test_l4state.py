@@ -15,9 +15,9 @@ import pytest
 
 from kumo.testing.edge import FIP, SNAT_IP, Edge, build_edge
 from kumo.testing.fabric import Fabric, FabricHost
-from kumo.testing.netns import Vm, inside
+from kumo.testing.netns import inside
 from kumo.testing.stream import longest_silence
-from tests.integration.test_multihost import describe, until
+from tests.integration.helpers import describe, iperf3, iperf3_rates, start_iperf3, until
 
 STREAM = ["-m", "kumo.testing.stream"]
 
@@ -54,20 +54,6 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
         yield build_edge(fabric)
 
 
-def iperf3(client: Vm, server: Vm, address: str, seconds: int, *extra: str) -> list[float]:
-    """Per-second received rates of an iperf3 run (`extra`: e.g. -R, -B ADDRESS, -p PORT)."""
-    port = extra[extra.index("-p") + 1] if "-p" in extra else "5201"
-    srv = server.popen("iperf3", "-s", "-1", "-p", port, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(0.5)
-        done = client.run("iperf3", "-c", address, "-t", str(seconds), "-i", "1", "-J", *extra, timeout=seconds + 30)
-    finally:
-        srv.kill()
-        srv.wait()
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    return [i["sum"]["bits_per_second"] for i in json.loads(done.stdout)["intervals"]]
-
-
 def agent_counter(host: FabricHost, name: str) -> int:
     return int(host.agent_stats()["agent"].get(name, 0))
 
@@ -94,20 +80,16 @@ CONNECT = "import socket; s = socket.socket(); s.bind(({2!r}, 0)); s.settimeout(
 def test_nat_connections_survive_a_restart_of_the_vms_host_agent(edge: Edge) -> None:
     h1 = edge.fabric.hosts[0]
     vm1, ext = edge.vm1, edge.ext
-    srv = ext.popen("iperf3", "-s", "-1", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    srv, cli = start_iperf3(vm1, ext, "203.0.113.1", 8)
     try:
-        time.sleep(0.5)
-        cli = vm1.popen("iperf3", "-c", "203.0.113.1", "-t", "8", "-i", "1", "-J", stdout=-1, stderr=-1)
         time.sleep(2.0)
         h1.stop_agent()
         time.sleep(1.0)
         h1.start_agent()
-        out, err = cli.communicate(timeout=40)
+        rates = iperf3_rates(srv, cli, timeout=40)
     finally:
-        srv.kill()
+        srv.kill()  # (already stopped unless something above failed)
         srv.wait()
-    assert cli.returncode == 0, err
-    rates = [i["sum"]["bits_per_second"] for i in json.loads(out)["intervals"]]
     assert len(rates) >= 7 and min(rates) > 0, rates
     stats = h1.agent_stats()["agent"]
     assert stats.get("flow_state_redis_hits", 0) > 0, stats  # the SNAT binding came back from Redis
@@ -142,22 +124,19 @@ def test_redis_down_keeps_established_flows_fails_new_stateful_ones_closed_and_r
     vm1, ext = edge.vm1, edge.ext
     redis = edge.fabric.redis
     assert redis is not None
-    srv = ext.popen("iperf3", "-s", "-1", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    srv, cli = start_iperf3(vm1, ext, "203.0.113.1", 6)
     try:
-        time.sleep(0.5)
-        cli = vm1.popen("iperf3", "-c", "203.0.113.1", "-t", "6", "-i", "1", "-J", stdout=-1, stderr=-1)
         time.sleep(1.5)
         redis.stop()
         failed_before = agent_counter(h1, "drop.flow_state_unavailable")
         # a new stateful flow (SNAT + conntrack) while Redis is down: not forwarded, counted
         assert not vm1.ping("203.0.113.1", wait=0.5)
         assert agent_counter(h1, "drop.flow_state_unavailable") > failed_before
-        out, _ = cli.communicate(timeout=40)
+        rates = iperf3_rates(srv, cli, timeout=40)
     finally:
-        srv.kill()
+        srv.kill()  # (already stopped unless an assertion above failed)
         srv.wait()
         redis.start()
-    rates = [i["sum"]["bits_per_second"] for i in json.loads(out)["intervals"]]
     assert len(rates) >= 5 and min(rates) > 0, rates  # established kernel flows never stopped
     assert until(lambda: vm1.ping("203.0.113.1", wait=0.5), 10.0), "new flows work again once Redis is back"
 

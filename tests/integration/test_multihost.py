@@ -8,7 +8,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,6 +16,7 @@ import pytest
 from kumo.client import Client
 from kumo.testing.fabric import Fabric, FabricHost, two_legged, underlay_capture
 from kumo.testing.netns import Vm, inside
+from tests.integration.helpers import describe, iperf3_rates, start_iperf3, until, wait_ping
 
 UDP_COUNT = """
 import socket, sys
@@ -102,19 +103,6 @@ def tenant(fabric: Fabric, api: Client) -> Iterator[Tenant]:
         t.remove()
 
 
-def until(probe: Callable[[], bool], within: float, step: float = 0.1) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if probe():
-            return True
-        time.sleep(step)
-    return probe()
-
-
-def pings(vm: Vm, address: str, within: float = 8.0) -> bool:
-    return until(lambda: vm.ping(address, wait=0.5), within, step=0.0)
-
-
 def upcalls(host: FabricHost) -> int:
     return int(host.agent_stats()["datapath"]["upcall"])
 
@@ -123,33 +111,20 @@ def alive(api: Client, host: FabricHost) -> bool:
     return bool(api.collection("hosts").get(host.host_id)["alive"])
 
 
-def iperf3(client: Vm, server: Vm, address: str, seconds: int) -> tuple[subprocess.Popen[str], subprocess.Popen[str]]:
-    srv = server.popen("iperf3", "-s", "-1", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
-    cli = client.popen("iperf3", "-c", address, "-t", str(seconds), "-i", "1", "-J", stdout=-1, stderr=-1)
-    return srv, cli
-
-
-def iperf3_rates(srv: subprocess.Popen[str], cli: subprocess.Popen[str], timeout: float) -> list[float]:
-    try:
-        out, err = cli.communicate(timeout=timeout)
-    finally:
-        srv.kill()
-        srv.wait()
-    assert cli.returncode == 0, err
-    return [interval["sum"]["bits_per_second"] for interval in json.loads(out)["intervals"]]
-
-
 def test_a_bridge_spans_three_hosts_over_vxlan_keyed_by_the_egress_port(fabric: Fabric, tenant: Tenant) -> None:
     h1, h2, h3 = fabric.hosts
     tenant.bridge("b")
     vm1 = tenant.vm("a1", h1, "b", "10.0.1.11/24")
     vm2 = tenant.vm("a2", h2, "b", "10.0.1.12/24")
     vm3 = tenant.vm("a3", h3, "b", "10.0.1.13/24")
-    assert pings(vm1, "10.0.1.12") and pings(vm1, "10.0.1.13") and pings(vm2, "10.0.1.13")
+    assert (
+        wait_ping(vm1, "10.0.1.12", within=8.0)
+        and wait_ping(vm1, "10.0.1.13", within=8.0)
+        and wait_ping(vm2, "10.0.1.13", within=8.0)
+    )
 
     # TCP across hosts, at VM MTU 1450 inside VXLAN on a 1500 underlay
-    rates = iperf3_rates(*iperf3(vm1, vm2, "10.0.1.12", 2), timeout=30)
+    rates = iperf3_rates(*start_iperf3(vm1, vm2, "10.0.1.12", 2), timeout=30)
     assert rates and min(rates) > 0
 
     # On the wire: VXLAN to UDP 4789, VNI = the egress port's tunnel key. And the egress host delivers by
@@ -186,7 +161,7 @@ def test_routing_across_hosts_with_the_chains_applied_on_the_ingress_host(
     vm1 = tenant.vm("r1", h1, "web", "10.0.1.11/24", "10.0.1.1")
     tenant.vm("r2", h2, "db", "10.0.2.12/24", "10.0.2.1")
     tenant.vm("r3", h3, "db", "10.0.2.13/24", "10.0.2.1")
-    assert pings(vm1, "10.0.2.12") and pings(vm1, "10.0.2.13")
+    assert wait_ping(vm1, "10.0.2.12", within=8.0) and wait_ping(vm1, "10.0.2.13", within=8.0)
 
     chain = api.collection("chains").create(name="r1-in")["id"]
     tenant.ids["chain"] = chain
@@ -198,11 +173,11 @@ def test_routing_across_hosts_with_the_chains_applied_on_the_ingress_host(
         assert not vm1.ping("10.0.2.13", count=3, wait=0.5)
         assert h3.agent_stats()["datapath"]["tunnel_rx"] == tunnelled, "dropped on the ingress host, not sent"
         assert any(f["actions"] == ["drop"] and f["match"].get("ip_dst") == "10.0.2.13" for f in h1.flows())
-        assert pings(vm1, "10.0.2.12")  # the rule only names vm r3
+        assert wait_ping(vm1, "10.0.2.12", within=8.0)  # the rule only names vm r3
     finally:
         api.collection("ports").update(tenant.ports["r1"]["id"], inbound_filter_id=None)
         api.collection("chains").delete(chain)
-    assert pings(vm1, "10.0.2.13")
+    assert wait_ping(vm1, "10.0.2.13", within=8.0)
 
 
 def test_a_broadcast_reaches_its_bridge_on_every_host_and_no_other_bridge(fabric: Fabric, tenant: Tenant) -> None:
@@ -212,7 +187,7 @@ def test_a_broadcast_reaches_its_bridge_on_every_host_and_no_other_bridge(fabric
     vm1 = tenant.vm("c1", h1, "b1", "10.0.1.11/24")
     same = [tenant.vm("c2", h2, "b1", "10.0.1.12/24"), tenant.vm("c3", h3, "b1", "10.0.1.13/24")]
     other = [tenant.vm("d2", h2, "b2", "10.0.1.22/24"), tenant.vm("d3", h3, "b2", "10.0.1.23/24")]
-    assert pings(vm1, "10.0.1.12")  # (bindings followed everywhere)
+    assert wait_ping(vm1, "10.0.1.12", within=8.0)  # (bindings followed everywhere)
     captures = {
         vm.name: vm.popen(
             "timeout",
@@ -244,8 +219,8 @@ def test_a_killed_agent_leaves_its_flows_forwarding_its_host_dead_and_a_restart_
     tenant.bridge("k")
     vm1 = tenant.vm("k1", h1, "k", "10.0.1.11/24")
     vm2 = tenant.vm("k2", h2, "k", "10.0.1.12/24")
-    assert pings(vm1, "10.0.1.12")
-    srv, cli = iperf3(vm1, vm2, "10.0.1.12", 6)
+    assert wait_ping(vm1, "10.0.1.12", within=8.0)
+    srv, cli = start_iperf3(vm1, vm2, "10.0.1.12", 6)
     try:
         time.sleep(1.5)
         h2.kill_agent()  # SIGKILL: no clean-up at all
@@ -258,7 +233,7 @@ def test_a_killed_agent_leaves_its_flows_forwarding_its_host_dead_and_a_restart_
     assert until(lambda: alive(api, h2), 10.0)
     assert h2.agent_stats()["agent"].get("adopt_kept", 0) + h2.agent_stats()["agent"].get("adopt_replaced", 0) > 0
     vm3 = tenant.vm("k3", h2, "k", "10.0.1.13/24")  # a new port on the restarted host: served again
-    assert pings(vm1, "10.0.1.13") and pings(vm3, "10.0.1.11")
+    assert wait_ping(vm1, "10.0.1.13", within=8.0) and wait_ping(vm3, "10.0.1.11", within=8.0)
 
 
 def test_a_zookeeper_outage_does_not_stop_traffic_and_agents_reconnect(fabric: Fabric, tenant: Tenant) -> None:
@@ -266,8 +241,8 @@ def test_a_zookeeper_outage_does_not_stop_traffic_and_agents_reconnect(fabric: F
     tenant.bridge("z")
     vm1 = tenant.vm("z1", h1, "z", "10.0.1.11/24")
     vm3 = tenant.vm("z3", h3, "z", "10.0.1.13/24")
-    assert pings(vm1, "10.0.1.13")
-    srv, cli = iperf3(vm1, vm3, "10.0.1.13", 10)
+    assert wait_ping(vm1, "10.0.1.13", within=8.0)
+    srv, cli = start_iperf3(vm1, vm3, "10.0.1.13", 10)
     try:
         time.sleep(1.5)
         fabric.zookeeper.stop()
@@ -279,7 +254,7 @@ def test_a_zookeeper_outage_does_not_stop_traffic_and_agents_reconnect(fabric: F
     # new flows again once the agents are back: new ports on both hosts, bound through the store
     vm1b = tenant.vm("z1b", h1, "z", "10.0.1.21/24")
     vm3b = tenant.vm("z3b", h3, "z", "10.0.1.23/24")
-    assert pings(vm1b, "10.0.1.23", within=15.0) and pings(vm3b, "10.0.1.11")
+    assert wait_ping(vm1b, "10.0.1.23", within=15.0) and wait_ping(vm3b, "10.0.1.11", within=8.0)
 
 
 def test_a_migrated_vm_answers_within_two_seconds_of_the_rebinding(fabric: Fabric, tenant: Tenant, api: Client) -> None:
@@ -287,7 +262,7 @@ def test_a_migrated_vm_answers_within_two_seconds_of_the_rebinding(fabric: Fabri
     tenant.bridge("m")
     mover = tenant.vm("m1", h1, "m", "10.0.1.11/24")
     peer = tenant.vm("m3", h3, "m", "10.0.1.13/24")
-    assert pings(peer, "10.0.1.11")
+    assert wait_ping(peer, "10.0.1.11", within=8.0)
     # the VM moves: its interface leaves host 1 and appears on host 2 (same namespace, MAC and address)
     h1.unplug(mover)
     h1.vms.remove(mover)
@@ -314,7 +289,7 @@ def test_a_change_through_either_api_server_removes_the_dependent_flows_on_every
     try:
         for vm in vms:
             others = [f"10.0.1.{10 + h.index}" for h in fabric.hosts if h.netns not in vm.netns]
-            assert all(pings(vm, o) for o in others)
+            assert all(wait_ping(vm, o, within=8.0) for o in others)
         removed = {h.host_id: h.agent_stats()["agent"].get("flows_removed", 0) for h in fabric.hosts}
         second = fabric.client(1)  # the other API server
         rule = second.collection("rules").create(chain_id=chain, type="drop", nw_proto=1)
@@ -322,7 +297,7 @@ def test_a_change_through_either_api_server_removes_the_dependent_flows_on_every
             assert until(lambda h=h: h.agent_stats()["agent"].get("flows_removed", 0) > removed[h.host_id], 5.0)
         assert until(lambda: not vms[0].ping("10.0.1.12", wait=0.5), 5.0)
         second.collection("rules").delete(rule["id"])
-        assert pings(vms[0], "10.0.1.12") and pings(vms[2], "10.0.1.11")
+        assert wait_ping(vms[0], "10.0.1.12", within=8.0) and wait_ping(vms[2], "10.0.1.11", within=8.0)
     finally:
         api.collection("bridges").update(tenant.ids["p"], inbound_filter_id=None)
         api.collection("chains").delete(chain)
@@ -349,7 +324,7 @@ def test_a_host_cut_off_past_its_session_timeout_registers_again_when_it_returns
     tenant.bridge("x")
     vm1 = tenant.vm("x1", h1, "x", "10.0.1.11/24")
     tenant.vm("x3", h3, "x", "10.0.1.13/24")
-    assert pings(vm1, "10.0.1.13")
+    assert wait_ping(vm1, "10.0.1.13", within=8.0)
     expired = h3.agent_stats()["agent"].get("store_session_expired", 0)
     subprocess.run([*h3.prefix, "ip", "link", "set", "underlay0", "down"], check=True)
     try:
@@ -358,12 +333,7 @@ def test_a_host_cut_off_past_its_session_timeout_registers_again_when_it_returns
         subprocess.run([*h3.prefix, "ip", "link", "set", "underlay0", "up"], check=True)
     assert until(lambda: alive(api, h3), 20.0), "the agent registers again under its new session"
     assert h3.agent_stats()["agent"].get("store_session_expired", 0) == expired + 1
-    assert pings(vm1, "10.0.1.13")
-
-
-def describe(fabric: Fabric) -> str:
-    """Every host's counters and flows (for failure messages)."""
-    return "\n".join(f"{h.host_id}: {h.agent_stats()['agent']} {h.flows()}" for h in fabric.hosts)
+    assert wait_ping(vm1, "10.0.1.13", within=8.0)
 
 
 def tunnel_remotes(host: FabricHost, ip_dst: str) -> set[str]:
@@ -403,7 +373,7 @@ def test_routes_through_a_dead_hosts_uplink_are_withdrawn_and_come_back(
         next_hop_gateway="198.51.100.1",
         weight=200,
     )
-    assert pings(vm, "203.0.113.1"), describe(fabric)
+    assert wait_ping(vm, "203.0.113.1", within=8.0), describe(fabric)
     assert tunnel_remotes(h1, "203.0.113.1") == {h2.tunnel_ip}  # the preferred route: uplink A on host 2
 
     h2.kill_agent()
