@@ -32,12 +32,11 @@ class FabricHost(HostNamespace):
     """One host: a namespace on the underlay running `kumo agent`."""
 
     def __init__(self, fabric: Fabric, index: int) -> None:
-        super().__init__(fabric.workdir, f"kumo-f{fabric.tag}-h{index}")
+        super().__init__(fabric.workdir, f"kumo-f{fabric.tag}-h{index}", fabric.workdir / f"host-{index}")
         self.fabric = fabric
         self.index = index
         self.host_id = f"host-{index}"
         self.tunnel_ip = f"{UNDERLAY_NET}.{index}"
-        self.state_dir = fabric.workdir / self.host_id
         self.agent: AgentProcess | None = None
 
     def join_underlay(self) -> None:
@@ -85,11 +84,6 @@ class FabricHost(HostNamespace):
     def stop_agent(self) -> None:
         if self.agent is not None:
             self.agent.stop()
-
-    def agent_stats(self) -> dict[str, Any]:
-        from kumo.agent.control import ask
-
-        return ask(self.state_dir / "agent.sock", "stats")  # type: ignore[no-any-return]
 
     @property
     def prefix(self) -> list[str]:

@@ -97,12 +97,14 @@ class Vm:
 
 
 class HostNamespace:
-    """A host's network namespace with VMs plugged into it by veth pairs; deleted with them on stop."""
+    """A host's network namespace with VMs plugged into it by veth pairs; deleted with them on stop. Its
+    agent keeps its host id and control socket in `state_dir`."""
 
-    def __init__(self, workdir: Path, netns: str | None = None) -> None:
+    def __init__(self, workdir: Path, netns: str | None = None, state_dir: Path | None = None) -> None:
         self.tag = uuid.uuid4().hex[:6]
         self.netns = netns or f"kumo-h{self.tag}"
         self.workdir = workdir
+        self.state_dir = state_dir or workdir / "state"
         self.vms: list[Vm] = []
         self._macs = 0
 
@@ -131,6 +133,12 @@ class HostNamespace:
     def unplug(self, vm: Vm) -> None:
         ip("-n", self.netns, "link", "del", vm.interface)
 
+    def agent_stats(self) -> dict[str, Any]:
+        """What `kumo agent stats` shows, asked straight from the agent's control socket."""
+        from kumo.agent.control import ask
+
+        return ask(self.state_dir / "agent.sock", "stats")  # type: ignore[no-any-return]
+
     def delete(self) -> None:
         for vm in self.vms:
             ip("netns", "del", vm.netns, check=False)
@@ -143,7 +151,6 @@ class VirtualHost(HostNamespace):
     def __init__(self, workdir: Path, kumo_args: tuple[str, ...] = ()) -> None:
         super().__init__(workdir)
         self.kumo_args = kumo_args  # more options for `kumo up` (e.g. --idle-timeout 1)
-        self.state_dir = workdir / "state"
         self.api: ApiProcess | None = None
 
     @property
@@ -173,12 +180,6 @@ class VirtualHost(HostNamespace):
     def client(self) -> Client:
         """A client of this host's API: use it inside `with inside(host.netns):`."""
         return Client(f"http://127.0.0.1:{self.api.port if self.api else 8181}")
-
-    def agent_stats(self) -> dict[str, Any]:
-        """What `kumo agent stats` shows, asked straight from the agent's control socket."""
-        from kumo.agent.control import ask
-
-        return ask(self.state_dir / "agent.sock", "stats")  # type: ignore[no-any-return]
 
     def kumo(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """The `kumo` CLI inside the host namespace, against this host's API and agent."""
