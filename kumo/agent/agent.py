@@ -133,8 +133,7 @@ class Agent:
         # upcall it gets the GIL within 0.5 ms instead of the default 5 ms.
         sys.setswitchinterval(0.0005)
         self.session = self.store.open_session()
-        addresses = [self.tunnel_ip] if self.tunnel_ip else []
-        register_host(self.store, self.session, self.host_id, name=socket.gethostname(), addresses=addresses)
+        self._register()
         self.datapath.start()
         self.push = StatePush()
         self._watches = [
@@ -168,6 +167,12 @@ class Agent:
             len(self.book),
             "adopted" if self.datapath.adopted else "(fresh datapath)",
         )
+
+    def _register(self) -> None:
+        """Announce this host (its liveness lives with the store session)."""
+        assert self.session is not None
+        addresses = [self.tunnel_ip] if self.tunnel_ip else []
+        register_host(self.store, self.session, self.host_id, name=socket.gethostname(), addresses=addresses)
 
     def stop(self) -> None:
         """Stop serving. Kernel flows stay and keep forwarding (a restart adopts them).
@@ -525,9 +530,7 @@ class Agent:
             if isinstance(event, StateChange) and event.table == HOSTS_ALIVE:
                 if self.topology.apply_alive(event):  # routes through its exterior ports come or go
                     topology_changed = True
-                    tags = (
-                        None if tags is None else tags | {f"routes:{r}" for r in self.topology.routers_via(event.key)}
-                    )
+                    tags = None if tags is None else tags | self._routes_via(event.key)
                 continue
             if isinstance(event, StateChange):
                 tag = self.learned.apply(event)
@@ -542,8 +545,7 @@ class Agent:
             else:
                 self.topology.apply(event)
             if event.kind == "hosts":  # a host registering for the first time starts alive or dead
-                more_hosts = {f"routes:{r}" for r in self.topology.routers_via(event.id)}
-                tags = None if tags is None else tags | more_hosts
+                tags = None if tags is None else tags | self._routes_via(event.id)
             more = tags_for(event)
             tags = None if more is None or tags is None else tags | more
         if topology_changed:
@@ -559,6 +561,10 @@ class Agent:
         if first is not None:
             took = (time.monotonic() - first) * 1000
             self.invalidation_ms = {"last": round(took, 2), "max": round(max(took, self.invalidation_ms["max"]), 2)}
+
+    def _routes_via(self, host_id: str) -> set[str]:
+        """The tags of the routes whose next hop may be a port of `host_id` (they depend on its liveness)."""
+        return {f"routes:{r}" for r in self.topology.routers_via(host_id)}
 
     def _rebuild(self) -> None:
         """A new snapshot of the topology, and the bindings of this host's ports followed."""
@@ -699,8 +705,9 @@ class Agent:
                     flow.refreshed = now
                     for write in flow.result.state_writes:
                         self.flow_state.record(write.kind, write.key, write.value)
+        expired = self.flow_state.expired_keys()  # (filtered without the lock: tables may be large)
         with self.lock:
-            self.flow_state.purge()
+            self.flow_state.drop_expired(expired)
             idle_blocks = self.snat_blocks.idle_blocks(2 * self.stateful_idle_timeout) if self.snat_blocks else []
         for block in idle_blocks:  # (a store round trip each: outside the lock)
             assert self.snat_blocks is not None
@@ -722,12 +729,10 @@ class Agent:
         if self.snat_blocks is not None:
             with self.lock:
                 self.snat_blocks.forget()  # its leases went with the session
-        assert self.session is not None
         deadline = time.monotonic() + 60
         while not self._stop.is_set():
             try:
-                addresses = [self.tunnel_ip] if self.tunnel_ip else []
-                register_host(self.store, self.session, self.host_id, name=socket.gethostname(), addresses=addresses)
+                self._register()
                 break
             except Exception as exc:  # still reconnecting
                 if time.monotonic() > deadline:

@@ -76,8 +76,7 @@ class TopologyCache:
             if not group.get("stateful"):
                 continue
             members = snapshot.port_groups.get(group["id"], frozenset())
-            hosts = {snapshot.ports[p].get("host_id") for p in members if p in snapshot.ports}
-            hosts.discard(None)
+            hosts = {h for p in members if p in snapshot.ports and (h := snapshot.ports[p].get("host_id"))}
             for port in members:
-                out.setdefault(port, set()).update(h for h in hosts if h)
+                out.setdefault(port, set()).update(hosts)
         return out

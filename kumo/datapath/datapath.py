@@ -78,13 +78,7 @@ class Datapath:
     # --- life cycle --------------------------------------------------------------------------------------
     def start(self) -> None:
         self.inject_ifindex = self._inject_pair()
-        earlier = self._attached_program(INJECT_PAIR[1])
-        reuse: dict[str, int] = {}
-        if earlier is not None:
-            try:
-                reuse = {n: fd for n, fd in libbpf.maps_of_program(earlier).items() if n in MAPS}
-            except libbpf.DatapathError as exc:
-                log.warning("could not adopt the maps of program %s: %s; starting with empty maps", earlier, exc)
+        reuse = self._earlier_maps(INJECT_PAIR[1], PROGRAM, MAPS)
         self.obj = libbpf.BpfObject(str(build.object_path("port_ingress")), reuse_maps=reuse)
         self.adopted = bool(reuse)
         self.fds = {name: self.obj.map_fd(name) for name in MAPS}
@@ -105,18 +99,27 @@ class Datapath:
             self.tunnel_error = f"cannot create VXLAN device {VXLAN_DEVICE} (UDP {VXLAN_PORT}): {exc}"
             log.error("%s; tunnels to other hosts are disabled", self.tunnel_error)
             return
-        reuse = {"kumo_stats": self.fds["kumo_stats"]}
-        earlier = self._attached_program(VXLAN_DEVICE, VXLAN_PROGRAM)
-        if earlier is not None:
-            try:
-                reuse.update({n: fd for n, fd in libbpf.maps_of_program(earlier).items() if n == "kumo_vnis"})
-            except libbpf.DatapathError as exc:
-                log.warning("could not adopt the VNI map of program %s: %s", earlier, exc)
+        reuse = {
+            "kumo_stats": self.fds["kumo_stats"],  # one set of counters for both programs
+            **self._earlier_maps(VXLAN_DEVICE, VXLAN_PROGRAM, ("kumo_vnis",)),
+        }
         self._vxlan_obj = libbpf.BpfObject(str(build.object_path("vxlan_ingress")), reuse_maps=reuse)
         self.fds["kumo_vnis"] = self._vxlan_obj.map_fd("kumo_vnis")
         self._vnis = {k.value: v.value for k, v in self._vni_entries()}
         self.attach_index(self.vxlan_ifindex, self._vxlan_obj.program_fd(VXLAN_PROGRAM), VXLAN_PROGRAM)
         self._tunnel_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    def _earlier_maps(self, interface: str, program: str, names: tuple[str, ...]) -> dict[str, int]:
+        """The maps named `names` of the `program` an earlier agent left on `interface` (its flows, its VNIs),
+        to be reused by the program loaded now; none if there is no such program."""
+        earlier = self._attached_program(interface, program)
+        if earlier is None:
+            return {}
+        try:
+            return {n: fd for n, fd in libbpf.maps_of_program(earlier).items() if n in names}
+        except libbpf.DatapathError as exc:
+            log.warning("could not adopt the maps of program %s on %s: %s; starting empty", earlier, interface, exc)
+            return {}
 
     def _vxlan_device(self) -> int:
         found = self.ipr.link_lookup(ifname=VXLAN_DEVICE)

@@ -10,7 +10,6 @@ again, so it lives as long as they do). An SNAT port is held as long as the forw
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,25 +104,28 @@ class LocalFlowState:
     def discard_pending(self) -> None:
         """Nothing pending."""
 
-    def purge(self) -> int:
-        """Forget expired entries; how many went."""
+    def expired_keys(self) -> list[tuple[str, tuple[Any, ...]]]:
+        """(table, key) of the entries that have expired. Each table is copied in one C-level step, so the
+        agent calls this without its lock and filters while upcalls go on; drop_expired then takes them."""
+        now = time.monotonic()
+        out = [("conntrack", k) for k, expiry in list(self.conntrack.items()) if expiry <= now]
+        out += [("snat_used", k) for k, expiry in list(self.snat_used.items()) if expiry <= now]
+        out += [("nat", k) for k, (_, expiry) in list(self.nat.items()) if expiry <= now]
+        return out
+
+    def drop_expired(self, keys: list[tuple[str, tuple[Any, ...]]]) -> int:
+        """Forget those of `keys` that are still expired (one may have been recorded again meanwhile)."""
         now = time.monotonic()
         gone = 0
-        for table in (self.conntrack, self.snat_used):
-            dead = [k for k, expiry in table.items() if expiry <= now]
-            for k in dead:
-                del table[k]
-            gone += len(dead)
-        dead_nat = [k for k, (_, expiry) in self.nat.items() if expiry <= now]
-        for k in dead_nat:
-            del self.nat[k]
-        return gone + len(dead_nat)
-
-    def used_in(self, router_id: str, ips: Iterable[int], port_from: int, port_to: int) -> bool:
-        """Whether any live SNAT reservation falls in these addresses and ports (a block in use)."""
-        now = time.monotonic()
-        wanted = set(ips)
-        return any(
-            k[0] == router_id and k[2] in wanted and port_from <= k[3] <= port_to and expiry > now
-            for k, expiry in self.snat_used.items()
-        )
+        for table, key in keys:
+            if table == "nat":
+                entry = self.nat.get(key)
+                if entry is not None and entry[1] <= now:
+                    del self.nat[key]
+                    gone += 1
+                continue
+            expiries = self.conntrack if table == "conntrack" else self.snat_used
+            if expiries.get(key, now + 1) <= now:
+                del expiries[key]
+                gone += 1
+        return gone

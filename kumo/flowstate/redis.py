@@ -48,7 +48,6 @@ class RedisFlowState:
         self.allocator: Any = None  # SnatBlocks when the agent has a store session (else: local ports)
         self._pending: dict[str, bytes] = {}  # redis key -> value, written at the round's flush
         self._down_until = 0.0
-        self.reserve = True
 
     # --- what the simulation reads ----------------------------------------------------------------------
     def conntrack_has(self, key: tuple[Any, ...]) -> bool:
@@ -131,8 +130,11 @@ class RedisFlowState:
             log.warning("flow state: Redis %s failed (%s); new stateful flows fail closed until it answers", what, exc)
         self._down_until = time.monotonic() + BACKOFF
 
-    def purge(self) -> int:
-        return self.local.purge()
+    def expired_keys(self) -> list[tuple[str, tuple[Any, ...]]]:
+        return self.local.expired_keys()  # (Redis expires its own copies by TTL)
+
+    def drop_expired(self, keys: list[tuple[str, tuple[Any, ...]]]) -> int:
+        return self.local.drop_expired(keys)
 
     def close(self) -> None:
         self.client.close()

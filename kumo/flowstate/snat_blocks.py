@@ -93,9 +93,10 @@ class SnatBlocks:
             block = (lowest + slot % per_ip) * self.block_ports
             if block in self.held.get((router_id, ip), ()):
                 continue
-            if self._claim(router_id, ip, block):
+            claimed = self._claim(router_id, ip, block)
+            if claimed:
                 return ip, block
-            if self._claim_failed:
+            if claimed is None:  # the store is away: trying more blocks would only wait longer
                 return None
         return None
 
@@ -105,24 +106,21 @@ class SnatBlocks:
         block = port // self.block_ports * self.block_ports
         if block in self.held.get((router_id, ip), ()):
             return
-        if not self._claim(router_id, ip, block) and not self._claim_failed:
+        if self._claim(router_id, ip, block) is False:
             self.counters["snat_block_adopt_conflicts"] += 1  # another host holds it now (its agent restarted)
 
-    _claim_failed = False  # the last claim failed because the store did not answer
-
-    def _claim(self, router_id: str, ip: int, block: int) -> bool:
+    def _claim(self, router_id: str, ip: int, block: int) -> bool | None:
+        """True: the block is ours now; False: another host holds it; None: no store session to ask."""
         session = self.session()
-        self._claim_failed = session is None
         if session is None:
-            return False
+            return None
         key = f"{router_id}/{int_to_ip(ip)}/{block}"
         try:
             claimed = self.store.state_claim(SNAT_BLOCKS, key, {"host_id": self.host_id}, session)
         except Exception as exc:  # the store is away: no new block (counted); held blocks still serve
-            self._claim_failed = True
             self.counters["snat_block_store_errors"] += 1
             log.warning("leasing SNAT block %s: %s", key, exc)
-            return False
+            return None
         if claimed:
             self.held.setdefault((router_id, ip), set()).add(block)
             self.used_at[(router_id, ip, block)] = time.monotonic()
@@ -134,14 +132,14 @@ class SnatBlocks:
     def idle_blocks(self, idle: float) -> list[tuple[str, int, int]]:
         """Blocks held but unused for `idle` seconds, with no live reservation: (router, ip, block)."""
         now = time.monotonic()
-        out = []
-        for (router_id, ip), blocks in self.held.items():
-            for block in blocks:
-                if now - self.used_at.get((router_id, ip, block), 0.0) < idle:
-                    continue
-                if not self.local.used_in(router_id, (ip,), block, block + self.block_ports - 1):
-                    out.append((router_id, ip, block))
-        return out
+        size = self.block_ports
+        live = {(k[0], k[2], k[3] // size * size) for k, expiry in list(self.local.snat_used.items()) if expiry > now}
+        return [
+            (router_id, ip, block)
+            for (router_id, ip), blocks in self.held.items()
+            for block in blocks
+            if now - self.used_at.get((router_id, ip, block), 0.0) >= idle and (router_id, ip, block) not in live
+        ]
 
     def release(self, router_id: str, ip: int, block: int) -> None:
         blocks = self.held.get((router_id, ip), set())

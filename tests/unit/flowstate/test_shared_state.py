@@ -112,3 +112,17 @@ def test_a_push_carries_keys_and_values_back_as_tuples() -> None:
     assert host == "host-1" and back == writes
     with pytest.raises(ValueError):
         decode(b'{"host": "x"}')
+
+
+def test_expired_entries_are_dropped_unless_recorded_again_meanwhile() -> None:
+    state = LocalFlowState(ttl=0.05)
+    fwd = ("snat-fwd", "r1", 17, 1, 1000, DST, 53)
+    state.record("conntrack", (17, 1, 1000, DST, 53, "b"))
+    state.record("nat", fwd, (EXT, 20001))
+    time.sleep(0.1)
+    expired = state.expired_keys()
+    assert sorted(table for table, _ in expired) == ["conntrack", "nat", "snat_used"]
+    state.record("conntrack", (17, 1, 1000, DST, 53, "b"))  # in use again before the drop
+    assert state.drop_expired(expired) == 2
+    assert state.conntrack_has((17, 1, 1000, DST, 53, "b"))
+    assert state.nat == {} and state.snat_used == {}
