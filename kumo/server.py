@@ -36,11 +36,11 @@ def serve(
     store = open_store(store_url)
     agent = None
     try:
+        app = create_app(store)  # (before the agent: what exists when it starts is frozen out of the collector)
         if agent_state_dir is not None:
             from kumo.agent.run import start_agent
 
             agent = start_agent(store, agent_state_dir, agent_options or AgentOptions())
-        app = create_app(store)
         if banner:
             logging.getLogger("kumo").info("%s", banner)
         logging.getLogger("kumo").info("REST API on http://%s:%d/v1 (store %s)", host, port, store_url)

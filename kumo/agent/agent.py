@@ -4,7 +4,8 @@ Threads: the packet thread owns the datapath, the snapshot, the wildcard table a
 serves upcalls, applies topology and learned-state changes between them, and does housekeeping); the
 store's watch thread only queues changes and wakes it; a writer thread writes learned entries to the store
 so that the packet path never waits on the network; the control socket serves `kumo flows` and
-`kumo agent stats` under the same lock.
+`kumo agent stats` under the same lock. The packet thread also runs Python's garbage collector, between
+rounds (kumo.agent.collector).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kumo.agent.collector import Collector
 from kumo.agent.flows import FlowBook, KernelFlow
 from kumo.agent.invalidation import tags_for
 from kumo.agent.learned import AgentLearned, arp_tag, mac_tag
@@ -115,6 +117,7 @@ class Agent:
         os.set_blocking(self._wake_w, False)
         self._upcalls: list[bytes] = []  # records of the current ring round
         self._pending: dict[bytes, tuple[FlowKey, FlowValue]] = {}  # flows to install at the round's end
+        self._booked: dict[bytes, KernelFlow] = {}  # ... and to enter in the book once their packets are out
         self._injects: list[tuple[bytes, int, int, bytes]] = []  # (frame, ifindex, queued_ns, flow) once installed
         self.upcall_latency_us: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
         self._values: dict[tuple[int, tuple[Out, ...]], tuple[SimulationResult, FlowValue]] = {}
@@ -126,6 +129,7 @@ class Agent:
         self._watches: list[Any] = []
         self._control: Any = None
         self.started = time.time()
+        self.collector = Collector()
 
     # --- life cycle --------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -160,6 +164,7 @@ class Agent:
             thread.start()
             self._threads.append(thread)
         self._control.start()
+        self.collector.take_over()  # the packet thread collects garbage between rounds from now on
         log.info(
             "agent for host %s: %d ports bound here, %d kernel flows %s",
             self.host_id,
@@ -188,6 +193,7 @@ class Agent:
         self._writes.put(None)
         for thread in self._threads:
             thread.join(timeout=5)
+        self.collector.give_back()
         if self._control is not None:
             self._control.stop()
         with self.lock:
@@ -212,11 +218,15 @@ class Agent:
     def _packet_loop(self) -> None:
         ring = self.datapath.upcalls(self._on_upcall)
         epfd = ring.epoll_fd()
+        pushed = self.push.fileno() if self.push is not None else -1
+        poller = select.epoll()
+        for fd in (epfd, self._wake_r, pushed):
+            if fd >= 0:
+                poller.register(fd, select.EPOLLIN)
         next_housekeeping = 0.0
         while not self._stop.is_set():
             try:
-                pushed = self.push.fileno() if self.push is not None else -1
-                ready, _, _ = select.select([epfd, self._wake_r, *([pushed] if pushed >= 0 else [])], [], [], 0.05)
+                ready = {fd for fd, _ in poller.poll(0.05)}
                 with self.lock:
                     if self._wake_r in ready:
                         _drain(self._wake_r)
@@ -231,9 +241,11 @@ class Agent:
                     if now >= next_housekeeping:
                         self._housekeeping(now)
                         next_housekeeping = now + HOUSEKEEPING_PERIOD
+                self.collector.collect_if_due()  # (the round's packets are out)
             except Exception:  # one bad packet or event must not stop the host's datapath
                 self.counters["agent_errors"] += 1
                 log.exception("packet thread")
+        poller.close()
 
     def _on_upcall(self, raw: bytes) -> None:
         """The ring's callback: only keep the record (what follows may raise, and ctypes would hide it)."""
@@ -262,12 +274,17 @@ class Agent:
             self.datapath.install_many(list(self._pending.values()))
             self._pending.clear()
         injects, self._injects = self._injects, []
-        for frame, ifindex, queued_ns, raw_key in injects:
-            if raw_key in dropped:
-                continue
-            self.datapath.inject(frame, ifindex)
-            if queued_ns:
-                self.upcall_latency_us.append((time.monotonic_ns() - queued_ns) / 1000)
+        try:
+            for frame, ifindex, queued_ns, raw_key in injects:
+                if raw_key in dropped:
+                    continue
+                self.datapath.inject(frame, ifindex)
+                if queued_ns:
+                    self.upcall_latency_us.append((time.monotonic_ns() - queued_ns) / 1000)
+        finally:  # the book: after the packets (it is not on their path), and whatever befell them
+            for flow in self._booked.values():
+                self.book.add(flow)
+            self._booked.clear()
 
     def _serve(self, raw: bytes) -> None:
         self.counters["upcalls"] += 1
@@ -281,11 +298,22 @@ class Agent:
             self.counters["drop.unbound_interface"] += 1
             return
         truncated = head.len > head.cap_len
-        self._process(frame, head.in_port, port_id, truncated=truncated, reason=head.reason, queued_ns=head.queued_ns)
+        self._process(
+            frame, head.in_port, port_id, truncated, head.reason, queued_ns=head.queued_ns, kernel_key=head.key
+        )
 
     def _process(
-        self, frame: bytes, ifindex: int, port_id: str, truncated: bool, reason: int, queued_ns: int = 0
+        self,
+        frame: bytes,
+        ifindex: int,
+        port_id: str,
+        truncated: bool,
+        reason: int,
+        queued_ns: int = 0,
+        kernel_key: FlowKey | None = None,
     ) -> None:
+        """Serve one packet. `kernel_key`: the key the kernel looked up (an upcall's); the flow is installed
+        under it, which saves computing it again from the parsed frame on the first-packet path."""
         try:
             match = parse_frame(frame, port_id)
         except PacketError:
@@ -312,8 +340,9 @@ class Agent:
         if result.one_off or result.generated or match.seen & _TTL:
             return  # about this packet only: its TTL, or a quote, decided it (the kernel key has neither)
         outputs = self._outputs(result)
-        key = flow_key(match, ifindex)
-        raw_key = self.book.add(KernelFlow(key, result, stateful=bool(result.state_writes)))
+        key = kernel_key if kernel_key is not None else flow_key(match, ifindex)
+        raw_key = bytes(key)
+        self._booked[raw_key] = KernelFlow(key, result, stateful=bool(result.state_writes))
         self._pending[raw_key] = (key, self._value_of(result, outputs))
         if result.state_writes:
             self._round_stateful.add(raw_key)
@@ -333,7 +362,7 @@ class Agent:
         dropped = set(self._round_stateful)
         for raw in dropped:
             self._pending.pop(raw, None)
-            self.book.pop(raw)
+            self._booked.pop(raw, None)
         self.counters["drop.flow_state_unavailable"] += len(dropped)
         self._pushes.clear()
         return dropped
@@ -863,6 +892,7 @@ class Agent:
                 "invalidation_ms": self.invalidation_ms,
                 "topology_changes_applied": list(self.topology_applied),
                 "upcall_to_reinject_us": _percentiles(self.upcall_latency_us),
+                "garbage_collections": dict(zip(("young", "middle", "full"), self.collector.collections, strict=True)),
                 "agent": dict(sorted((self.counters + self._state_counters()).items())),
                 "datapath": self.datapath.stats(),
             }

@@ -98,6 +98,11 @@ def agent_stats(stats: dict[str, Any], as_json: bool = False) -> None:
         summary["upcall to re-injection"] = "p50 {p50} µs, p99 {p99} µs, max {max} µs ({samples} packets)".format(
             **latency
         )
+    collections = stats.get("garbage_collections")
+    if collections:
+        summary["garbage collections"] = "{young} young, {middle} middle, {full} full (between rounds)".format(
+            **collections
+        )
     print_object(summary, title="agent")
     for section in ("agent", "datapath"):
         rows = [{"counter": k, "value": v} for k, v in stats.get(section, {}).items()]

@@ -130,6 +130,7 @@ class UpcallHeader(ctypes.Structure):
         ("cap_len", ctypes.c_uint32),
         ("reason", ctypes.c_uint32),
         ("queued_ns", ctypes.c_uint64),  # CLOCK_MONOTONIC, as time.monotonic_ns()
+        ("key", FlowKey),  # the key the kernel looked up
     ]
 
 

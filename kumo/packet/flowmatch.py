@@ -34,6 +34,7 @@ FIELDS: tuple[str, ...] = (
 )
 INDEX = {name: i for i, name in enumerate(FIELDS)}
 BIT = {name: 1 << i for i, name in enumerate(FIELDS)}
+_IN_PORT_BIT = BIT["in_port"]
 _MASK_INDEXES: dict[int, tuple[int, ...]] = {}  # mask -> the field indexes it selects (few distinct masks)
 
 
@@ -58,6 +59,16 @@ class FlowMatch:
         self._orig = tuple(v)
         self.seen = BIT["in_port"]  # a flow is always keyed on where it entered
         self.dirty = 0  # fields written since entry (bit i = FIELDS[i]): where changed() looks
+
+    @classmethod
+    def of(cls, values: list[Any]) -> FlowMatch:
+        """From every field's value in FIELDS order (the parser's way: no keyword lookups)."""
+        match = cls.__new__(cls)
+        match._v = values
+        match._orig = tuple(values)
+        match.seen = _IN_PORT_BIT
+        match.dirty = 0
+        return match
 
     def get(self, name: str) -> Any:
         """Read a field (marks it seen)."""

@@ -1,6 +1,6 @@
 """The kernel executes the actions the agent derives from a simulation result: the BPF program run on
 packets with BPF_PROG_TEST_RUN gives exactly the bytes the packet builders make for the rewritten packet
-(checksums included), and a miss goes to the upcall ring."""
+(checksums included), and a miss goes to the upcall ring with the key the agent would compute."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import pytest
 
 from kumo.datapath import build, libbpf
 from kumo.datapath.actions import Out, flow_key, flow_value
-from kumo.datapath.layout import STATS
+from kumo.datapath.layout import STATS, UpcallHeader
 from kumo.packet import ip_to_int
-from kumo.packet.ethernet import ETH_P_IP, Ethernet
+from kumo.packet.arp import Arp
+from kumo.packet.ethernet import ETH_P_ARP, ETH_P_IP, Ethernet
 from kumo.packet.frame import parse_frame
 from kumo.packet.icmp import Icmp
 from kumo.packet.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP, IPv4
@@ -100,3 +101,38 @@ def test_a_miss_goes_to_the_agent_and_ttl_that_would_expire_too(program: tuple[i
     expiring = frame(PROTO_TCP, "10.0.1.11", "10.0.2.13", Tcp(3, 4), ttl=1)
     verdict, _ = run(program, expiring, {})
     assert verdict == TC_ACT_SHOT and stat(program, "ttl_punt") >= 1
+
+
+def test_an_upcall_carries_the_key_the_agent_would_compute_from_the_frame() -> None:
+    """The agent installs a first packet's flow under the key in its upcall: it must be the key the Python
+    parser gives for the same frame, for every kind of packet the datapath keys on."""
+    tos_ip = IPv4(ip_to_int("10.0.1.11"), ip_to_int("10.0.2.13"), PROTO_UDP, Udp(7, 9, b"t").build(0, 0), tos=0xB8)
+    first_fragment = IPv4(ip_to_int("10.0.1.11"), ip_to_int("10.0.2.13"), PROTO_UDP, b"f" * 16, flags_offset=0x2000)
+    later_fragment = IPv4(ip_to_int("10.0.1.11"), ip_to_int("10.0.2.13"), PROTO_UDP, b"l" * 16, flags_offset=0x0003)
+    arp = Arp(1, B, ip_to_int("10.0.1.11"), "00:00:00:00:00:00", ip_to_int("10.0.1.1"))
+    frames = [
+        frame(PROTO_TCP, "10.0.1.11", "10.0.2.13", Tcp(40000, 80, payload=b"x")),
+        frame(PROTO_UDP, "10.0.1.12", "10.0.2.13", Udp(40001, 53, b"q")),
+        frame(PROTO_ICMP, "10.0.1.13", "10.0.2.13", Icmp.echo(True, 77, 1, b"p")),
+        frame(PROTO_ICMP, "10.0.1.14", "10.0.2.13", Icmp(3, 1, 0, bytes(28))),
+        Ethernet(A, B, ETH_P_IP, tos_ip.build()).build(),
+        Ethernet(A, B, ETH_P_IP, first_fragment.build()).build(),
+        Ethernet(A, B, ETH_P_IP, later_fragment.build()).build(),
+        Ethernet("ff:ff:ff:ff:ff:ff", B, ETH_P_ARP, arp.build()).build(pad=True),
+        Ethernet(A, B, ETH_P_IP, IPv4(1, 2, PROTO_UDP, Udp(5, 6).build(1, 2)).build(), vlan=42).build(),
+    ]
+    obj = libbpf.BpfObject(str(build.object_path("port_ingress")))
+    records: list[bytes] = []
+    ring = libbpf.RingBuffer(obj.map_fd("kumo_upcalls"), records.append)
+    try:
+        for packet in frames:
+            assert libbpf.test_run(obj.program_fd("kumo_port_ingress"), packet)[0] == TC_ACT_SHOT
+        ring.consume()
+    finally:
+        ring.close()
+        obj.close()
+    assert len(records) == len(frames)
+    for packet, record in zip(frames, records, strict=True):
+        head = UpcallHeader.from_buffer_copy(record)
+        expected = flow_key(parse_frame(packet, "p"), LOOPBACK)
+        assert bytes(head.key) == bytes(expected), parse_frame(packet, "p")

@@ -178,8 +178,10 @@ static __always_inline int rate_ok(__u32 in_port, struct kumo_config *cfg)
 	return 1;
 }
 
-static __always_inline int upcall(struct __sk_buff *skb, __u32 in_port, __u32 reason, struct kumo_config *cfg)
+static __always_inline int upcall(struct __sk_buff *skb, struct kumo_flow_key *key, __u32 reason,
+				  struct kumo_config *cfg)
 {
+	__u32 in_port = key->in_port;
 	if (!rate_ok(in_port, cfg)) {
 		count(KUMO_ST_UPCALL_RATE_LIMITED);
 		return TC_ACT_SHOT;
@@ -202,6 +204,7 @@ static __always_inline int upcall(struct __sk_buff *skb, __u32 in_port, __u32 re
 	u->cap_len = cap;
 	u->reason = reason;
 	u->queued_ns = bpf_ktime_get_ns();
+	__builtin_memcpy(&u->key, key, sizeof(*key));
 	if (skb->len > cap)
 		count(KUMO_ST_UPCALL_TRUNCATED);
 	bpf_ringbuf_submit(u, 0);
@@ -341,14 +344,14 @@ int kumo_port_ingress(struct __sk_buff *skb)
 	}
 	struct kumo_flow_value *v = bpf_map_lookup_elem(&kumo_flows, &key);
 	if (!v)
-		return upcall(skb, in_port, miss, cfg);
+		return upcall(skb, &key, miss, cfg);
 	if (p.l3 && v->act.ttl_dec && p.ttl <= v->act.ttl_dec) {
 		count(KUMO_ST_TTL_PUNT);
-		return upcall(skb, in_port, KUMO_UPCALL_TTL, cfg);
+		return upcall(skb, &key, KUMO_UPCALL_TTL, cfg);
 	}
 	if (p.l3 && v->act.mtu && p.df && p.tot_len > v->act.mtu) {
 		count(KUMO_ST_MTU_PUNT);
-		return upcall(skb, in_port, KUMO_UPCALL_MTU, cfg);
+		return upcall(skb, &key, KUMO_UPCALL_MTU, cfg);
 	}
 	count(KUMO_ST_HIT);
 	__sync_fetch_and_add(&v->packets, 1);

@@ -93,6 +93,7 @@ struct kumo_upcall {
 	__u32 cap_len;      /* bytes copied into data */
 	__u32 reason;
 	__u64 queued_ns;    /* bpf_ktime_get_ns() when queued: the agent measures its share of first-packet latency */
+	struct kumo_flow_key key; /* the key looked up: the agent installs the packet's flow under it */
 	__u8 data[KUMO_SNAP];
 };
 
