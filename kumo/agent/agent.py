@@ -116,8 +116,8 @@ class Agent:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._upcalls: list[bytes] = []  # records of the current ring round
-        self._pending: dict[bytes, tuple[FlowKey, FlowValue]] = {}  # flows to install at the round's end
-        self._booked: dict[bytes, KernelFlow] = {}  # ... and to enter in the book once their packets are out
+        # the round's flows: installed at its end, entered in the book once their first packets are out
+        self._pending: dict[bytes, tuple[KernelFlow, FlowValue]] = {}
         self._injects: list[tuple[bytes, int, int, bytes]] = []  # (frame, ifindex, queued_ns, flow) once installed
         self.upcall_latency_us: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
         self._values: dict[tuple[int, tuple[Out, ...]], tuple[SimulationResult, FlowValue]] = {}
@@ -271,8 +271,7 @@ class Agent:
         self._round_stateful.clear()
         self._send_pushes()
         if self._pending:
-            self.datapath.install_many(list(self._pending.values()))
-            self._pending.clear()
+            self.datapath.install_many([(flow.key, value) for flow, value in self._pending.values()])
         injects, self._injects = self._injects, []
         try:
             for frame, ifindex, queued_ns, raw_key in injects:
@@ -282,9 +281,9 @@ class Agent:
                 if queued_ns:
                     self.upcall_latency_us.append((time.monotonic_ns() - queued_ns) / 1000)
         finally:  # the book: after the packets (it is not on their path), and whatever befell them
-            for flow in self._booked.values():
+            for flow, _ in self._pending.values():
                 self.book.add(flow)
-            self._booked.clear()
+            self._pending.clear()
 
     def _serve(self, raw: bytes) -> None:
         self.counters["upcalls"] += 1
@@ -342,8 +341,10 @@ class Agent:
         outputs = self._outputs(result)
         key = kernel_key if kernel_key is not None else flow_key(match, ifindex)
         raw_key = bytes(key)
-        self._booked[raw_key] = KernelFlow(key, result, stateful=bool(result.state_writes))
-        self._pending[raw_key] = (key, self._value_of(result, outputs))
+        self._pending[raw_key] = (
+            KernelFlow(key, result, stateful=bool(result.state_writes)),
+            self._value_of(result, outputs),
+        )
         if result.state_writes:
             self._round_stateful.add(raw_key)
             for host in self._push_targets(port_id, result):
@@ -362,7 +363,6 @@ class Agent:
         dropped = set(self._round_stateful)
         for raw in dropped:
             self._pending.pop(raw, None)
-            self._booked.pop(raw, None)
         self.counters["drop.flow_state_unavailable"] += len(dropped)
         self._pushes.clear()
         return dropped
