@@ -8,7 +8,7 @@
   re-inject), from the sending VM's clock before sendto() to the kernel's receive timestamp in the receiving
   VM (SO_TIMESTAMPNS, the same clock), next to the same measure on an established flow; and UDP round trips
   whose request and reply both open new flows (two upcalls), next to round trips on an established flow;
-- agent RSS with 100,000 installed flows.
+- agent RSS with 100,000 installed flows, and first-packet latency again while they are installed.
 
 Everything runs in namespaces the bench creates and deletes; every load is bounded in count and time.
 """
@@ -57,6 +57,7 @@ print(repr((new, same)))
 ONE_WAY_SENDER = """
 import socket, struct, sys, time
 peer, steady = (sys.argv[1], 7001), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+relay = ("127.0.0.1", int(sys.argv[3]))
 for i in range(int(sys.argv[2])):
     fresh = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a new source port: a new flow
     fresh.sendto(struct.pack("!cQ", b"n", time.time_ns()), peer)
@@ -64,8 +65,27 @@ for i in range(int(sys.argv[2])):
     time.sleep(0.002)
     steady.sendto(struct.pack("!cQ", b"e", time.time_ns()), peer)
     time.sleep(0.002)
+    steady.sendto(struct.pack("!cQ", b"r", time.time_ns()), relay)
+    time.sleep(0.002)
 for _ in range(3):
     steady.sendto(b"done", peer)
+"""
+
+# The floor of any design that wakes a user-space process for a packet, measured beside the first packets:
+# a sleeping Python process that receives a packet and sends it on (on an established flow). No Kumo code
+# runs in it; what a first packet takes beyond it is the agent's own work.
+USERSPACE_RELAY = """
+import socket, sys
+listen = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); listen.bind(("127.0.0.1", int(sys.argv[2])))
+listen.settimeout(float(sys.argv[3]))
+out, peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), (sys.argv[1], 7001)
+out.sendto(b"warm", peer)  # this relay's flow is established before the first measured packet
+print("ready", flush=True)
+try:
+    while True:
+        out.sendto(listen.recv(64), peer)
+except socket.timeout:
+    pass
 """
 
 ONE_WAY_RECEIVER = """
@@ -74,20 +94,22 @@ SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 7001)); s.settimeout(float(sys.argv[1]))
 s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
 print("ready", flush=True)
-new, same = [], []
+found = {b"n": [], b"e": [], b"r": []}
 try:
     while True:
         data, ancillary, _, _ = s.recvmsg(64, 64)
         if data == b"done":
             break
+        if data == b"warm":
+            continue
         kind, sent = struct.unpack("!cQ", data)
         for level, kind_of, value in ancillary:
             if level == socket.SOL_SOCKET and kind_of == SO_TIMESTAMPNS:
                 sec, nsec = struct.unpack("qq", value[:16])
-                (new if kind == b"n" else same).append((sec * 10**9 + nsec - sent) / 1e9)
+                found[kind].append((sec * 10**9 + nsec - sent) / 1e9)
 except socket.timeout:
     pass
-print(repr((new, same)))
+print(repr((found[b"n"], found[b"e"], found[b"r"])))
 """
 
 ECHO = """
@@ -96,6 +118,9 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 7000));
 while True:
     data, peer = s.recvfrom(64); s.sendto(data, peer)
 """
+
+
+RELAY_PORT = 7002
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -212,25 +237,38 @@ def p50_p99_ms(values: list[float]) -> dict[str, float]:
 
 
 def first_packet(cloud: Cloud, probes: int) -> dict[str, Any]:
-    """One-way latency of first packets (each from a new source port) and of packets on one established flow,
-    alternated, vm1 -> vm3 through bridge -> router -> bridge."""
+    """One-way latency of first packets (each from a new source port), of packets on one established flow and
+    of packets through a user-space relay (the floor of any wake-up), alternated, vm1 -> vm3 through
+    bridge -> router -> bridge."""
     vm1, vm3 = cloud.vms["vm1"], cloud.vms["vm3"]
+    vm1.run("ip", "link", "set", "lo", "up", check=True)
     receiver = vm3.popen(sys.executable, "-c", ONE_WAY_RECEIVER, "10", stdout=subprocess.PIPE)
+    relay = None
     try:
         assert receiver.stdout is not None
         receiver.stdout.readline()  # "ready": bound, timestamps on
-        vm1.run(sys.executable, "-c", ONE_WAY_SENDER, "10.0.2.13", str(probes), timeout=probes * 0.01 + 30)
+        relay = vm1.popen(
+            sys.executable, "-c", USERSPACE_RELAY, "10.0.2.13", str(RELAY_PORT), "10", stdout=subprocess.PIPE
+        )
+        assert relay.stdout is not None
+        relay.stdout.readline()  # "ready": its own flow is up
+        sender = (sys.executable, "-c", ONE_WAY_SENDER, "10.0.2.13", str(probes), str(RELAY_PORT))
+        vm1.run(*sender, timeout=probes * 0.01 + 30)
         out, _ = receiver.communicate(timeout=30)
     finally:
-        receiver.kill()
-        receiver.wait()
-    new, same = ast.literal_eval(out.splitlines()[-1])  # our own receiver's repr of two float lists
+        for proc in (receiver, relay):
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+    new, same, relayed = ast.literal_eval(out.splitlines()[-1])  # our own receiver's repr of float lists
     return {
         "path": "bridge -> router -> bridge, UDP, one way (sender clock -> receiver kernel timestamp)",
         "first_packet_ms": p50_p99_ms(new),
         "established_ms": p50_p99_ms(same),
+        "userspace_relay_ms": p50_p99_ms(relayed),
         "first_packet_extra_ms_p50": round((statistics.median(new) - statistics.median(same)) * 1000, 3),
-        "received": [len(new), len(same), probes],
+        "first_packet_p99_ratio_to_relay": round(percentile(new, 0.99) / percentile(relayed, 0.99), 2),
+        "received": [len(new), len(same), len(relayed), probes],
     }
 
 
@@ -352,6 +390,12 @@ def main() -> None:
             "kernel_flows": stats["kernel_flows"],
             "kernel_flows_before": before,
             "rss_mb": round(rss_kb(pid) / 1024, 1),
+        }
+        # the same first packets while those flows are installed (idle expiry and GC now work on 100,000)
+        result["first_packet_latency_with_rss_flows_installed"] = {
+            "kernel_flows": stats["kernel_flows"],
+            **first_packet(cloud, args.probes),
+            "garbage_collection_longest_ms": host.agent_stats()["garbage_collection_longest_ms"],
         }
     print(json.dumps(result, indent=2))
 

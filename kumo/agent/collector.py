@@ -26,6 +26,7 @@ class Collector:
     def __init__(self) -> None:
         self.thresholds = gc.get_threshold()
         self.collections = [0, 0, 0]
+        self.longest_ms = [0.0, 0.0, 0.0]  # the longest pause of each generation (the next upcall waits it)
         self._was_enabled = False
         self._last_full = time.monotonic()
 
@@ -53,7 +54,10 @@ class Collector:
             generation = 1
             if old >= t2 and time.monotonic() - self._last_full >= FULL_COLLECTION_EVERY:
                 generation = 2
+        started = time.perf_counter()
         gc.collect(generation)
+        took_ms = (time.perf_counter() - started) * 1000
+        self.longest_ms[generation] = max(self.longest_ms[generation], took_ms)
         if generation == 2:
             self._last_full = time.monotonic()
         self.collections[generation] += 1

@@ -3,6 +3,7 @@ that a change removes exactly the flows that depended on it."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,7 @@ class KernelFlow:
 
 class FlowBook:
     def __init__(self) -> None:
-        self.flows: dict[bytes, KernelFlow] = {}
+        self.flows: dict[bytes, KernelFlow] = {}  # in the order booked: oldest first
         self._by_tag: dict[Any, set[bytes]] = {}
 
     def __len__(self) -> int:
@@ -30,7 +31,7 @@ class FlowBook:
 
     def add(self, flow: KernelFlow) -> bytes:
         raw = bytes(flow.key)
-        old = self.flows.get(raw)
+        old = self.flows.pop(raw, None)  # (popped, so that a replaced flow goes to the end: it is new)
         if old is not None:
             self._untag(raw, old)
         self.flows[raw] = flow
@@ -56,4 +57,6 @@ class FlowBook:
                     del self._by_tag[tag]
 
     def oldest(self, count: int) -> list[bytes]:
-        return [raw for raw, _ in sorted(self.flows.items(), key=lambda kv: kv[1].created)[:count]]
+        """The `count` flows booked first. (Not a sort by age: that held the agent's lock for ~100 ms at
+        100,000 flows, on every expiry pass while the book was over its maximum.)"""
+        return list(itertools.islice(self.flows, max(count, 0)))

@@ -103,6 +103,11 @@ def agent_stats(stats: dict[str, Any], as_json: bool = False) -> None:
         summary["garbage collections"] = "{young} young, {middle} middle, {full} full (between rounds)".format(
             **collections
         )
+        longest = stats.get("garbage_collection_longest_ms")
+        if longest:
+            summary["longest collection pause"] = "{young} ms young, {middle} ms middle, {full} ms full".format(
+                **longest
+            )
     print_object(summary, title="agent")
     for section in ("agent", "datapath"):
         rows = [{"counter": k, "value": v} for k, v in stats.get(section, {}).items()]

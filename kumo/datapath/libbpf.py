@@ -10,7 +10,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from kumo.topology.errors import KumoError
@@ -57,6 +57,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "bpf_map_delete_elem": (c_int, [c_int, vp]),
         "bpf_map_get_next_key": (c_int, [c_int, vp, vp]),
         "bpf_map_update_batch": (c_int, [c_int, vp, vp, ctypes.POINTER(u32), vp]),
+        "bpf_map_lookup_batch": (c_int, [c_int, vp, vp, vp, vp, ctypes.POINTER(u32), vp]),
         "bpf_prog_get_fd_by_id": (c_int, [u32]),
         "bpf_map_get_fd_by_id": (c_int, [u32]),
         "bpf_obj_get_info_by_fd": (c_int, [c_int, vp, ctypes.POINTER(u32)]),
@@ -188,6 +189,30 @@ def update_batch(fd: int, keys: ctypes.Array[Any], values: ctypes.Array[Any]) ->
     opts = _BatchOpts(sz=ctypes.sizeof(_BatchOpts))
     rc = lib().bpf_map_update_batch(fd, keys, values, ctypes.byref(count), ctypes.byref(opts))
     check(rc, f"batch map update ({count.value} of {len(keys)} done)")
+
+
+def entries(fd: int, key_size: int, value_size: int, batch: int = 4096) -> Iterator[tuple[bytes, bytes, int]]:
+    """Every entry of a hash map, `batch` per system call (bpf_map_lookup_batch): (the keys' bytes, the
+    values' bytes, how many). A snapshot as the kernel walks its buckets: entries may come and go meanwhile."""
+    keys = ctypes.create_string_buffer(key_size * batch)
+    values = ctypes.create_string_buffer(value_size * batch)
+    token = ctypes.create_string_buffer(max(key_size, 8))  # where the walk resumes (a bucket, for a hash map)
+    opts = _BatchOpts(sz=ctypes.sizeof(_BatchOpts))
+    started = False
+    while True:
+        count = ctypes.c_uint32(batch)
+        rc = lib().bpf_map_lookup_batch(
+            fd, token if started else None, token, keys, values, ctypes.byref(count), ctypes.byref(opts)
+        )
+        done = rc < 0 and (rc == -errno.ENOENT or ctypes.get_errno() == errno.ENOENT)  # the walk's end
+        if rc < 0 and not done:
+            raise _fail(f"batch map lookup ({batch} entries a call)", rc if rc != -1 else None)
+        if count.value:
+            n = count.value
+            yield ctypes.string_at(keys, key_size * n), ctypes.string_at(values, value_size * n), n
+        if done:
+            return
+        started = True
 
 
 def _found(rc: int, what: str) -> bool:

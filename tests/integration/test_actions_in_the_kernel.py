@@ -5,13 +5,15 @@ packets with BPF_PROG_TEST_RUN gives exactly the bytes the packet builders make 
 from __future__ import annotations
 
 import ctypes
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from kumo.datapath import build, libbpf
 from kumo.datapath.actions import Out, flow_key, flow_value
-from kumo.datapath.layout import STATS, UpcallHeader
+from kumo.datapath.datapath import last_used
+from kumo.datapath.layout import STATS, FlowKey, FlowValue, UpcallHeader
 from kumo.packet import ip_to_int
 from kumo.packet.arp import Arp
 from kumo.packet.ethernet import ETH_P_ARP, ETH_P_IP, Ethernet
@@ -136,3 +138,24 @@ def test_an_upcall_carries_the_key_the_agent_would_compute_from_the_frame() -> N
         head = UpcallHeader.from_buffer_copy(record)
         expected = flow_key(parse_frame(packet, "p"), LOOPBACK)
         assert bytes(head.key) == bytes(expected), parse_frame(packet, "p")
+
+
+def test_a_batch_read_gives_every_flow_once_with_its_last_use() -> None:
+    """Idle expiry reads the kernel's flows a few thousand per system call: every flow comes back once (more
+    than one batch of them here), with the time the program last used it, read at the C structure's offset."""
+    obj = libbpf.BpfObject(str(build.object_path("port_ingress")))
+    try:
+        flows = obj.map_fd("kumo_flows")
+        packets = [frame(PROTO_UDP, "10.0.1.11", "10.0.2.13", Udp(10000 + i, 53, b"q")) for i in range(5000)]
+        keys = [flow_key(parse_frame(packet, "p"), LOOPBACK) for packet in packets]
+        value = flow_value(SimulationResult(Verdict.OUTPUT, Reason.FORWARDED, ["p"], {}, 1), [Out(LOOPBACK)])
+        libbpf.update_batch(flows, (FlowKey * len(keys))(*keys), (FlowValue * len(keys))(*[value] * len(keys)))
+        before = time.monotonic_ns()  # the clock of bpf_ktime_get_ns
+        assert libbpf.test_run(obj.program_fd("kumo_port_ingress"), packets[4321])[0] == TC_ACT_REDIRECT
+        after = time.monotonic_ns()
+        used = last_used(flows)
+    finally:
+        obj.close()
+    assert sorted(used) == sorted(bytes(key) for key in keys)
+    assert before <= used.pop(bytes(keys[4321])) <= after
+    assert set(used.values()) == {0}

@@ -4,6 +4,7 @@ flows expire, and interfaces that go and come back are followed."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from kumo.testing.cloud import Cloud, build_cloud
 from kumo.testing.netns import VirtualHost, inside
-from tests.integration.helpers import wait_ping
+from tests.integration.helpers import until, wait_ping
 
 
 def kernel_flows(cloud: Cloud) -> list[dict[str, Any]]:
@@ -56,6 +57,27 @@ def test_idle_flows_expire(quick_cloud: Cloud) -> None:
         time.sleep(0.5)
     assert kernel_flows(quick_cloud) == []
     assert quick_cloud.host.agent_stats()["agent"]["flows_expired"] > 0
+
+
+SEND_FROM_PORTS = """
+import socket, sys
+for port in range(int(sys.argv[1]), int(sys.argv[2])):  # one new flow each, in this order
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", port))
+    s.sendto(b"x", ("10.0.1.12", 9)); s.close()
+"""
+
+
+def test_beyond_the_maximum_the_oldest_flows_go(tmp_path: Path) -> None:
+    with VirtualHost(tmp_path, kumo_args=("--max-flows", "20")) as host, inside(host.netns):
+        cloud = build_cloud(host, router=False)
+        vm1, _ = cloud.attach("vm1", "web", "10.0.1.11/24"), cloud.attach("vm2", "web", "10.0.1.12/24")
+        assert wait_ping(vm1, "10.0.1.12")
+        vm1.run(sys.executable, "-c", SEND_FROM_PORTS, "20000", "20060", check=True)
+        assert until(lambda: len(kernel_flows(cloud)) <= 20, within=5), len(kernel_flows(cloud))
+        kept = {f["match"].get("tp_src") for f in kernel_flows(cloud)}
+        assert set(range(20050, 20060)) <= kept, kept  # the newest stay
+        assert not kept & set(range(20000, 20040))
+        assert host.agent_stats()["agent"]["flows_evicted"] >= 40
 
 
 def test_an_interface_that_goes_and_comes_back_is_followed(cloud: Cloud) -> None:

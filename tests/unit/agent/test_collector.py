@@ -48,6 +48,7 @@ def test_cyclic_garbage_is_freed_once_the_young_threshold_is_crossed(taken: Coll
     assert taken.collect_if_due() == 0
     assert freed == [1]
     assert keep
+    assert taken.longest_ms[0] > 0 and taken.longest_ms[1:] == [0.0, 0.0]  # the pause it took, kept
 
 
 def test_older_generations_follow_cpythons_schedule_with_full_ones_rate_limited(
