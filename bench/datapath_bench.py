@@ -6,7 +6,8 @@
   per second and upcalls lost (ring full) below the limit;
 - first-packet latency: the one-way latency of a flow's first packet (one upcall: simulate, install,
   re-inject), from the sending VM's clock before sendto() to the kernel's receive timestamp in the receiving
-  VM (SO_TIMESTAMPNS, the same clock), next to the same measure on an established flow; and UDP round trips
+  VM (SO_TIMESTAMPNS, the same clock), next to the same measure on an established flow and through a
+  sleeping user-space relay (the floor of any slow path that wakes a process); and UDP round trips
   whose request and reply both open new flows (two upcalls), next to round trips on an established flow;
 - agent RSS with 100,000 installed flows, and first-packet latency again while they are installed.
 

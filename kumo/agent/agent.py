@@ -719,7 +719,7 @@ class Agent:
         for start in range(0, len(flows), EXPIRY_BATCH):
             if self._stop.is_set():
                 return
-            time.sleep(0)  # let the packet thread have the GIL now, not at the end of the interpreter's 5 ms
+            time.sleep(0)  # let a woken packet thread have the GIL now, not at the end of a switch interval
             now, now_ns = time.monotonic(), time.monotonic_ns()  # now_ns: the clock of bpf_ktime_get_ns
             idle_out, gone, in_use = [], [], []
             end = start + EXPIRY_BATCH
