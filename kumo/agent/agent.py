@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kumo.agent.collector import Collector
+from kumo.agent.collector import GENERATIONS, Collector
 from kumo.agent.flows import FlowBook, KernelFlow
 from kumo.agent.invalidation import tags_for
 from kumo.agent.learned import AgentLearned, arp_tag, mac_tag
@@ -131,12 +131,14 @@ class Agent:
         self._control: Any = None
         self.started = time.time()
         self.collector = Collector()
+        self._switch_interval = sys.getswitchinterval()  # the process's own, given back on stop
 
     # --- life cycle --------------------------------------------------------------------------------------
     def start(self) -> None:
-        # The packet thread shares the GIL with the API, expiry and store threads: when it wakes for an
-        # upcall it gets the GIL within 0.5 ms instead of the default 5 ms.
-        sys.setswitchinterval(0.0005)
+        # The packet thread shares the GIL with the API, expiry and store threads: a woken packet thread waits
+        # for the GIL until the running thread lets go, at the latest after the switch interval (5 ms by
+        # default; the expiry pass over 100,000 flows is ~0.1 s of Python a second). Given back on stop.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         self.session = self.store.open_session()
         self._register()
         self.datapath.start()
@@ -166,10 +168,6 @@ class Agent:
             self._threads.append(thread)
         self._control.start()
         self.collector.take_over()  # the packet thread collects garbage between rounds from now on
-        # A woken packet thread waits for the GIL until the running thread lets go, at the latest after the
-        # switch interval (5 ms by default): the expiry pass over 100,000 flows is ~0.1 s of Python a second.
-        self._switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         log.info(
             "agent for host %s: %d ports bound here, %d kernel flows %s",
             self.host_id,
@@ -700,7 +698,7 @@ class Agent:
                 self._try_attach(port_id)
 
     def _expiry_loop(self) -> None:
-        """Idle expiry in a thread of its own: the map lookups run here (ctypes lets go of the GIL during each
+        """Idle expiry in a thread of its own: the map reads run here (ctypes lets go of the GIL during each
         system call), and the lock is held only to remove a batch, so upcalls never wait behind a sweep."""
         while not self._stop.wait(EXPIRY_PERIOD):
             try:
@@ -905,9 +903,9 @@ class Agent:
                 "invalidation_ms": self.invalidation_ms,
                 "topology_changes_applied": list(self.topology_applied),
                 "upcall_to_reinject_us": _percentiles(self.upcall_latency_us),
-                "garbage_collections": dict(zip(("young", "middle", "full"), self.collector.collections, strict=True)),
+                "garbage_collections": dict(zip(GENERATIONS, self.collector.collections, strict=True)),
                 "garbage_collection_longest_ms": dict(
-                    zip(("young", "middle", "full"), (round(ms, 2) for ms in self.collector.longest_ms), strict=True)
+                    zip(GENERATIONS, (round(ms, 2) for ms in self.collector.longest_ms), strict=True)
                 ),
                 "agent": dict(sorted((self.counters + self._state_counters()).items())),
                 "datapath": self.datapath.stats(),

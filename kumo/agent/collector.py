@@ -19,6 +19,7 @@ from __future__ import annotations
 import gc
 import time
 
+GENERATIONS = ("young", "middle", "full")  # CPython's generations 0, 1, 2
 FULL_COLLECTION_EVERY = 10.0  # seconds, at least, between collections of the oldest generation
 
 
