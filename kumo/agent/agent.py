@@ -19,6 +19,7 @@ import os
 import queue
 import select
 import socket
+import struct
 import sys
 import threading
 import time
@@ -29,6 +30,7 @@ from typing import Any
 from kumo.agent.collector import GENERATIONS, Collector
 from kumo.agent.flows import FlowBook, KernelFlow
 from kumo.agent.invalidation import tags_for
+from kumo.agent.keyindex import KEY_SIZE, Indexed, KernelKeyIndex
 from kumo.agent.learned import AgentLearned, arp_tag, mac_tag
 from kumo.agent.push import StatePush, decode
 from kumo.agent.topology import TopologyCache
@@ -52,6 +54,8 @@ from kumo.topology.store.base import Change, Session, StateChange, Store
 log = logging.getLogger("kumo.agent")
 
 _HEADER = ctypes.sizeof(UpcallHeader)
+_KEY_AT = UpcallHeader.key.offset
+_UPCALL = struct.Struct("=IIIIQ")  # the head of struct kumo_upcall before its key (no ctypes object per upcall)
 _TTL = BIT["ip_ttl"]
 PARK_TIMEOUT = 3.0  # seconds a packet waits for ARP resolution
 PARK_MAX = 64  # packets parked per next hop (the rest are dropped and counted)
@@ -96,6 +100,7 @@ class Agent:
         self._round_stateful: set[bytes] = set()  # this round's flows whose state must be durable first
         self.learned = AgentLearned()
         self.wildcard = WildcardTable()
+        self.by_key = KernelKeyIndex()  # the wildcard table's IPv4 TCP/UDP results, by the kernel's key
         self.book = FlowBook()
         self.snapshot = Snapshot()
         self.topology = TopologyCache()
@@ -291,19 +296,27 @@ class Agent:
 
     def _serve(self, raw: bytes) -> None:
         self.counters["upcalls"] += 1
-        head = UpcallHeader.from_buffer_copy(raw)
-        frame = raw[_HEADER : _HEADER + head.cap_len]
-        if head.reason == UPCALL_INJECT_MISS:
+        in_port, length, cap_len, reason, queued_ns = _UPCALL.unpack_from(raw)
+        if reason == UPCALL_INJECT_MISS:
             self.counters["inject_miss"] += 1
             return
-        port_id = self.port_of_ifindex.get(head.in_port)
+        port_id = self.port_of_ifindex.get(in_port)
         if port_id is None:
             self.counters["drop.unbound_interface"] += 1
             return
-        truncated = head.len > head.cap_len
-        self._process(
-            frame, head.in_port, port_id, truncated, head.reason, queued_ns=head.queued_ns, kernel_key=head.key
-        )
+        key = raw[_KEY_AT : _KEY_AT + KEY_SIZE]
+        frame = raw[_HEADER : _HEADER + cap_len]
+        truncated = length > cap_len
+        if reason == UPCALL_MISS and (hit := self.by_key.lookup(key)) is not None:
+            if self.wildcard.holds(hit.result):
+                self.counters["wildcard_hits"] += 1
+                self.counters["key_index_hits"] += 1
+                if hit.drop_counter is not None:
+                    self.counters[hit.drop_counter] += 1
+                self._queue_flow(key, hit.result, hit.value, hit.reinject, frame, in_port, queued_ns, truncated)
+                return
+            self.by_key.discard(hit)  # invalidated since: the full path finds what holds now
+        self._process(frame, in_port, port_id, truncated, reason, queued_ns=queued_ns, kernel_key=key)
 
     def _process(
         self,
@@ -313,7 +326,7 @@ class Agent:
         truncated: bool,
         reason: int,
         queued_ns: int = 0,
-        kernel_key: FlowKey | None = None,
+        kernel_key: bytes | None = None,
     ) -> None:
         """Serve one packet. `kernel_key`: the key the kernel looked up (an upcall's); the flow is installed
         under it, which saves computing it again from the parsed frame on the first-packet path."""
@@ -336,27 +349,42 @@ class Agent:
         if result.verdict is Verdict.PARK and result.park_until is not None:
             self._park(result.park_until, frame, ifindex, port_id)
             return
-        if result.verdict is Verdict.DROP:
-            self.counters[f"drop.{result.reason.value}"] += 1
+        drop_counter = f"drop.{result.reason.value}" if result.verdict is Verdict.DROP else None
+        if drop_counter is not None:
+            self.counters[drop_counter] += 1
         if result.verdict not in (Verdict.OUTPUT, Verdict.FLOOD, Verdict.DROP):
             return
         if result.one_off or result.generated or match.seen & _TTL:
             return  # about this packet only: its TTL, or a quote, decided it (the kernel key has neither)
         outputs = self._outputs(result)
-        key = kernel_key if kernel_key is not None else flow_key(match, ifindex)
-        raw_key = bytes(key)
-        self._pending[raw_key] = (
-            KernelFlow(key, result, stateful=bool(result.state_writes)),
-            self._value_of(result, outputs),
-        )
+        raw_key = kernel_key if kernel_key is not None else bytes(flow_key(match, ifindex))
+        value = self._value_of(result, outputs)
         if result.state_writes:
             self._round_stateful.add(raw_key)
             for host in self._push_targets(port_id, result):
                 self._pushes.setdefault(host, []).extend(result.state_writes)
+        elif kernel_key is not None and self.wildcard.holds(result):  # the next such packet: found by its key
+            self.by_key.add(kernel_key, Indexed(result, value, bool(outputs), drop_counter))
+        self._queue_flow(raw_key, result, value, bool(outputs), frame, ifindex, queued_ns, truncated)
+
+    def _queue_flow(
+        self,
+        raw_key: bytes,
+        result: SimulationResult,
+        value: FlowValue,
+        reinject: bool,
+        frame: bytes,
+        ifindex: int,
+        queued_ns: int,
+        truncated: bool,
+    ) -> None:
+        """The flow goes in at the end of the round (_flush), and its first packet after it."""
+        flow = KernelFlow(FlowKey.from_buffer_copy(raw_key), result, stateful=bool(result.state_writes))
+        self._pending[raw_key] = (flow, value)
         self.counters["flows_installed"] += 1
-        if outputs and truncated:
+        if reinject and truncated:
             self.counters["truncated_not_reinjected"] += 1  # a GSO packet: the sender retransmits
-        elif outputs:
+        elif reinject:
             self._injects.append((complete_checksum(frame), ifindex, queued_ns, raw_key))
             self.counters["reinjected"] += 1
 
@@ -601,6 +629,7 @@ class Agent:
 
     def _rebuild(self) -> None:
         """A new snapshot of the topology, and the bindings of this host's ports followed."""
+        self.by_key.clear()  # (its kernel actions were made from the old snapshot, tunnels and interfaces)
         self.snapshot = self.topology.snapshot()
         self.tunnel_peers = self.topology.tunnel_peers(self.host_id)
         self._stateful_hosts = self.topology.stateful_hosts(self.snapshot)
@@ -624,6 +653,7 @@ class Agent:
             return  # not there yet: housekeeping retries (API.md: binding ahead of the interface is fine)
         self.ifindex_of_port[port_id] = ifindex
         self.port_of_ifindex[ifindex] = port_id
+        self.by_key.clear()  # (a result's outputs to this port were tunnels, or none, until now)
         port = self.snapshot.ports.get(port_id)
         tunnel_key = port.get("tunnel_key") if port is not None else None
         if tunnel_key:
@@ -634,6 +664,7 @@ class Agent:
     def _unbind(self, port_id: str, interface: str) -> None:
         ifindex = self.ifindex_of_port.pop(port_id, None)
         self.bindings.pop(port_id, None)
+        self.by_key.clear()
         if ifindex is not None:
             self.port_of_ifindex.pop(ifindex, None)
             try:
@@ -688,6 +719,7 @@ class Agent:
             ifindex = self.ifindex_of_port.get(port_id)
             current = self.datapath.ifindex(interface)
             if ifindex is not None and current != ifindex:  # gone, or replaced by a new interface
+                self.by_key.clear()
                 self.ifindex_of_port.pop(port_id, None)
                 self.port_of_ifindex.pop(ifindex, None)
                 self._remove_in_port(ifindex)
@@ -899,6 +931,7 @@ class Agent:
                 "ports_attached": len(self.ifindex_of_port),
                 "kernel_flows": len(self.book),
                 "wildcard_flows": len(self.wildcard),
+                "key_index_entries": len(self.by_key),
                 "parked": sum(len(w) for w in self.parked.values()),
                 "invalidation_ms": self.invalidation_ms,
                 "topology_changes_applied": list(self.topology_applied),

@@ -55,6 +55,13 @@ class WildcardTable:
         self.misses += 1
         return None
 
+    def holds(self, result: SimulationResult) -> bool:
+        """Whether `result` is still the entry for its match (neither invalidated nor replaced since)."""
+        if result.match is None:
+            return False
+        table = self._tables.get(result.match.mask)
+        return table is not None and table.get(result.match.values) is result
+
     def invalidate(self, tag: Any) -> int:
         """Remove every entry that depended on `tag`; returns how many went."""
         entries = self._by_tag.pop(tag, set())

@@ -4,6 +4,7 @@ flows expire, and interfaces that go and come back are followed."""
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -78,6 +79,51 @@ def test_beyond_the_maximum_the_oldest_flows_go(tmp_path: Path) -> None:
         assert set(range(20050, 20060)) <= kept, kept  # the newest stay
         assert not kept & set(range(20000, 20040))
         assert host.agent_stats()["agent"]["flows_evicted"] >= 40
+
+
+UDP_COUNTER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 9)); s.settimeout(float(sys.argv[1]))
+print("ready", flush=True)
+got = set()
+try:
+    while True:
+        got.add(s.recvfrom(64)[1][1])
+except socket.timeout:
+    pass
+print(min(got, default=0), max(got, default=0), len(got))
+"""
+
+
+def test_new_flows_like_known_ones_are_found_by_their_kernel_key_and_follow_a_new_rule(cloud: Cloud) -> None:
+    """The first packet of each new UDP flow is served from the kernel-key index (no parse, no simulation)
+    once one like it was simulated; a drop rule added afterwards applies to the very next new flow."""
+    vm1, vm2 = cloud.attach("vm1", "web", "10.0.1.11/24"), cloud.attach("vm2", "web", "10.0.1.12/24")
+    assert wait_ping(vm1, "10.0.1.12")
+
+    def send_from(first: int, last: int) -> tuple[int, int, int]:
+        counter = vm2.popen(sys.executable, "-c", UDP_COUNTER, "1.5", stdout=subprocess.PIPE)
+        assert counter.stdout is not None
+        counter.stdout.readline()  # "ready"
+        vm1.run(sys.executable, "-c", SEND_FROM_PORTS, str(first), str(last), check=True)
+        out, _ = counter.communicate(timeout=10)
+        low, high, count = (int(v) for v in out.split())
+        return low, high, count
+
+    before = cloud.host.agent_stats()["agent"]
+    assert send_from(21000, 21030) == (21000, 21029, 30)
+    after = cloud.host.agent_stats()["agent"]
+    assert after.get("key_index_hits", 0) - before.get("key_index_hits", 0) >= 25, after
+    assert after["simulations"] - before["simulations"] <= 5, after  # (ARP, the first of its kind)
+
+    chain = cloud.api.chains.create(name="no-udp-9")
+    cloud.api.rules.create(chain_id=chain["id"], type="drop", nw_proto=17, tp_dst={"start": 9, "end": 9})
+    cloud.api.ports.update(cloud.ports["vm1"]["id"], inbound_filter_id=chain["id"])
+    time.sleep(0.5)
+    assert send_from(21100, 21110)[2] == 0  # every new flow dropped: none served from the old results
+    cloud.api.ports.update(cloud.ports["vm1"]["id"], inbound_filter_id=None)
+    time.sleep(0.5)
+    assert send_from(21200, 21210) == (21200, 21209, 10)
 
 
 def test_an_interface_that_goes_and_comes_back_is_followed(cloud: Cloud) -> None:

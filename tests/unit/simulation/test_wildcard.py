@@ -39,6 +39,21 @@ def test_entries_go_when_what_they_depended_on_changes(cloud: Cloud) -> None:
     assert len(table) == 0 and table.masks == 0
 
 
+def test_holds_tells_whether_a_result_is_still_its_matchs_entry(cloud: Cloud) -> None:
+    """(What the agent asks before serving a result it found again by the kernel's key.)"""
+    cloud.learned.macs[(cloud["web"], VM2_MAC, None)] = cloud["vm2"]
+    table = WildcardTable()
+    first = cloud.send("vm1", tcp_frame(VM1_MAC, VM2_MAC, "10.0.1.11", "10.0.1.12", 1000, 80))
+    assert not table.holds(first)
+    table.insert(first)
+    assert table.holds(first)
+    again = cloud.send("vm1", tcp_frame(VM1_MAC, VM2_MAC, "10.0.1.11", "10.0.1.12", 1000, 80))
+    table.insert(again)  # the same match, simulated again: the new result replaces the old
+    assert table.holds(again) and not table.holds(first)
+    table.invalidate(f"mac:{cloud['web']}/{VM2_MAC}/None")
+    assert not table.holds(again)
+
+
 def test_one_packet_answers_are_not_kept_and_the_table_is_bounded(cloud: Cloud) -> None:
     table = WildcardTable(max_entries=3)
     assert not table.insert(cloud.send("vm1", arp_request(VM1_MAC, "10.0.1.11", "10.0.1.1")))
