@@ -62,6 +62,7 @@ PARK_MAX = 64  # packets parked per next hop (the rest are dropped and counted)
 HOUSEKEEPING_PERIOD = 0.1  # seconds between housekeeping rounds (parked packets, interfaces)
 EXPIRY_PERIOD = 1.0  # seconds between passes over the flows for idle expiry
 EXPIRY_BATCH = 200  # flows checked between two short holds of the lock
+EXPIRY_READ_ALL_OVER = 2000  # flows due at once above which (and a quarter of all) the kernel's are read in batches
 REFRESH_EVERY = 10.0  # seconds between two writes of a flow's state while it is in use (it lives 60 s)
 GIL_SWITCH_INTERVAL = 0.0005  # seconds: how long a woken packet thread may wait for a busy thread's GIL
 LATENCY_SAMPLES = 4096  # upcall -> re-injection times kept for `kumo agent stats`
@@ -142,7 +143,7 @@ class Agent:
     def start(self) -> None:
         # The packet thread shares the GIL with the API, expiry and store threads: a woken packet thread waits
         # for the GIL until the running thread lets go, at the latest after the switch interval (5 ms by
-        # default; the expiry pass over 100,000 flows is ~0.1 s of Python a second). Given back on stop.
+        # default; expiry may have thousands of flows due at once). Given back on stop.
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         self.session = self.store.open_session()
         self._register()
@@ -291,7 +292,7 @@ class Agent:
                     self.upcall_latency_us.append((time.monotonic_ns() - queued_ns) / 1000)
         finally:  # the book: after the packets (it is not on their path), and whatever befell them
             for flow, _ in self._pending.values():
-                self.book.add(flow)
+                self.book.add(flow, self._next_look(flow, flow.created))
             self._pending.clear()
 
     def _serve(self, raw: bytes) -> None:
@@ -739,32 +740,43 @@ class Agent:
                 self.counters["agent_errors"] += 1
                 log.exception("expiry")
 
+    def _timeout(self, flow: KernelFlow) -> float:
+        return self.stateful_idle_timeout if flow.stateful else self.idle_timeout
+
+    def _next_look(self, flow: KernelFlow, active: float) -> float:
+        """When a flow last active at `active` must be looked at again: when it would have been idle for its
+        timeout, and for a stateful flow also when its state is due to be written again."""
+        at = active + self._timeout(flow)
+        return min(at, flow.refreshed + REFRESH_EVERY) if flow.stateful else at
+
     def _expire_pass(self) -> None:
-        # Two C-level copies under the GIL: keys and flows, not (key, flow) pairs (100,000 new tuples would
-        # make the next young garbage collection scan them all, ~20 ms).
-        raws, flows = list(self.book.flows), list(self.book.flows.values())
-        # Read after the copy: a flow booked before it was installed before it, so it is in this read
-        # unless it went since (then it is gone).
-        last_used = self.datapath.last_used()
-        for start in range(0, len(flows), EXPIRY_BATCH):
+        """Look at the flows whose time has come (FlowBook.schedule): expire those idle for their timeout,
+        write again the state of stateful flows used since it was last written, look again later at the
+        rest. The kernel's last-use times are read one flow at a time, or all in batches when many are due."""
+        with self.lock:
+            due = self.book.due(time.monotonic())
+        if len(due) > max(EXPIRY_READ_ALL_OVER, len(self.book) // 4):
+            last_used: Callable[[bytes], int | None] = self.datapath.last_used().get
+        else:
+            last_used = self.datapath.last_used_of
+        for start in range(0, len(due), EXPIRY_BATCH):
             if self._stop.is_set():
                 return
             time.sleep(0)  # let a woken packet thread have the GIL now, not at the end of a switch interval
-            now, now_ns = time.monotonic(), time.monotonic_ns()  # now_ns: the clock of bpf_ktime_get_ns
-            idle_out, gone, in_use = [], [], []
-            end = start + EXPIRY_BATCH
-            for raw, flow in zip(raws[start:end], flows[start:end], strict=True):
-                used_ns = last_used.get(raw)
+            idle_out, gone, in_use, later = [], [], [], []
+            for raw, flow in due[start : start + EXPIRY_BATCH]:
+                used_ns = last_used(raw)  # bpf_ktime_get_ns: the clock of time.monotonic; 0: not used yet
+                now = time.monotonic()
                 if used_ns is None:
                     gone.append((raw, flow))
                     continue
-                used = used_ns / 1e9 if used_ns else 0.0
-                idle = now_ns / 1e9 - used if used > flow.created else now - flow.created
-                timeout = self.stateful_idle_timeout if flow.stateful else self.idle_timeout
-                if idle > timeout:
+                active = max(used_ns / 1e9, flow.created)
+                if now - active > self._timeout(flow):
                     idle_out.append((raw, flow))
-                elif flow.stateful and idle < 2.0 and now - flow.refreshed > REFRESH_EVERY:
+                    continue
+                if flow.stateful and active > flow.refreshed and now - flow.refreshed >= REFRESH_EVERY:
                     in_use.append(flow)
+                later.append((raw, flow, active))
             with self.lock:
                 for raw, flow in idle_out:
                     if self.book.flows.get(raw) is flow:  # not replaced meanwhile
@@ -773,10 +785,14 @@ class Agent:
                 for raw, flow in gone:
                     if self.book.flows.get(raw) is flow and raw not in self._pending:
                         self.book.pop(raw)
+                now = time.monotonic()
                 for flow in in_use:  # keep the conntrack/NAT state of flows in use alive
                     flow.refreshed = now
                     for write in flow.result.state_writes:
                         self.flow_state.record(write.kind, write.key, write.value)
+                for raw, flow, active in later:
+                    if self.book.flows.get(raw) is flow:
+                        self.book.schedule(raw, self._next_look(flow, active))
         expired = self.flow_state.expired_keys()  # (filtered without the lock: tables may be large)
         with self.lock:
             self.flow_state.drop_expired(expired)
@@ -860,7 +876,8 @@ class Agent:
                 self.counters["adopt_replaced"] += 1
             else:
                 self.counters["adopt_kept"] += 1
-            self.book.add(KernelFlow(key, result, stateful=bool(result.state_writes)))
+            flow = KernelFlow(key, result, stateful=bool(result.state_writes))
+            self.book.add(flow, self._next_look(flow, flow.created))
 
     # --- the store writer -----------------------------------------------------------------------------
     def _writer(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from kumo.agent.flows import FlowBook, KernelFlow
 from kumo.datapath.layout import FlowKey
 from kumo.simulation.result import Reason, SimulationResult, Verdict
@@ -15,9 +17,9 @@ def flow(port: int, tags: set[str]) -> KernelFlow:
 
 def test_the_oldest_are_the_first_booked_and_a_replaced_flow_is_new() -> None:
     book = FlowBook()
-    raws = [book.add(flow(port, {"bridge"})) for port in range(1, 6)]
+    raws = [book.add(flow(port, {"bridge"}), 0.0) for port in range(1, 6)]
     assert book.oldest(2) == raws[:2]
-    assert book.add(flow(1, {"router"})) == raws[0]  # the same key again: a new flow
+    assert book.add(flow(1, {"router"}), 0.0) == raws[0]  # the same key again: a new flow
     assert book.oldest(2) == raws[1:3]
     assert book.oldest(10) == raws[1:] + raws[:1]
     assert book.oldest(0) == [] and book.oldest(-3) == []
@@ -27,6 +29,26 @@ def test_the_oldest_are_the_first_booked_and_a_replaced_flow_is_new() -> None:
 
 def test_popping_a_flow_drops_its_tags() -> None:
     book = FlowBook()
-    raw = book.add(flow(7, {"port-a", "chain-b"}))
+    raw = book.add(flow(7, {"port-a", "chain-b"}), 0.0)
     assert book.pop(raw) is not None and book.pop(raw) is None
     assert book.tagged("port-a") == [] and len(book) == 0
+
+
+def test_flows_are_handed_out_when_their_time_has_come_once_per_schedule() -> None:
+    book = FlowBook()
+    now = time.monotonic()
+    soon, later = book.add(flow(1, {"a"}), now + 1.2), book.add(flow(2, {"a"}), now + 5.5)
+    assert book.due(now) == []
+    assert [raw for raw, _ in book.due(now + 2.5)] == [soon]  # (at most a second after its time)
+    assert book.due(now + 2.5) == []  # handed out once: expiry schedules it again, or it is not looked at
+    book.schedule(soon, now + 3.0)
+    book.schedule(later, now + 3.0)  # looked at earlier than first planned: the older schedule is dropped
+    assert sorted(raw for raw, _ in book.due(now + 4.5)) == sorted([soon, later])
+    assert book.due(now + 10) == []
+    book.schedule(soon, now - 100)  # a time already passed: the next slot to be handed out
+    assert [raw for raw, _ in book.due(now + 11)] == [soon]
+    book.schedule(later, now + 12)
+    book.pop(later)  # gone meanwhile
+    book.add(flow(1, {"b"}), now + 30)  # replaced (same key): the replacement's schedule counts
+    assert book.due(now + 20) == []
+    assert [raw for raw, _ in book.due(now + 32)] == [soon]
