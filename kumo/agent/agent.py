@@ -19,7 +19,6 @@ import os
 import queue
 import select
 import socket
-import struct
 import sys
 import threading
 import time
@@ -36,7 +35,16 @@ from kumo.agent.push import StatePush, decode
 from kumo.agent.topology import TopologyCache
 from kumo.datapath.actions import Out, describe_actions, describe_key, flow_key, flow_value
 from kumo.datapath.datapath import Datapath
-from kumo.datapath.layout import MAX_OUT, UPCALL_INJECT_MISS, UPCALL_MISS, Action, FlowKey, FlowValue, UpcallHeader
+from kumo.datapath.layout import (
+    MAX_OUT,
+    UPCALL_HEAD,
+    UPCALL_INJECT_MISS,
+    UPCALL_MISS,
+    Action,
+    FlowKey,
+    FlowValue,
+    UpcallHeader,
+)
 from kumo.datapath.offload import complete_checksum
 from kumo.flowstate.local import LocalFlowState
 from kumo.flowstate.redis import FlowStateUnavailable, RedisFlowState
@@ -55,7 +63,6 @@ log = logging.getLogger("kumo.agent")
 
 _HEADER = ctypes.sizeof(UpcallHeader)
 _KEY_AT = UpcallHeader.key.offset
-_UPCALL = struct.Struct("=IIIIQ")  # the head of struct kumo_upcall before its key (no ctypes object per upcall)
 _TTL = BIT["ip_ttl"]
 PARK_TIMEOUT = 3.0  # seconds a packet waits for ARP resolution
 PARK_MAX = 64  # packets parked per next hop (the rest are dropped and counted)
@@ -297,7 +304,7 @@ class Agent:
 
     def _serve(self, raw: bytes) -> None:
         self.counters["upcalls"] += 1
-        in_port, length, cap_len, reason, queued_ns = _UPCALL.unpack_from(raw)
+        in_port, length, cap_len, reason, queued_ns = UPCALL_HEAD.unpack_from(raw)
         if reason == UPCALL_INJECT_MISS:
             self.counters["inject_miss"] += 1
             return

@@ -75,7 +75,6 @@ class Datapath:
     def __init__(self, upcall_rate: int = DEFAULT_UPCALL_RATE, upcall_burst: int = DEFAULT_UPCALL_BURST) -> None:
         self.upcall_rate = upcall_rate
         self.upcall_burst = upcall_burst
-        self._lookup_value = FlowValue()  # last_used_of's buffer (the expiry thread's alone)
         self.ipr = IPRoute()
         self.obj: libbpf.BpfObject | None = None
         self.fds: dict[str, int] = {}
@@ -279,10 +278,8 @@ class Datapath:
 
     def last_used_of(self, raw_key: bytes) -> int | None:
         """One flow's last use (as in last_used), None if it is not in the kernel."""
-        value = self._lookup_value
-        if not libbpf.lookup(self.fds["kumo_flows"], FlowKey.from_buffer_copy(raw_key), value):
-            return None
-        return int(value.last_used_ns)
+        value = self.lookup(FlowKey.from_buffer_copy(raw_key))
+        return None if value is None else int(value.last_used_ns)
 
     def stats(self) -> dict[str, int]:
         """The BPF counters, summed over CPUs."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import struct
 
 MAX_OUT = 16
 SNAP = 1600
@@ -132,6 +133,11 @@ class UpcallHeader(ctypes.Structure):
         ("queued_ns", ctypes.c_uint64),  # CLOCK_MONOTONIC, as time.monotonic_ns()
         ("key", FlowKey),  # the key the kernel looked up
     ]
+
+
+# The upcall's head before its key, read with one struct call per upcall instead of a ctypes object
+# (tests/unit/datapath/test_layout.py holds it to UpcallHeader).
+UPCALL_HEAD = struct.Struct("=IIIIQ")  # in_port, len, cap_len, reason, queued_ns
 
 
 class Config(ctypes.Structure):

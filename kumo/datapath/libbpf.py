@@ -204,9 +204,7 @@ def entries(fd: int, key_size: int, value_size: int, batch: int = 4096) -> Itera
         rc = lib().bpf_map_lookup_batch(
             fd, token if started else None, token, keys, values, ctypes.byref(count), ctypes.byref(opts)
         )
-        done = rc < 0 and (rc == -errno.ENOENT or ctypes.get_errno() == errno.ENOENT)  # the walk's end
-        if rc < 0 and not done:
-            raise _fail(f"batch map lookup ({batch} entries a call)", rc if rc != -1 else None)
+        done = not _found(rc, f"batch map lookup ({batch} entries a call)")  # ENOENT: the walk's end
         if count.value:
             n = count.value
             yield ctypes.string_at(keys, key_size * n), ctypes.string_at(values, value_size * n), n

@@ -68,3 +68,11 @@ def test_the_check_fails_on_a_drifted_layout(tmp_path: Path) -> None:
 @pytest.mark.parametrize("struct", [s for s, _ in layout.CHECKED])
 def test_sizes_are_multiples_of_their_alignment(struct: type[ctypes.Structure]) -> None:
     assert ctypes.sizeof(struct) % ctypes.alignment(struct) == 0
+
+
+def test_the_upcall_head_struct_reads_what_the_ctypes_layout_declares() -> None:
+    head = layout.UpcallHeader(in_port=7, len=1500, cap_len=1400, reason=layout.UPCALL_TTL, queued_ns=2**40 + 5)
+    head.key.in_port = 7
+    raw = bytes(head)
+    assert layout.UPCALL_HEAD.size == layout.UpcallHeader.key.offset
+    assert layout.UPCALL_HEAD.unpack_from(raw) == (7, 1500, 1400, layout.UPCALL_TTL, 2**40 + 5)
