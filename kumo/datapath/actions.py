@@ -18,7 +18,7 @@ from kumo.datapath.layout import (
     Output,
 )
 from kumo.packet import int_to_ip
-from kumo.packet.flowmatch import FIELDS, INDEX, FlowMatch
+from kumo.packet.flowmatch import INDEX, FlowMatch
 from kumo.simulation.result import SimulationResult, Verdict
 
 _FRAGMENT_NAMES = {code: name for name, code in FRAGMENT_CODES.items()}
@@ -51,7 +51,6 @@ class Out(NamedTuple):
 
 
 _KEY = struct.Struct("=I6s6sHH4s4sBBBxHHHxx")  # struct kumo_flow_key, packed in one call
-_I = {name: INDEX[name] for name in FIELDS}
 _NO_IP = bytes(4)
 
 
@@ -59,25 +58,25 @@ def flow_key(match: FlowMatch, in_port: int) -> FlowKey:
     """The exact kernel key of the packet `match` was parsed from (its original fields), as the BPF parser
     builds it. (Packed with one struct call: it is made for every first packet.)"""
     o = match.original_values()
-    eth_type = o[_I["eth_type"]] or 0
-    vlan = o[_I["vlan"]]
+    eth_type = o[INDEX["eth_type"]] or 0
+    vlan = o[INDEX["vlan"]]
     src = dst = _NO_IP
     proto = tos = fragment = tp_src = tp_dst = icmp_id = 0
     if eth_type == 0x0806:
-        tp_src = o[_I["arp_op"]] or 0
-        src, dst = _ip_bytes(o[_I["arp_spa"]]), _ip_bytes(o[_I["arp_tpa"]])
+        tp_src = o[INDEX["arp_op"]] or 0
+        src, dst = _ip_bytes(o[INDEX["arp_spa"]]), _ip_bytes(o[INDEX["arp_tpa"]])
     elif eth_type == 0x0800:
-        src, dst = _ip_bytes(o[_I["ip_src"]]), _ip_bytes(o[_I["ip_dst"]])
-        proto, tos = o[_I["ip_proto"]] or 0, o[_I["ip_tos"]] or 0
-        fragment = FRAGMENT_CODES.get(o[_I["fragment"]] or "none", 0)
-        if o[_I["icmp_type"]] is not None:
-            tp_src, tp_dst, icmp_id = o[_I["icmp_type"]], o[_I["icmp_code"]] or 0, o[_I["icmp_id"]] or 0
+        src, dst = _ip_bytes(o[INDEX["ip_src"]]), _ip_bytes(o[INDEX["ip_dst"]])
+        proto, tos = o[INDEX["ip_proto"]] or 0, o[INDEX["ip_tos"]] or 0
+        fragment = FRAGMENT_CODES.get(o[INDEX["fragment"]] or "none", 0)
+        if o[INDEX["icmp_type"]] is not None:
+            tp_src, tp_dst, icmp_id = o[INDEX["icmp_type"]], o[INDEX["icmp_code"]] or 0, o[INDEX["icmp_id"]] or 0
         else:
-            tp_src, tp_dst = o[_I["tp_src"]] or 0, o[_I["tp_dst"]] or 0
+            tp_src, tp_dst = o[INDEX["tp_src"]] or 0, o[INDEX["tp_dst"]] or 0
     raw = _KEY.pack(
         in_port,
-        _mac_bytes(o[_I["eth_src"]]),
-        _mac_bytes(o[_I["eth_dst"]]),
+        _mac_bytes(o[INDEX["eth_src"]]),
+        _mac_bytes(o[INDEX["eth_dst"]]),
         eth_type,
         VLAN_TAGGED | vlan if vlan is not None else 0,
         src,
