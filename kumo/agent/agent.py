@@ -129,7 +129,6 @@ class Agent:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._upcalls: list[bytes] = []  # records of the current ring round
         # the round's flows: installed at its end, entered in the book once their first packets are out
         self._pending: dict[bytes, tuple[KernelFlow, FlowValue]] = {}
         self._injects: list[tuple[bytes, int, int, bytes]] = []  # (frame, ifindex, queued_ns, flow) once installed
@@ -233,8 +232,8 @@ class Agent:
 
     # --- the packet thread ---------------------------------------------------------------------------
     def _packet_loop(self) -> None:
-        ring = self.datapath.upcalls(self._on_upcall)
-        epfd = ring.epoll_fd()
+        ring = self.datapath.upcalls()
+        epfd = ring.fileno()
         pushed = self.push.fileno() if self.push is not None else -1
         poller = select.epoll()
         for fd in (epfd, self._wake_r, pushed):
@@ -251,8 +250,7 @@ class Agent:
                     if pushed in ready:
                         self._receive_pushes()
                     if epfd in ready:
-                        ring.consume()
-                        self._serve_upcalls()
+                        self._serve_upcalls(ring.read())
                     self._flush()
                     now = time.monotonic()
                     if now >= next_housekeeping:
@@ -264,12 +262,7 @@ class Agent:
                 log.exception("packet thread")
         poller.close()
 
-    def _on_upcall(self, raw: bytes) -> None:
-        """The ring's callback: only keep the record (what follows may raise, and ctypes would hide it)."""
-        self._upcalls.append(raw)
-
-    def _serve_upcalls(self) -> None:
-        upcalls, self._upcalls = self._upcalls, []
+    def _serve_upcalls(self, upcalls: list[bytes]) -> None:
         for raw in upcalls:
             try:
                 self._serve(raw)
@@ -960,6 +953,7 @@ class Agent:
                 "invalidation_ms": self.invalidation_ms,
                 "topology_changes_applied": list(self.topology_applied),
                 "upcall_to_reinject_us": _percentiles(self.upcall_latency_us),
+                "upcall_ring_most_waiting_kb": self.datapath.upcalls_most_waiting() // 1024,
                 "garbage_collections": dict(zip(GENERATIONS, self.collector.collections, strict=True)),
                 "garbage_collection_longest_ms": dict(
                     zip(GENERATIONS, (round(ms, 2) for ms in self.collector.longest_ms), strict=True)

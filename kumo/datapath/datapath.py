@@ -16,7 +16,7 @@ import logging
 import socket
 import struct
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -31,6 +31,7 @@ from kumo.datapath.layout import (
     FlowKey,
     FlowValue,
 )
+from kumo.datapath.ringbuf import UpcallRing, open_ring
 from kumo.packet import int_to_ip
 from kumo.packet.vxlan import UDP_PORT as VXLAN_PORT
 from kumo.packet.vxlan import Vxlan
@@ -84,7 +85,7 @@ class Datapath:
         self._inject_sock: socket.socket | None = None
         self._inject_mark_port = -1
         self._send_sock: socket.socket | None = None
-        self._ring: libbpf.RingBuffer | None = None
+        self._ring: UpcallRing | None = None
         self.vxlan_ifindex = 0  # 0: no VXLAN device (tunnels unavailable; tunnel_error says why)
         self.tunnel_error = ""
         self._vxlan_obj: libbpf.BpfObject | None = None
@@ -327,9 +328,14 @@ class Datapath:
         self._tunnel_sock.sendto(Vxlan(vni, frame).build(), (int_to_ip(remote), VXLAN_PORT))
 
     # --- packets --------------------------------------------------------------------------------------
-    def upcalls(self, callback: Callable[[bytes], None]) -> libbpf.RingBuffer:
-        self._ring = libbpf.RingBuffer(self.fds["kumo_upcalls"], callback)
+    def upcalls(self) -> UpcallRing:
+        fd = self.fds["kumo_upcalls"]
+        self._ring = open_ring(fd, libbpf.map_info(fd).max_entries)
         return self._ring
+
+    def upcalls_most_waiting(self) -> int:
+        """Bytes: the most upcalls found waiting in the ring at once (they fill it at its size)."""
+        return self._ring.most_waiting if self._ring is not None else 0
 
     def inject(self, frame: bytes, in_port: int) -> None:
         """Execute `frame` through the installed flow of `in_port`: the program on the re-injection interface

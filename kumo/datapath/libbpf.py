@@ -291,11 +291,15 @@ def maps_of_program(prog_id: int) -> dict[str, int]:
     found = {}
     for map_id in ids[:count]:
         fd = check(lib().bpf_map_get_fd_by_id(map_id), f"map id {map_id}")
-        minfo = _MapInfo()
-        size = ctypes.c_uint32(ctypes.sizeof(minfo))
-        check(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(minfo), ctypes.byref(size)), "map info")
-        found[minfo.name.decode()] = fd
+        found[map_info(fd).name.decode()] = fd
     return found
+
+
+def map_info(fd: int) -> _MapInfo:
+    info = _MapInfo()
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    check(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), "map info")
+    return info
 
 
 class _TestRunOpts(ctypes.Structure):  # struct bpf_test_run_opts (bpf/bpf.h)
