@@ -7,9 +7,10 @@ holds the consumer position, the only page user space may write; page 1 the prod
 follows, mapped twice in a row so that a record that wraps around the end reads as one piece. Each record
 is an 8-byte header (length with a BUSY and a DISCARD bit, page offset) and the sample, rounded up to 8.
 
-The positions and headers are read and written with single aligned 8- and 4-byte loads and stores, in
-program order. That is what libbpf's smp_load_acquire/smp_store_release come to on x86-64, whose stores
-and loads are not reordered with other loads; weaker machines need barriers that Python cannot emit, so
+The positions and headers are read and written with single aligned 8- and 4-byte loads and stores (a
+position written byte by byte is read torn by the producer), in program order. That is what libbpf's
+smp_load_acquire/smp_store_release come to on x86-64, whose stores and loads are not reordered with other
+loads; weaker machines need barriers that Python cannot emit, so
 `open_ring` takes libbpf's own reader there.
 """
 
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import mmap
 import platform
-import struct
 from typing import Protocol
 
 from kumo.datapath import libbpf
@@ -25,9 +25,6 @@ from kumo.datapath import libbpf
 BUSY = 1 << 31  # the producer has reserved the record and not yet committed it
 DISCARD = 1 << 30  # committed as discarded: skipped
 HEADER = 8
-
-_U64 = struct.Struct("=Q")
-_U32 = struct.Struct("=I")
 
 
 class UpcallRing(Protocol):
@@ -50,9 +47,15 @@ class SharedMemoryRing:
         self._fd = map_fd
         self._consumer = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
         self._shared = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+        # Positions and headers through memoryviews of the machine's own 8- and 4-byte integers: one load or
+        # store each. (struct's "=Q" goes byte by byte: the producer saw torn consumer positions and
+        # refused reservations as if the ring were full.)
+        self._consumer_pos = memoryview(self._consumer).cast("Q")
+        self._words64 = memoryview(self._shared).cast("Q")
+        self._words32 = memoryview(self._shared).cast("I")
         self._data_at = page
         self._mask = size - 1
-        self._pos: int = _U64.unpack_from(self._consumer, 0)[0]
+        self._pos: int = self._consumer_pos[0]
         self.most_waiting = 0
 
     def fileno(self) -> int:
@@ -60,13 +63,14 @@ class SharedMemoryRing:
 
     def read(self) -> list[bytes]:
         records: list[bytes] = []
-        shared, pos, data_at, mask = self._shared, self._pos, self._data_at, self._mask
+        shared, words32, producer = self._shared, self._words32, self._words64
+        pos, data_at, mask = self._pos, self._data_at, self._mask
         busy = False
-        self.most_waiting = max(self.most_waiting, _U64.unpack_from(shared, 0)[0] - pos)
-        while not busy and (end := _U64.unpack_from(shared, 0)[0]) > pos:
+        self.most_waiting = max(self.most_waiting, producer[0] - pos)
+        while not busy and (end := producer[0]) > pos:
             while pos < end:
                 at = data_at + (pos & mask)
-                length = _U32.unpack_from(shared, at)[0]
+                length = words32[at >> 2]
                 if length & BUSY:  # reserved, not yet committed: its commit wakes us (it sits at our position)
                     busy = True
                     break
@@ -74,11 +78,13 @@ class SharedMemoryRing:
                 if not length & DISCARD:
                     records.append(shared[at + HEADER : at + HEADER + size])
                 pos += (size + HEADER + 7) & ~7
-            _U64.pack_into(self._consumer, 0, pos)  # the space is the producer's again
+            self._consumer_pos[0] = pos  # the space is the producer's again
         self._pos = pos
         return records
 
     def close(self) -> None:
+        for view in (self._consumer_pos, self._words64, self._words32):
+            view.release()  # (an mmap with views of it cannot be closed)
         self._consumer.close()
         self._shared.close()
 
