@@ -31,24 +31,24 @@ KEY_SIZE = ctypes.sizeof(FlowKey)
 _IPV4 = 0x0800
 _INDEXED_PROTOCOLS = (6, 17)  # TCP, UDP
 
-# FlowMatch field -> the kernel key field holding it (for IPv4 TCP and UDP)
-_KEY_FIELD = {
-    "in_port": "in_port",
-    "eth_src": "eth_src",
-    "eth_dst": "eth_dst",
-    "eth_type": "eth_type",
-    "vlan": "vlan",
-    "ip_src": "ip_src",
-    "ip_dst": "ip_dst",
-    "ip_proto": "ip_proto",
-    "ip_tos": "ip_tos",
-    "fragment": "fragment",
-    "tp_src": "tp_src",
-    "tp_dst": "tp_dst",
-}
+# The FlowMatch fields the kernel key holds, each in the key field of the same name (for IPv4 TCP and UDP)
+_IN_THE_KEY = (
+    "in_port",
+    "eth_src",
+    "eth_dst",
+    "eth_type",
+    "vlan",
+    "ip_src",
+    "ip_dst",
+    "ip_proto",
+    "ip_tos",
+    "fragment",
+    "tp_src",
+    "tp_dst",
+)
 _ALWAYS = ("in_port", "eth_type", "vlan", "ip_proto", "fragment")  # what tells the fields' meaning apart
 _ALWAYS_BITS = sum(BIT[name] for name in _ALWAYS)
-_OUTSIDE_THE_KEY = sum(bit for name, bit in BIT.items() if name not in _KEY_FIELD)
+_OUTSIDE_THE_KEY = sum(bit for name, bit in BIT.items() if name not in _IN_THE_KEY)
 
 
 def byte_mask(seen: int) -> int | None:
@@ -60,7 +60,7 @@ def byte_mask(seen: int) -> int | None:
     mask = bytearray(KEY_SIZE)
     for name, bit in BIT.items():
         if (seen | _ALWAYS_BITS) & bit:
-            descriptor = FlowKey.__dict__[_KEY_FIELD[name]]
+            descriptor = FlowKey.__dict__[name]
             mask[descriptor.offset : descriptor.offset + descriptor.size] = b"\xff" * descriptor.size
     return int.from_bytes(mask, "little")
 

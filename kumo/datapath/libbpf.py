@@ -62,7 +62,6 @@ def _declare(lib: ctypes.CDLL) -> None:
         "bpf_map_get_fd_by_id": (c_int, [u32]),
         "bpf_obj_get_info_by_fd": (c_int, [c_int, vp, ctypes.POINTER(u32)]),
         "ring_buffer__new": (vp, [c_int, vp, vp, vp]),
-        "ring_buffer__poll": (c_int, [vp, c_int]),
         "ring_buffer__consume": (c_int, [vp]),
         "ring_buffer__epoll_fd": (c_int, [vp]),
         "ring_buffer__free": (None, [vp]),
@@ -92,10 +91,10 @@ SampleFn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctyp
 
 
 class RingBuffer:
-    """A BPF ring buffer; `callback(bytes)` is called for every record by poll()/consume().
+    """A BPF ring buffer; `callback(bytes)` is called for every record by consume().
 
     ctypes swallows exceptions raised in callbacks: the wrapper catches them, counts them and keeps the
-    first for the caller to see (poll re-raises it)."""
+    first for the caller to see (consume re-raises it)."""
 
     def __init__(self, map_fd: int, callback: Callable[[bytes], None]) -> None:
         self.errors = 0
@@ -118,13 +117,6 @@ class RingBuffer:
 
     def epoll_fd(self) -> int:
         return int(lib().ring_buffer__epoll_fd(self._ptr))
-
-    def poll(self, timeout_ms: int) -> int:
-        rc = lib().ring_buffer__poll(self._ptr, timeout_ms)
-        self._reraise()
-        if rc < 0 and -rc != 4:  # EINTR: a signal arrived, nothing lost
-            raise _fail("ring_buffer__poll", rc)
-        return max(rc, 0)
 
     def consume(self) -> int:
         rc = lib().ring_buffer__consume(self._ptr)

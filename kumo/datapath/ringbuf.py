@@ -10,8 +10,8 @@ is an 8-byte header (length with a BUSY and a DISCARD bit, page offset) and the 
 The positions and headers are read and written with single aligned 8- and 4-byte loads and stores (a
 position written byte by byte is read torn by the producer), in program order. That is what libbpf's
 smp_load_acquire/smp_store_release come to on x86-64, whose stores and loads are not reordered with other
-loads; weaker machines need barriers that Python cannot emit, so
-`open_ring` takes libbpf's own reader there.
+loads; weaker machines need barriers that Python cannot emit, so `open_ring` takes libbpf's own reader
+there.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class SharedMemoryRing:
         # store each. (struct's "=Q" goes byte by byte: the producer saw torn consumer positions and
         # refused reservations as if the ring were full.)
         self._consumer_pos = memoryview(self._consumer).cast("Q")
-        self._words64 = memoryview(self._shared).cast("Q")
+        self._producer_pos = memoryview(self._shared).cast("Q")  # (word 0; the data is read as bytes)
         self._words32 = memoryview(self._shared).cast("I")
         self._data_at = page
         self._mask = size - 1
@@ -63,7 +63,7 @@ class SharedMemoryRing:
 
     def read(self) -> list[bytes]:
         records: list[bytes] = []
-        shared, words32, producer = self._shared, self._words32, self._words64
+        shared, words32, producer = self._shared, self._words32, self._producer_pos
         pos, data_at, mask = self._pos, self._data_at, self._mask
         busy = False
         self.most_waiting = max(self.most_waiting, producer[0] - pos)
@@ -83,7 +83,7 @@ class SharedMemoryRing:
         return records
 
     def close(self) -> None:
-        for view in (self._consumer_pos, self._words64, self._words32):
+        for view in (self._consumer_pos, self._producer_pos, self._words32):
             view.release()  # (an mmap with views of it cannot be closed)
         self._consumer.close()
         self._shared.close()
