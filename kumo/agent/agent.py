@@ -281,7 +281,9 @@ class Agent:
         self._round_stateful.clear()
         self._send_pushes()
         if self._pending:
-            self.datapath.install_many([(flow.key, value) for flow, value in self._pending.values()])
+            self.datapath.install_many(
+                [(FlowKey.from_buffer_copy(flow.key), value) for flow, value in self._pending.values()]
+            )
         injects, self._injects = self._injects, []
         try:
             for frame, ifindex, queued_ns, raw_key in injects:
@@ -380,7 +382,7 @@ class Agent:
         truncated: bool,
     ) -> None:
         """The flow goes in at the end of the round (_flush), and its first packet after it."""
-        flow = KernelFlow(FlowKey.from_buffer_copy(raw_key), result, stateful=bool(result.state_writes))
+        flow = KernelFlow(raw_key, result, stateful=bool(result.state_writes))
         self._pending[raw_key] = (flow, value)
         self.counters["flows_installed"] += 1
         if reinject and truncated:
@@ -678,7 +680,7 @@ class Agent:
     def _remove_in_port(self, ifindex: int) -> None:
         self.datapath.forget_vnis_of(ifindex)
         for raw, flow in list(self.book.flows.items()):
-            if flow.key.in_port == ifindex:
+            if flow.in_port == ifindex:
                 self._remove_flow(raw)
 
     def _invalidate(self, tag: Any) -> None:
@@ -695,7 +697,7 @@ class Agent:
         flow = self.book.pop(raw)
         self._pending.pop(raw, None)
         if flow is not None:
-            self.datapath.remove(flow.key)
+            self.datapath.remove(FlowKey.from_buffer_copy(flow.key))
             self.counters["flows_removed"] += 1
 
     # --- housekeeping ---------------------------------------------------------------------------------
@@ -876,7 +878,7 @@ class Agent:
                 self.counters["adopt_replaced"] += 1
             else:
                 self.counters["adopt_kept"] += 1
-            flow = KernelFlow(key, result, stateful=bool(result.state_writes))
+            flow = KernelFlow(bytes(key), result, stateful=bool(result.state_writes))
             self.book.add(flow, self._next_look(flow, flow.created))
 
     # --- the store writer -----------------------------------------------------------------------------

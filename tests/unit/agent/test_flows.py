@@ -12,7 +12,7 @@ from kumo.simulation.result import Reason, SimulationResult, Verdict
 def flow(port: int, tags: set[str]) -> KernelFlow:
     key = FlowKey()
     key.in_port = port
-    return KernelFlow(key, SimulationResult(Verdict.OUTPUT, Reason.FORWARDED, ["p"], tags=set(tags)))
+    return KernelFlow(bytes(key), SimulationResult(Verdict.OUTPUT, Reason.FORWARDED, ["p"], tags=set(tags)))
 
 
 def test_the_oldest_are_the_first_booked_and_a_replaced_flow_is_new() -> None:
@@ -52,3 +52,8 @@ def test_flows_are_handed_out_when_their_time_has_come_once_per_schedule() -> No
     book.add(flow(1, {"b"}), now + 30)  # replaced (same key): the replacement's schedule counts
     assert book.due(now + 20) == []
     assert [raw for raw, _ in book.due(now + 32)] == [soon]
+
+
+def test_a_flow_keeps_its_kernel_key_as_bytes_and_reads_its_input_port_from_them() -> None:
+    booked = flow(42, {"bridge"})
+    assert isinstance(booked.key, bytes) and booked.in_port == 42
