@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from kumo.agent.collector import GENERATIONS, Collector
-from kumo.agent.flows import FlowBook, KernelFlow
+from kumo.agent.flows import FlowBook, KernelFlow, in_port_of
 from kumo.agent.invalidation import tags_for
 from kumo.agent.keyindex import KEY_SIZE, Indexed, KernelKeyIndex
 from kumo.agent.learned import AgentLearned, arp_tag, mac_tag
@@ -679,8 +679,8 @@ class Agent:
 
     def _remove_in_port(self, ifindex: int) -> None:
         self.datapath.forget_vnis_of(ifindex)
-        for raw, flow in list(self.book.flows.items()):
-            if flow.in_port == ifindex:
+        for raw in self.book.booked():
+            if in_port_of(raw) == ifindex:
                 self._remove_flow(raw)
 
     def _invalidate(self, tag: Any) -> None:
@@ -690,7 +690,7 @@ class Agent:
 
     def _invalidate_all(self) -> None:
         self.wildcard = WildcardTable()
-        for raw in list(self.book.flows):
+        for raw in self.book.booked():
             self._remove_flow(raw)
 
     def _remove_flow(self, raw: bytes) -> None:
@@ -781,19 +781,20 @@ class Agent:
                 later.append((raw, flow, active))
             with self.lock:
                 for raw, flow in idle_out:
-                    if self.book.flows.get(raw) is flow:  # not replaced meanwhile
+                    if self.book.holds(raw, flow):  # not replaced meanwhile
                         self._remove_flow(raw)
                         self.counters["flows_expired"] += 1
                 for raw, flow in gone:
-                    if self.book.flows.get(raw) is flow and raw not in self._pending:
+                    if self.book.holds(raw, flow) and raw not in self._pending:
                         self.book.pop(raw)
                 now = time.monotonic()
                 for flow in in_use:  # keep the conntrack/NAT state of flows in use alive
                     flow.refreshed = now
+                    self.book.refreshed(flow.key, now)
                     for write in flow.result.state_writes:
                         self.flow_state.record(write.kind, write.key, write.value)
                 for raw, flow, active in later:
-                    if self.book.flows.get(raw) is flow:
+                    if self.book.holds(raw, flow):
                         self.book.schedule(raw, self._next_look(flow, active))
         expired = self.flow_state.expired_keys()  # (filtered without the lock: tables may be large)
         with self.lock:
@@ -900,7 +901,7 @@ class Agent:
             now_ns = time.monotonic_ns()
             rows = []
             for key, value in self.datapath.flows():
-                flow = self.book.flows.get(bytes(key))
+                flow = self.book.get(bytes(key))
                 rows.append(
                     {
                         "in_port": names.get(key.in_port, str(key.in_port)),

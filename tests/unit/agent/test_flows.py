@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import time
 
-from kumo.agent.flows import FlowBook, KernelFlow
+from kumo.agent.flows import FlowBook, KernelFlow, in_port_of
 from kumo.datapath.layout import FlowKey
 from kumo.simulation.result import Reason, SimulationResult, Verdict
 
@@ -54,6 +55,36 @@ def test_flows_are_handed_out_when_their_time_has_come_once_per_schedule() -> No
     assert [raw for raw, _ in book.due(now + 32)] == [soon]
 
 
-def test_a_flow_keeps_its_kernel_key_as_bytes_and_reads_its_input_port_from_them() -> None:
-    booked = flow(42, {"bridge"})
-    assert isinstance(booked.key, bytes) and booked.in_port == 42
+def test_the_input_port_is_read_from_the_key_bytes() -> None:
+    assert in_port_of(flow(42, {"bridge"}).key) == 42
+
+
+def test_a_flow_replaced_under_its_key_is_another_flow_and_keeps_what_it_was_booked_with() -> None:
+    book = FlowBook()
+    first = flow(3, {"a"})
+    first.stateful, first.created = True, 100.0
+    raw = book.add(first, 0.0)
+    assert book.holds(raw, first) and raw in book and book.booked() == [raw]
+    got = book.get(raw)
+    assert got is not None and (got.created, got.stateful, got.result) == (100.0, True, first.result)
+    book.refreshed(raw, 123.0)
+    got = book.get(raw)
+    assert got is not None and got.refreshed == 123.0
+    second = flow(3, {"b"})
+    book.add(second, 0.0)
+    assert not book.holds(raw, first) and book.holds(raw, second)
+    got = book.get(raw)
+    assert got is not None and got.stateful is False and book.tagged("a") == [] and book.tagged("b") == [raw]
+    book.pop(raw)
+    assert not book.holds(raw, second) and book.get(raw) is None and len(book) == 0
+
+
+def test_the_book_keeps_no_object_per_flow_for_the_garbage_collector_to_visit() -> None:
+    book, shared = FlowBook(), SimulationResult(Verdict.OUTPUT, Reason.FORWARDED, ["p"], tags={"a", "b"})
+    for port in range(1, 200):
+        book.add(KernelFlow(flow(port, set()).key, shared, stateful=port % 2 == 0), time.monotonic() + port % 5)
+    tables = [value for value in vars(book).values() if isinstance(value, dict)]
+    inner = [table for value in tables for table in value.values() if isinstance(table, dict)]
+    # tracked: the results (the flows share them), and the few tables of tables (by tag, by second)
+    assert sum(gc.is_tracked(table) for table in tables) == 3
+    assert inner and not any(gc.is_tracked(table) for table in inner)
