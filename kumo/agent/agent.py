@@ -694,10 +694,9 @@ class Agent:
             self._remove_flow(raw)
 
     def _remove_flow(self, raw: bytes) -> None:
-        flow = self.book.pop(raw)
         self._pending.pop(raw, None)
-        if flow is not None:
-            self.datapath.remove(FlowKey.from_buffer_copy(flow.key))
+        if self.book.pop(raw):
+            self.datapath.remove(FlowKey.from_buffer_copy(raw))
             self.counters["flows_removed"] += 1
 
     # --- housekeeping ---------------------------------------------------------------------------------

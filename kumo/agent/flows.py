@@ -35,21 +35,17 @@ class KernelFlow:
 
     key: bytes  # the kernel key's bytes
     result: SimulationResult
-    created: float = field(default_factory=time.monotonic)
+    created: float = field(default_factory=time.monotonic)  # (also tells it from a later flow of its key)
     stateful: bool = False  # it wrote flow state (conntrack, NAT): shorter idle timeout, state refreshed
     refreshed: float = field(default_factory=time.monotonic)  # when its state was last written again
-    serial: int = 0  # given when booked: a flow replaced under the same key has another
 
 
 class FlowBook:
     def __init__(self) -> None:
         self._results: dict[bytes, SimulationResult] = {}  # in the order booked: oldest first
         self._created: dict[bytes, float] = {}
-        self._refreshed: dict[bytes, float] = {}
-        self._stateful: dict[bytes, None] = {}  # (a dictionary as a set: a set is always tracked)
-        self._serial: dict[bytes, int] = {}
-        self._serials = itertools.count(1)
-        self._by_tag: dict[Any, dict[bytes, None]] = {}
+        self._refreshed: dict[bytes, float] = {}  # the stateful flows only
+        self._by_tag: dict[Any, dict[bytes, None]] = {}  # (dictionaries as sets: a set is always tracked)
         self._check_slot: dict[bytes, int] = {}  # the second (monotonic clock) when expiry looks at it next
         self._slots: dict[int, dict[bytes, None]] = {}  # second -> flows to look at then (stale ones skipped)
         self._handed_out = int(time.monotonic())  # the slots up to this one have been handed out
@@ -65,16 +61,14 @@ class FlowBook:
         return list(self._results)
 
     def add(self, flow: KernelFlow, check_at: float) -> bytes:
-        """Book `flow` (it gets its serial), to be looked at for idle expiry at `check_at` (see schedule)."""
+        """Book `flow`, to be looked at for idle expiry at `check_at` (see schedule)."""
         raw = flow.key
-        self.pop(raw)  # (a replaced flow goes to the end: it is new)
-        flow.serial = next(self._serials)
+        if raw in self._results:
+            self.pop(raw)  # (a replaced flow goes to the end: it is new)
         self._results[raw] = flow.result
         self._created[raw] = flow.created
-        self._refreshed[raw] = flow.refreshed
         if flow.stateful:
-            self._stateful[raw] = None
-        self._serial[raw] = flow.serial
+            self._refreshed[raw] = flow.refreshed
         for tag in flow.result.tags:
             self._by_tag.setdefault(tag, {})[raw] = None
         self.schedule(raw, check_at)
@@ -84,32 +78,34 @@ class FlowBook:
         result = self._results.get(raw)
         if result is None:
             return None
-        return KernelFlow(
-            raw, result, self._created[raw], raw in self._stateful, self._refreshed[raw], self._serial[raw]
-        )
+        created = self._created[raw]
+        refreshed = self._refreshed.get(raw)
+        return KernelFlow(raw, result, created, refreshed is not None, created if refreshed is None else refreshed)
 
     def holds(self, raw: bytes, flow: KernelFlow) -> bool:
-        """Whether `flow` is still booked (not removed, nor replaced by another flow of the same key)."""
-        return self._serial.get(raw) == flow.serial
+        """Whether `flow` is still booked (not removed, nor replaced by a later flow of the same key)."""
+        return self._created.get(raw) == flow.created
 
     def refreshed(self, raw: bytes, at: float) -> None:
-        """The flow's state was written again at `at`."""
+        """The state of stateful flow `raw` was written again at `at`."""
         if raw in self._refreshed:
             self._refreshed[raw] = at
 
-    def pop(self, raw: bytes) -> KernelFlow | None:
-        flow = self.get(raw)
-        if flow is None:
-            return None
-        for table in (self._results, self._created, self._refreshed, self._stateful, self._serial, self._check_slot):
-            table.pop(raw, None)
-        for tag in flow.result.tags:
+    def pop(self, raw: bytes) -> bool:
+        """Remove flow `raw`; False if it was not booked."""
+        result = self._results.pop(raw, None)
+        if result is None:
+            return False
+        del self._created[raw]
+        self._refreshed.pop(raw, None)
+        self._check_slot.pop(raw, None)
+        for tag in result.tags:
             refs = self._by_tag.get(tag)
             if refs is not None:
                 refs.pop(raw, None)
                 if not refs:
                     del self._by_tag[tag]
-        return flow
+        return True
 
     def tagged(self, tag: Any) -> list[bytes]:
         return list(self._by_tag.get(tag, ()))

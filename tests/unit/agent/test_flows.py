@@ -31,7 +31,7 @@ def test_the_oldest_are_the_first_booked_and_a_replaced_flow_is_new() -> None:
 def test_popping_a_flow_drops_its_tags() -> None:
     book = FlowBook()
     raw = book.add(flow(7, {"port-a", "chain-b"}), 0.0)
-    assert book.pop(raw) is not None and book.pop(raw) is None
+    assert book.pop(raw) and not book.pop(raw)
     assert book.tagged("port-a") == [] and len(book) == 0
 
 
@@ -62,20 +62,22 @@ def test_the_input_port_is_read_from_the_key_bytes() -> None:
 def test_a_flow_replaced_under_its_key_is_another_flow_and_keeps_what_it_was_booked_with() -> None:
     book = FlowBook()
     first = flow(3, {"a"})
-    first.stateful, first.created = True, 100.0
+    first.stateful, first.created, first.refreshed = True, 100.0, 100.0
     raw = book.add(first, 0.0)
     assert book.holds(raw, first) and raw in book and book.booked() == [raw]
     got = book.get(raw)
     assert got is not None and (got.created, got.stateful, got.result) == (100.0, True, first.result)
     book.refreshed(raw, 123.0)
     got = book.get(raw)
-    assert got is not None and got.refreshed == 123.0
-    second = flow(3, {"b"})
+    assert got is not None and got.refreshed == 123.0 and book.holds(raw, got)
+    second = flow(3, {"b"})  # (created now)
     book.add(second, 0.0)
     assert not book.holds(raw, first) and book.holds(raw, second)
     got = book.get(raw)
     assert got is not None and got.stateful is False and book.tagged("a") == [] and book.tagged("b") == [raw]
-    book.pop(raw)
+    book.refreshed(raw, 200.0)  # (a stateless flow's state is never written again)
+    assert book.get(raw).refreshed == second.created  # type: ignore[union-attr]
+    assert book.pop(raw)
     assert not book.holds(raw, second) and book.get(raw) is None and len(book) == 0
 
 
@@ -86,5 +88,5 @@ def test_the_book_keeps_no_object_per_flow_for_the_garbage_collector_to_visit() 
     tables = [value for value in vars(book).values() if isinstance(value, dict)]
     inner = [table for value in tables for table in value.values() if isinstance(table, dict)]
     # tracked: the results (the flows share them), and the few tables of tables (by tag, by second)
-    assert sum(gc.is_tracked(table) for table in tables) == 3
+    assert sum(gc.is_tracked(table) for table in tables) == 3 and len(tables) == 6
     assert inner and not any(gc.is_tracked(table) for table in inner)
