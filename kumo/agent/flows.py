@@ -7,7 +7,7 @@ The book keeps each flow as plain values in dictionaries keyed by the kernel key
 per flow. Python's garbage collector visits every object it tracks and every pointer of every container it
 tracks; a dictionary holding only bytes, numbers and None is not tracked at all. With an object per flow
 (and sets and lists of keys), a full collection at 100,000 flows visited ~1.5 million pointers, one cache
-miss each: 64-101 ms during which no upcall was served; now 15-18 ms. Only the dictionary of results is
+miss each: 64-101 ms during which no upcall was served; now 9-16 ms. Only the dictionary of results is
 tracked (flows served from the key index share one result; a flow simulated on its own has its own)."""
 
 from __future__ import annotations
