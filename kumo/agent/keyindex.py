@@ -31,21 +31,9 @@ KEY_SIZE = ctypes.sizeof(FlowKey)
 _IPV4 = 0x0800
 _INDEXED_PROTOCOLS = (6, 17)  # TCP, UDP
 
-# The FlowMatch fields the kernel key holds, each in the key field of the same name (for IPv4 TCP and UDP)
-_IN_THE_KEY = (
-    "in_port",
-    "eth_src",
-    "eth_dst",
-    "eth_type",
-    "vlan",
-    "ip_src",
-    "ip_dst",
-    "ip_proto",
-    "ip_tos",
-    "fragment",
-    "tp_src",
-    "tp_dst",
-)
+# The FlowMatch fields the kernel key holds, each in the key field of the same name. (Not icmp_id: it is
+# ICMP's, and only TCP and UDP results are indexed.)
+_IN_THE_KEY = {name for name, *_ in FlowKey._fields_ if name in BIT} - {"icmp_id"}
 _ALWAYS = ("in_port", "eth_type", "vlan", "ip_proto", "fragment")  # what tells the fields' meaning apart
 _ALWAYS_BITS = sum(BIT[name] for name in _ALWAYS)
 _OUTSIDE_THE_KEY = sum(bit for name, bit in BIT.items() if name not in _IN_THE_KEY)
