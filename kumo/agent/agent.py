@@ -42,7 +42,6 @@ from kumo.datapath.layout import (
     UPCALL_MISS,
     Action,
     FlowKey,
-    FlowValue,
     UpcallHeader,
 )
 from kumo.datapath.offload import complete_checksum
@@ -130,10 +129,10 @@ class Agent:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         # the round's flows: installed at its end, entered in the book once their first packets are out
-        self._pending: dict[bytes, tuple[KernelFlow, FlowValue]] = {}
+        self._pending: dict[bytes, tuple[KernelFlow, bytes]] = {}  # key -> (flow, the kernel value's bytes)
         self._injects: list[tuple[bytes, int, int, bytes]] = []  # (frame, ifindex, queued_ns, flow) once installed
         self.upcall_latency_us: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
-        self._values: dict[tuple[int, tuple[Out, ...]], tuple[SimulationResult, FlowValue]] = {}
+        self._values: dict[tuple[int, tuple[Out, ...]], tuple[SimulationResult, bytes]] = {}
         self._warned: set[str] = set()  # hosts without a tunnel, warned about once
         self._owned: dict[tuple[str, str], dict[str, Any]] = {}  # state entries this agent wrote (re-written
         self._expiries = 0  # after its store session expired)
@@ -281,9 +280,7 @@ class Agent:
         self._round_stateful.clear()
         self._send_pushes()
         if self._pending:
-            self.datapath.install_many(
-                [(FlowKey.from_buffer_copy(flow.key), value) for flow, value in self._pending.values()]
-            )
+            self.datapath.install_many([(flow.key, value) for flow, value in self._pending.values()])
         injects, self._injects = self._injects, []
         try:
             for frame, ifindex, queued_ns, raw_key in injects:
@@ -374,7 +371,7 @@ class Agent:
         self,
         raw_key: bytes,
         result: SimulationResult,
-        value: FlowValue,
+        value: bytes,
         reinject: bool,
         frame: bytes,
         ifindex: int,
@@ -444,15 +441,16 @@ class Agent:
                 self._invalidate((write.kind, write.key))  # results cached before this state existed
             self.counters["state_received"] += len(writes)
 
-    def _value_of(self, result: SimulationResult, outputs: list[Out]) -> FlowValue:
-        """The kernel actions of a result, made once per (result, outputs): wildcard hits share them."""
+    def _value_of(self, result: SimulationResult, outputs: list[Out]) -> bytes:
+        """The kernel value (actions) of a result as bytes, made once per (result, outputs): wildcard hits share
+        it, and a round's flows go to the kernel as one buffer of keys and one of values."""
         cache_key = (id(result), tuple(outputs))
         cached = self._values.get(cache_key)
         if cached is not None and cached[0] is result:
             return cached[1]
         if len(self._values) > 10_000:
             self._values.clear()
-        value = flow_value(result, outputs)
+        value = bytes(flow_value(result, outputs))
         self._values[cache_key] = (result, value)  # (holding the result keeps its id from being reused)
         return value
 
@@ -696,7 +694,7 @@ class Agent:
     def _remove_flow(self, raw: bytes) -> None:
         self._pending.pop(raw, None)
         if self.book.pop(raw):
-            self.datapath.remove(FlowKey.from_buffer_copy(raw))
+            self.datapath.remove(raw)
             self.counters["flows_removed"] += 1
 
     # --- housekeeping ---------------------------------------------------------------------------------

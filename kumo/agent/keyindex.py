@@ -23,7 +23,7 @@ from __future__ import annotations
 import ctypes
 from dataclasses import dataclass
 
-from kumo.datapath.layout import FlowKey, FlowValue
+from kumo.datapath.layout import FlowKey
 from kumo.packet.flowmatch import BIT
 from kumo.simulation.result import SimulationResult
 
@@ -59,7 +59,7 @@ class Indexed:
     packet is re-injected (it has outputs), and the drop counter a drop result counts."""
 
     result: SimulationResult
-    value: FlowValue
+    value: bytes  # the kernel value's bytes
     reinject: bool
     drop_counter: str | None
     mask: int = 0

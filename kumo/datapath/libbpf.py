@@ -168,19 +168,26 @@ class BpfObject:
 
 # --- maps -----------------------------------------------------------------------------------------------
 def update(fd: int, key: Any, value: Any) -> None:
-    check(lib().bpf_map_update_elem(fd, ctypes.byref(key), ctypes.byref(value), 0), "map update")
+    """Insert or replace one entry; key and value are ctypes objects or their bytes."""
+    check(lib().bpf_map_update_elem(fd, _pointer(key), _pointer(value), 0), "map update")
+
+
+def _pointer(data: Any) -> Any:
+    """A pointer to `data` for a `const void *` argument: bytes pass as they are (the C side only reads)."""
+    return data if isinstance(data, bytes) else ctypes.byref(data)
 
 
 class _BatchOpts(ctypes.Structure):  # struct bpf_map_batch_opts (bpf/bpf.h)
     _fields_ = [("sz", ctypes.c_size_t), ("elem_flags", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
 
 
-def update_batch(fd: int, keys: ctypes.Array[Any], values: ctypes.Array[Any]) -> None:
-    """Many updates in one system call (~8x the rate of single updates)."""
-    count = ctypes.c_uint32(len(keys))
+def update_batch(fd: int, keys: bytes, values: bytes, count: int) -> None:
+    """`count` updates in one system call (~8x the rate of single updates): the keys' bytes back to back, and
+    the values' likewise."""
+    done = ctypes.c_uint32(count)
     opts = _BatchOpts(sz=ctypes.sizeof(_BatchOpts))
-    rc = lib().bpf_map_update_batch(fd, keys, values, ctypes.byref(count), ctypes.byref(opts))
-    check(rc, f"batch map update ({count.value} of {len(keys)} done)")
+    rc = lib().bpf_map_update_batch(fd, keys, values, ctypes.byref(done), ctypes.byref(opts))
+    check(rc, f"batch map update ({done.value} of {count} done)")
 
 
 def entries(fd: int, key_size: int, value_size: int, batch: int = 4096) -> Iterator[tuple[bytes, bytes, int]]:
@@ -219,7 +226,7 @@ def lookup(fd: int, key: Any, value: Any) -> bool:
 
 
 def delete(fd: int, key: Any) -> bool:
-    return _found(lib().bpf_map_delete_elem(fd, ctypes.byref(key)), "map delete")
+    return _found(lib().bpf_map_delete_elem(fd, _pointer(key)), "map delete")
 
 
 def keys(fd: int, key_type: Any) -> list[Any]:

@@ -13,7 +13,7 @@ import pytest
 from kumo.datapath import build, libbpf
 from kumo.datapath.actions import Out, flow_key, flow_value
 from kumo.datapath.datapath import last_used
-from kumo.datapath.layout import SNAP, STATS, FlowKey, FlowValue, UpcallHeader
+from kumo.datapath.layout import SNAP, STATS, UpcallHeader
 from kumo.datapath.ringbuf import CallbackRing, SharedMemoryRing
 from kumo.packet import ip_to_int
 from kumo.packet.arp import Arp
@@ -152,7 +152,7 @@ def test_a_batch_read_gives_every_flow_once_with_its_last_use() -> None:
         packets = [frame(PROTO_UDP, "10.0.1.11", "10.0.2.13", Udp(10000 + i, 53, b"q")) for i in range(5000)]
         keys = [flow_key(parse_frame(packet, "p"), LOOPBACK) for packet in packets]
         value = flow_value(SimulationResult(Verdict.OUTPUT, Reason.FORWARDED, ["p"], {}, 1), [Out(LOOPBACK)])
-        libbpf.update_batch(flows, (FlowKey * len(keys))(*keys), (FlowValue * len(keys))(*[value] * len(keys)))
+        libbpf.update_batch(flows, b"".join(map(bytes, keys)), bytes(value) * len(keys), len(keys))
         before = time.monotonic_ns()  # the clock of bpf_ktime_get_ns
         assert libbpf.test_run(obj.program_fd("kumo_port_ingress"), packets[4321])[0] == TC_ACT_REDIRECT
         after = time.monotonic_ns()

@@ -44,7 +44,7 @@ def result_for(match: FlowMatch, *read: str) -> SimulationResult:
 
 
 def indexed(result: SimulationResult) -> Indexed:
-    return Indexed(result, FlowValue(), reinject=True, drop_counter=None)
+    return Indexed(result, bytes(FlowValue()), reinject=True, drop_counter=None)
 
 
 def test_a_packet_agreeing_on_the_fields_read_is_found_whatever_else_differs() -> None:
