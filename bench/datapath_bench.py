@@ -9,6 +9,8 @@
   VM (SO_TIMESTAMPNS, the same clock), next to the same measure on an established flow and through a
   sleeping user-space relay (the floor of any slow path that wakes a process); and UDP round trips
   whose request and reply both open new flows (two upcalls), next to round trips on an established flow;
+- an iperf3 stream's share while another VM storms new flows, next to its share while the same generator
+  runs as hard without sending anything to Kumo (the control: on this host the VMs share the vCPUs);
 - agent RSS with 100,000 installed flows, and first-packet latency again while they are installed.
 
 Everything runs in namespaces the bench creates and deletes; every load is bounded in count and time.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -32,6 +35,7 @@ from kumo.testing.frames import storm_command
 from kumo.testing.netns import VirtualHost, Vm, inside, ip
 
 MTU = 1450
+CONTROL_DEVICE = "kumo-ctl0"  # the storm control's device, inside the generator's namespace
 
 LATENCY_PROBE = """
 import socket, sys, time
@@ -188,29 +192,61 @@ def flow_setup(cloud: Cloud, count: int, rate: int) -> dict[str, Any]:
     }
 
 
-def storm_share(cloud: Cloud, rounds: int = 3) -> dict[str, Any]:
+def storm_share(cloud: Cloud, agent_pid: int, rounds: int = 3) -> dict[str, Any]:
     """iperf3 vm1 -> vm3 without and with another VM opening new flows as fast as it can (its generator at
-    the lowest CPU priority: a real VM brings its own vCPUs), in alternated 2-s rounds."""
+    the lowest CPU priority: a real VM brings its own vCPUs), in alternated 2-s rounds.
+
+    A third kind of round, the control, runs the same generator, as hard and at the same priority, but sends
+    its frames into a device of its own namespace that drops them: no packet reaches Kumo. On this bench's host the
+    generator shares the stream's vCPUs, which a real VM's would not; the control shows what that alone
+    costs the stream, and `ratio_to_generator_alone` what the upcalls cost on top of it. The target is on
+    `ratio`, against the undisturbed stream."""
     gen, sink, vm1 = cloud.vms["gen"], cloud.vms["sink"], cloud.vms["vm1"]
+    # a veth pair inside the generator's namespace, its peer down: a frame sent is dropped at once
+    ip("-n", gen.netns, "link", "add", CONTROL_DEVICE, "type", "veth", "peer", "name", f"{CONTROL_DEVICE}p")
+    ip("-n", gen.netns, "link", "set", CONTROL_DEVICE, "up")
     server = cloud.vms["vm3"].popen("iperf3", "-s", stdout=subprocess.DEVNULL)
-    calm, stormy = [], []
+    runs: dict[str, list[float]] = {"calm": [], "control": [], "storm": []}
+    agent_vcpu: dict[str, list[float]] = {"control": [], "storm": []}  # during the iperf3 run
+    upcalls_per_s: dict[str, list[int]] = {"control": [], "storm": []}
+
+    def upcalls() -> int:
+        return int(cloud.host.agent_stats()["agent"].get("upcalls", 0))
+
+    def disturbed(kind: str, interface: str) -> None:
+        command = storm_command(gen.mac, sink.mac, "10.0.1.13", "10.0.1.14", 4, interface=interface)
+        flood = gen.popen("nice", "-n", "19", *command, stdout=subprocess.PIPE)
+        try:
+            time.sleep(1.0)
+            upcalls_before, cpu_before, started = upcalls(), cpu_s(agent_pid), time.monotonic()
+            runs[kind].append(vm1.iperf3("10.0.2.13", 2))
+            took = time.monotonic() - started
+            agent_vcpu[kind].append(round((cpu_s(agent_pid) - cpu_before) / took, 2))
+            upcalls_per_s[kind].append(round((upcalls() - upcalls_before) / took))
+        finally:
+            flood.communicate(timeout=30)
+
     try:
         time.sleep(0.5)
         for _ in range(rounds):
-            calm.append(vm1.iperf3("10.0.2.13", 2))
-            command = storm_command(gen.mac, sink.mac, "10.0.1.13", "10.0.1.14", 4)
-            flood = gen.popen("nice", "-n", "19", *command, stdout=subprocess.PIPE)
-            time.sleep(1.0)
-            stormy.append(vm1.iperf3("10.0.2.13", 2))
-            flood.communicate(timeout=30)
+            runs["calm"].append(vm1.iperf3("10.0.2.13", 2))
+            disturbed("control", CONTROL_DEVICE)
+            disturbed("storm", "eth0")
     finally:
         server.kill()
         server.wait()
+        ip("-n", gen.netns, "link", "del", CONTROL_DEVICE, check=False)
+    calm, control, stormy = (sum(runs[kind]) for kind in ("calm", "control", "storm"))
     return {
-        "undisturbed_gbit_s": [round(c / 1e9, 2) for c in calm],
-        "during_storm_gbit_s": [round(s / 1e9, 2) for s in stormy],
-        "ratio": round(sum(stormy) / sum(calm), 3),
+        "undisturbed_gbit_s": [round(c / 1e9, 2) for c in runs["calm"]],
+        "generator_alone_gbit_s": [round(c / 1e9, 2) for c in runs["control"]],
+        "during_storm_gbit_s": [round(s / 1e9, 2) for s in runs["storm"]],
+        "ratio": round(stormy / calm, 3),
         "target_ratio": 0.8,
+        "generator_alone_ratio": round(control / calm, 3),
+        "ratio_to_generator_alone": round(stormy / control, 3),
+        "upcalls_per_s": upcalls_per_s,
+        "agent_vcpu": agent_vcpu,
     }
 
 
@@ -325,6 +361,12 @@ def latency(host: VirtualHost, cloud: Cloud, probes: int) -> dict[str, Any]:
     }
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user and system) process `pid` has used so far, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -378,10 +420,10 @@ def main() -> None:
         result["new_flow_setup"] = {"upcall_rate_limit": args.upcall_rate, **flow_setup(cloud, args.flows, args.rate)}
         result["new_flow_target_per_s"] = 10000
         result["invalidation_after_notification"] = invalidation(cloud, 20)
-        result["upcall_storm"] = {"upcall_rate_limit": args.upcall_rate, **storm_share(cloud)}
-        result["first_packet_target_p99_ms"] = 1.0
         assert host.api is not None and host.api.proc is not None
         pid = host.api.proc.pid
+        result["upcall_storm"] = {"upcall_rate_limit": args.upcall_rate, **storm_share(cloud, pid)}
+        result["first_packet_target_p99_ms"] = 1.0
         before = host.agent_stats()["kernel_flows"]
         proc = storm(cloud.vms["gen"], cloud.vms["sink"], args.rss_flows, args.rate, args.rss_flows / args.rate + 10)
         proc.communicate(timeout=args.rss_flows / args.rate + 60)

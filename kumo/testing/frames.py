@@ -2,8 +2,10 @@
 
 `python -m kumo.testing.frames fuzz SRC_MAC DST_MAC COUNT SEED`: random and mutated frames (truncated
 headers, bad IHL, bogus lengths, odd fragments).
-`python -m kumo.testing.frames storm SRC_MAC DST_MAC SRC_IP DST_IP SECONDS [COUNT] [RATE]`: UDP packets,
-each a new 5-tuple, as fast as one process can send them (or paced at RATE per second), at most COUNT."""
+`python -m kumo.testing.frames storm SRC_MAC DST_MAC SRC_IP DST_IP SECONDS COUNT RATE INTERFACE`: UDP
+packets, each a new 5-tuple, as fast as one process can send them (or paced at RATE per second; 0: unpaced),
+at most COUNT, out of INTERFACE (eth0; the bench's control sends the same frames where they are dropped at once).
+`storm_command` writes it."""
 
 from __future__ import annotations
 
@@ -77,20 +79,36 @@ def fuzz(src_mac: str, dst_mac: str, count: int, seed: int) -> None:
 
 
 def storm_command(
-    src_mac: str, dst_mac: str, src: str, dst: str, seconds: float, count: int = 10**9, rate: int = 0
+    src_mac: str,
+    dst_mac: str,
+    src: str,
+    dst: str,
+    seconds: float,
+    count: int = 10**9,
+    rate: int = 0,
+    interface: str = "eth0",
 ) -> list[str]:
     """The command that runs `storm` (in a VM's namespace, through `Vm.popen`); rate 0: unpaced."""
-    args = [src_mac, dst_mac, src, dst, str(seconds), str(count), str(rate)]
+    args = [src_mac, dst_mac, src, dst, str(seconds), str(count), str(rate), interface]
     return [sys.executable, "-m", "kumo.testing.frames", "storm", *args]
 
 
-def storm(src_mac: str, dst_mac: str, src: str, dst: str, seconds: float, count: int = 10**9, rate: float = 0) -> None:
+def storm(
+    src_mac: str,
+    dst_mac: str,
+    src: str,
+    dst: str,
+    seconds: float,
+    count: int = 10**9,
+    rate: float = 0,
+    interface: str = "eth0",
+) -> None:
     s, d = ip_to_int(src), ip_to_int(dst)
     start = time.monotonic()
     deadline = start + seconds
     sent = 0
     with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
-        sock.bind(("eth0", 0))
+        sock.bind((interface, 0))
         while time.monotonic() < deadline and sent < count:
             if rate:
                 ahead = sent / rate - (time.monotonic() - start)
@@ -109,5 +127,5 @@ if __name__ == "__main__":
     if sys.argv[1] == "fuzz":
         fuzz(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
     else:
-        extra = [int(a) for a in sys.argv[7:9]]  # [COUNT [RATE]]
-        storm(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], float(sys.argv[6]), *extra)
+        count, rate = (int(a) for a in sys.argv[7:9])
+        storm(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], float(sys.argv[6]), count, rate, sys.argv[9])
