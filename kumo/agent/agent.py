@@ -33,14 +33,26 @@ from kumo.agent.keyindex import KEY_SIZE, Indexed, KernelKeyIndex
 from kumo.agent.learned import AgentLearned, arp_tag, mac_tag
 from kumo.agent.push import StatePush, decode
 from kumo.agent.topology import TopologyCache
-from kumo.datapath.actions import Out, describe_actions, describe_key, flow_key, flow_value
+from kumo.datapath.actions import (
+    MAX_FLOOD,
+    Out,
+    describe_actions,
+    describe_key,
+    flood_chunks,
+    flow_key,
+    flow_value,
+    link_key,
+    link_value,
+)
 from kumo.datapath.datapath import Datapath
 from kumo.datapath.layout import (
+    LINK_PORT,
     MAX_OUT,
     UPCALL_HEAD,
     UPCALL_INJECT_MISS,
     UPCALL_MISS,
     Action,
+    FlowActions,
     FlowKey,
     UpcallHeader,
 )
@@ -72,6 +84,7 @@ EXPIRY_READ_ALL_OVER = 2000  # flows due at once above which (and a quarter of a
 REFRESH_EVERY = 10.0  # seconds between two writes of a flow's state while it is in use (it lives 60 s)
 GIL_SWITCH_INTERVAL = 0.0005  # seconds: how long a woken packet thread may wait for a busy thread's GIL
 LATENCY_SAMPLES = 4096  # upcall -> re-injection times kept for `kumo agent stats`
+LINK_SETS_COLLECTED_EVERY = 5.0  # seconds between looks for flood link sets no flow names any more
 
 
 class Agent:
@@ -133,6 +146,14 @@ class Agent:
         self._injects: list[tuple[bytes, int, int, bytes]] = []  # (frame, ifindex, queued_ns, flow) once installed
         self.upcall_latency_us: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
         self._values: dict[tuple[int, tuple[Out, ...]], tuple[SimulationResult, bytes]] = {}
+        # Floods longer than one kernel value: chains of links (kumo.datapath.actions.flood_chunks), one link
+        # set per distinct tail of outputs, shared by the flows that flood the same way.
+        self._link_sets: dict[tuple[tuple[Out, ...], ...], int] = {}  # a chain's tail -> its link set
+        self._links_of_set: dict[int, list[bytes]] = {}  # link set -> its links' kernel keys
+        self._set_of_value: dict[bytes, int] = {}  # a value that starts a chain -> its link set
+        self._chained_flows: dict[bytes, int] = {}  # the key of a flow whose value starts a chain -> its set
+        self._next_link_set = 1
+        self._next_link_collection = 0.0
         self._warned: set[str] = set()  # hosts without a tunnel, warned about once
         self._owned: dict[tuple[str, str], dict[str, Any]] = {}  # state entries this agent wrote (re-written
         self._expiries = 0  # after its store session expired)
@@ -381,12 +402,19 @@ class Agent:
         """The flow goes in at the end of the round (_flush), and its first packet after it."""
         flow = KernelFlow(raw_key, result, stateful=bool(result.state_writes))
         self._pending[raw_key] = (flow, value)
+        if self._set_of_value:
+            self._note_chain(raw_key, value)
         self.counters["flows_installed"] += 1
         if reinject and truncated:
             self.counters["truncated_not_reinjected"] += 1  # a GSO packet: the sender retransmits
         elif reinject:
             self._injects.append((complete_checksum(frame), ifindex, queued_ns, raw_key))
             self.counters["reinjected"] += 1
+
+    def _note_chain(self, raw_key: bytes, value: bytes) -> None:
+        link_set = self._set_of_value.get(value)
+        if link_set is not None:
+            self._chained_flows[raw_key] = link_set
 
     # --- shared flow state: durable before forwarding, pushed to the peers that see the return traffic ----
     def _fail_closed(self) -> set[bytes]:
@@ -450,9 +478,49 @@ class Agent:
             return cached[1]
         if len(self._values) > 10_000:
             self._values.clear()
-        value = bytes(flow_value(result, outputs))
+        if len(outputs) > MAX_OUT:  # a long flood: the flow's value starts a chain of links
+            first, *tail = flood_chunks(outputs)
+            link_set = self._link_set(tail)
+            value = bytes(flow_value(result, first, next_link=(link_set, 1)))
+            self._set_of_value[value] = link_set
+        else:
+            value = bytes(flow_value(result, outputs))
         self._values[cache_key] = (result, value)  # (holding the result keeps its id from being reused)
         return value
+
+    def _link_set(self, tail: list[list[Out]]) -> int:
+        """The link set holding a long flood's outputs after its first value's, installed now if new (so
+        that it is in the kernel before any flow that names it)."""
+        shape = tuple(tuple(chunk) for chunk in tail)
+        link_set = self._link_sets.get(shape)
+        if link_set is None:
+            link_set, self._next_link_set = self._next_link_set, self._next_link_set + 1
+            links = [
+                (link_key(link_set, index), link_value(chunk, (link_set, index + 1) if index < len(tail) else None))
+                for index, chunk in enumerate(tail, start=1)
+            ]
+            self.datapath.install_many(links)
+            self._link_sets[shape] = link_set
+            self._links_of_set[link_set] = [key for key, _ in links]
+        return link_set
+
+    def _collect_link_sets(self) -> None:
+        """Remove the link sets no booked or pending flow names any more, with every cached value that names
+        them (the values cache and the key index: a later hit must not install a flow naming a removed set)."""
+        for raw in [raw for raw in self._chained_flows if raw not in self.book and raw not in self._pending]:
+            del self._chained_flows[raw]
+        live = set(self._chained_flows.values())
+        dead = [link_set for link_set in self._links_of_set if link_set not in live]
+        if not dead:
+            return
+        self._values.clear()
+        self.by_key.clear()
+        self._set_of_value = {value: s for value, s in self._set_of_value.items() if s in live}
+        self._link_sets = {shape: s for shape, s in self._link_sets.items() if s in live}
+        for link_set in dead:
+            for key in self._links_of_set.pop(link_set):
+                self.datapath.remove(key)
+        self.counters["flood_link_sets_removed"] += len(dead)
 
     def _outputs(self, result: SimulationResult) -> list[Out]:
         outputs = []
@@ -461,8 +529,16 @@ class Agent:
             out = Out(ifindex) if ifindex is not None else self._tunnel_to(port_id)
             if out is not None:
                 outputs.append(out)
-        if len(outputs) > MAX_OUT:
-            self.counters["flood_truncated"] += 1  # the kernel action holds MAX_OUT outputs
+        if len(outputs) > MAX_FLOOD:
+            self.counters["flood_truncated"] += 1  # the longest chain of kernel values holds MAX_FLOOD outputs
+            if "flood" not in self._warned:
+                self._warned.add("flood")
+                log.warning(
+                    "a flood to %d ports: only the first %d get a copy (the kernel's longest chain of flood links)",
+                    len(outputs),
+                    MAX_FLOOD,
+                )
+            return outputs[:MAX_FLOOD]
         return outputs
 
     def _tunnel_to(self, port_id: str) -> Out | None:
@@ -706,6 +782,9 @@ class Agent:
         if now >= self._next_follow:  # interfaces: once a second
             self._follow_interfaces()
             self._next_follow = now + 1.0
+        if now >= self._next_link_collection:
+            self._collect_link_sets()
+            self._next_link_collection = now + LINK_SETS_COLLECTED_EVERY
         for event, waiting in list(self.parked.items()):
             kept = [w for w in waiting if w[0] > now]
             self.counters["drop.arp_timeout"] += len(waiting) - len(kept)
@@ -842,8 +921,12 @@ class Agent:
         source MAC lives, and a routed flow's destination MAC is its next hop's ARP entry."""
         if not self.datapath.adopted:
             return
-        adopted = []
+        adopted, old_links = [], []
         for key, value in list(self.datapath.flows()):
+            if key.in_port == LINK_PORT:  # an earlier agent's flood links: the flows that name them are
+                old_links.append(key)  # replaced by ones naming this agent's own, then they go
+                self._next_link_set = max(self._next_link_set, key.ip_src + 1)
+                continue
             port_id = self.port_of_ifindex.get(key.in_port)
             if port_id is None:
                 self.datapath.remove(key)
@@ -870,14 +953,17 @@ class Agent:
                 continue
             self._record_state(result.state_writes)
             self.wildcard.insert(result)
-            fresh = flow_value(result, self._outputs(result))
-            if bytes(fresh.act) != bytes(value.act):
+            fresh = self._value_of(result, self._outputs(result))
+            if fresh[: ctypes.sizeof(FlowActions)] != bytes(value.act):
                 self.datapath.install(key, fresh)
                 self.counters["adopt_replaced"] += 1
             else:
                 self.counters["adopt_kept"] += 1
             flow = KernelFlow(bytes(key), result, stateful=bool(result.state_writes))
             self.book.add(flow, self._next_look(flow, flow.created))
+            self._note_chain(flow.key, fresh)
+        for key in old_links:
+            self.datapath.remove(key)
 
     # --- the store writer -----------------------------------------------------------------------------
     def _writer(self) -> None:
@@ -897,13 +983,17 @@ class Agent:
             names = {index: self.bindings.get(port, port) for port, index in self.ifindex_of_port.items()}
             now_ns = time.monotonic_ns()
             rows = []
-            for key, value in self.datapath.flows():
+            flows = list(self.datapath.flows())
+            links = {(key.ip_src, key.ip_dst): value.act for key, value in flows if key.in_port == LINK_PORT}
+            for key, value in flows:
+                if key.in_port == LINK_PORT:
+                    continue  # (shown within the floods that follow them)
                 flow = self.book.get(bytes(key))
                 rows.append(
                     {
                         "in_port": names.get(key.in_port, str(key.in_port)),
                         "match": describe_key(key),
-                        "actions": describe_actions(value.act, names),
+                        "actions": describe_actions(value.act, names, links),
                         "packets": value.packets,
                         "bytes": value.bytes,
                         "age_s": round(time.monotonic() - flow.created, 1) if flow else None,

@@ -9,6 +9,8 @@ from typing import Any, NamedTuple
 
 from kumo.datapath.layout import (
     FRAGMENT_CODES,
+    LINK_PORT,
+    MAX_LINKS,
     MAX_OUT,
     VLAN_TAGGED,
     Action,
@@ -95,8 +97,52 @@ def _ip_bytes(ip: int | None) -> bytes:
     return (ip or 0).to_bytes(4, "big")  # network order, as the kernel stores it
 
 
-def flow_value(result: SimulationResult, outputs: Sequence[Out]) -> FlowValue:
-    """The kernel actions of a result; `outputs` are where its egress ports are reached (none: drop)."""
+PER_LINK = MAX_OUT - 1  # outputs of a value whose flood goes on (its last slot names the next link)
+MAX_FLOOD = PER_LINK * (MAX_LINKS - 1) + MAX_OUT  # outputs of the longest chain (bpf/lib/kumo.h)
+
+
+def flood_chunks(outputs: Sequence[Out]) -> list[list[Out]]:
+    """`outputs` cut as a chain's values hold them: PER_LINK in each value that goes on, the rest (at most
+    MAX_OUT) in the last. One chunk when they fit in one value."""
+    chunks, rest = [], list(outputs)
+    while len(rest) > MAX_OUT:
+        chunks.append(rest[:PER_LINK])
+        rest = rest[PER_LINK:]
+    return [*chunks, rest]
+
+
+def link_key(link_set: int, index: int) -> bytes:
+    """The kernel key of link `index` (1, 2, ...) of a flood chain's set `link_set`."""
+    return bytes(FlowKey(in_port=LINK_PORT, ip_src=link_set, ip_dst=index))
+
+
+def link_value(outputs: Sequence[Out], next_link: tuple[int, int] | None) -> bytes:
+    """A link of a flood chain: its outputs, and the next link (set, index) if the flood goes on."""
+    value = FlowValue()
+    value.act.flags = _set_outputs(value.act, outputs, next_link)
+    return bytes(value)
+
+
+def _set_outputs(act: FlowActions, outputs: Sequence[Out], next_link: tuple[int, int] | None) -> Action:
+    room = PER_LINK if next_link else MAX_OUT
+    if len(outputs) > room:
+        raise ValueError(f"{len(outputs)} outputs in one kernel value, which holds {room}: cut them (flood_chunks)")
+    flags = Action.OUTPUT
+    act.n_out = len(outputs)
+    for i, out in enumerate(outputs):
+        act.out[i].ifindex, act.out[i].tunnel_key, act.out[i].remote = out
+        if out.remote:
+            flags |= Action.TUNNEL
+    if next_link is not None:
+        pointer = act.out[MAX_OUT - 1]
+        pointer.ifindex, (pointer.tunnel_key, pointer.remote) = 0, next_link
+        flags |= Action.MORE_OUT
+    return flags
+
+
+def flow_value(result: SimulationResult, outputs: Sequence[Out], next_link: tuple[int, int] | None = None) -> FlowValue:
+    """The kernel actions of a result; `outputs` are where its egress ports are reached (none: drop), at most
+    MAX_OUT, or PER_LINK when the flood goes on in link `next_link` (set, index) with the rest."""
     value = FlowValue()
     act = value.act
     flags = Action(0)
@@ -135,12 +181,7 @@ def flow_value(result: SimulationResult, outputs: Sequence[Out]) -> FlowValue:
         flags |= Action.DEC_TTL
         act.ttl_dec = result.ttl_decrement
     act.mtu = result.path_mtu or 0
-    act.n_out = len(outputs[:MAX_OUT])
-    for i, out in enumerate(outputs[:MAX_OUT]):
-        act.out[i].ifindex, act.out[i].tunnel_key, act.out[i].remote = out
-        if out.remote:
-            flags |= Action.TUNNEL
-    act.flags = flags | Action.OUTPUT
+    act.flags = flags | _set_outputs(act, outputs, next_link)
     return value
 
 
@@ -182,8 +223,13 @@ _SHOWN: tuple[tuple[Action, Callable[[FlowActions], str]], ...] = (  # in the or
 )
 
 
-def describe_actions(act: FlowActions, names: dict[int, str] | None = None) -> list[str]:
-    """Readable actions; `names` maps ifindexes to interface names."""
+def describe_actions(
+    act: FlowActions,
+    names: dict[int, str] | None = None,
+    links: dict[tuple[int, int], FlowActions] | None = None,
+) -> list[str]:
+    """Readable actions; `names` maps ifindexes to interface names, `links` a flood chain's links (their
+    (set, index)) to their actions, so that a long flood shows all its outputs."""
     names = names or {}
     flags = Action(act.flags)
     if Action.DROP in flags:
@@ -192,6 +238,16 @@ def describe_actions(act: FlowActions, names: dict[int, str] | None = None) -> l
     if act.mtu:
         out.append(f"mtu {act.mtu}")
     targets = [_target(act.out[i], names) for i in range(act.n_out)]
+    link: FlowActions | None = act
+    for _ in range(MAX_LINKS - 1):
+        if link is None or Action.MORE_OUT not in Action(link.flags):
+            break
+        pointer = link.out[MAX_OUT - 1]
+        link = (links or {}).get((pointer.tunnel_key, pointer.remote))
+        if link is None:
+            targets.append(f"(link {pointer.remote} of set {pointer.tunnel_key} missing)")
+        else:
+            targets += [_target(link.out[i], names) for i in range(link.n_out)]
     out.append(("flood " if len(targets) > 1 else "output ") + ",".join(targets))
     return out
 

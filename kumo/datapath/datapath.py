@@ -250,7 +250,7 @@ class Datapath:
         return None
 
     # --- flows ----------------------------------------------------------------------------------------
-    def install(self, key: FlowKey, value: FlowValue) -> None:
+    def install(self, key: FlowKey | bytes, value: FlowValue | bytes) -> None:
         libbpf.update(self.fds["kumo_flows"], key, value)
 
     def install_many(self, flows: list[tuple[bytes, bytes]]) -> None:

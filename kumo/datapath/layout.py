@@ -10,7 +10,9 @@ import ctypes
 import enum
 import struct
 
-MAX_OUT = 16
+MAX_OUT = 16  # outputs of one value; a longer flood continues in links (bpf/lib/kumo.h)
+LINK_PORT = 0xFFFFFFFF  # the in_port of a flood link's key
+MAX_LINKS = 16  # values in a flood's chain, its flow's own included
 SNAP = 1600
 INJECT_MARK = 0x80000000
 
@@ -40,6 +42,7 @@ class Action(enum.IntFlag):
     VLAN_PUSH = 1 << 10
     OUTPUT = 1 << 11
     TUNNEL = 1 << 12
+    MORE_OUT = 1 << 13
 
 
 # Counter names, in the order of enum kumo_stat.
@@ -60,6 +63,7 @@ STATS = (
     "tunnel_delivered",
     "tunnel_unknown_vni",
     "tunnel_no_key",
+    "flood_link_missing",
 )
 
 Mac = ctypes.c_uint8 * 6

@@ -1,11 +1,12 @@
 """Waits and traffic shared by the integration tests: a ping that is answered within a time, a condition
-that becomes true within a time, iperf3 runs whose every second is reported, and what the hosts of a fabric
-say when a test fails."""
+that becomes true within a time, iperf3 runs whose every second is reported, broadcasts counted where they
+arrive, and what the hosts of a fabric say when a test fails."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -56,6 +57,37 @@ def iperf3_rates(srv: subprocess.Popen[str], cli: subprocess.Popen[str], timeout
 def iperf3(client: Vm, server: Vm, address: str, seconds: int, *extra: str) -> list[float]:
     """Per-second received rates of an iperf3 run, waited for."""
     return iperf3_rates(*start_iperf3(client, server, address, seconds, *extra), timeout=seconds + 30)
+
+
+# broadcasts `broadcast` sends: more than background traffic could add to a VM's counter while a test waits
+BROADCASTS = 200
+
+
+def received(vm: Vm) -> int:
+    """Packets vm's eth0 has received so far."""
+    return int(vm.run("cat", "/sys/class/net/eth0/statistics/rx_packets", check=True).stdout)
+
+
+def broadcast(vm: Vm, address: str = "10.0.1.255") -> None:
+    """Send BROADCASTS UDP datagrams from vm to the broadcast `address` (Ethernet ff:ff:ff:ff:ff:ff), from the
+    same port every time: one flow, which the kernel forwards on its own once installed."""
+    code = (
+        "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+        "s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1); s.bind(('', 40009)); "
+        f"[s.sendto(b'all', ('{address}', 9)) for _ in range({BROADCASTS})]"
+    )
+    vm.run(sys.executable, "-c", code, check=True)
+
+
+def all_received(vms: list[Vm], before: dict[str, int], within: float = 5.0) -> dict[str, int]:
+    """How many packets each VM received since `before` (its `received`), once every one has had at least
+    BROADCASTS, or time is up."""
+    deadline = time.monotonic() + within
+    while True:
+        got = {vm.name: received(vm) - before[vm.name] for vm in vms}
+        if min(got.values()) >= BROADCASTS or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)
 
 
 def describe(fabric: Fabric) -> str:

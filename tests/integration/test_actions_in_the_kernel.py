@@ -1,17 +1,20 @@
 """The kernel executes the actions the agent derives from a simulation result: the BPF program run on
 packets with BPF_PROG_TEST_RUN gives exactly the bytes the packet builders make for the rewritten packet
-(checksums included), and a miss goes to the upcall ring with the key the agent would compute."""
+(checksums included), a flood longer than one value follows its chain of links, and a miss goes to the upcall
+ring with the key the agent would compute."""
 
 from __future__ import annotations
 
 import ctypes
+import json
 import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from kumo.datapath import build, libbpf
-from kumo.datapath.actions import Out, flow_key, flow_value
+from kumo.datapath.actions import Out, flood_chunks, flow_key, flow_value, link_key, link_value
 from kumo.datapath.datapath import last_used
 from kumo.datapath.layout import SNAP, STATS, UpcallHeader
 from kumo.datapath.ringbuf import CallbackRing, SharedMemoryRing
@@ -24,6 +27,7 @@ from kumo.packet.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP, IPv4
 from kumo.packet.tcp import Tcp
 from kumo.packet.udp import Udp
 from kumo.simulation.result import Reason, SimulationResult, Verdict
+from kumo.testing.netns import inside, ip
 
 TC_ACT_SHOT, TC_ACT_REDIRECT = 2, 7
 LOOPBACK = 1  # BPF_PROG_TEST_RUN runs the program as if on lo
@@ -104,6 +108,44 @@ def test_a_miss_goes_to_the_agent_and_ttl_that_would_expire_too(program: tuple[i
     expiring = frame(PROTO_TCP, "10.0.1.11", "10.0.2.13", Tcp(3, 4), ttl=1)
     verdict, _ = run(program, expiring, {})
     assert verdict == TC_ACT_SHOT and stat(program, "ttl_punt") >= 1
+
+
+def sent(netns: str) -> int:
+    """Packets sent by the loopback interface of `netns`."""
+    shown = json.loads(ip("-n", netns, "-s", "-j", "link", "show", "lo").stdout)
+    return int(shown[0]["stats64"]["tx"]["packets"])
+
+
+def test_a_long_flood_follows_its_links_and_a_missing_link_is_counted(program: tuple[int, int, int]) -> None:
+    """A flood to 34 outputs: the flow's value and two links (15 + 15 + 4). Every output but the last is a
+    clone, sent at once (counted on the interface); the last is the program's own redirect. Run in a
+    namespace of its own, where nothing else uses the loopback interface the outputs name."""
+    prog, flows, _ = program
+    packet = frame(PROTO_UDP, "10.0.1.11", "10.0.1.255", Udp(68, 67, b"all"), macs=("ff:ff:ff:ff:ff:ff", A))
+    first, *tail = flood_chunks([Out(LOOPBACK)] * 34)
+    links = [(link_key(9, i), link_value(c, (9, i + 1) if i < len(tail) else None)) for i, c in enumerate(tail, 1)]
+    for link, value in links:
+        libbpf.update(flows, link, value)
+    result = SimulationResult(Verdict.FLOOD, Reason.FLOODED, ["p"])
+    libbpf.update(flows, flow_key(parse_frame(packet, "p"), LOOPBACK), flow_value(result, first, next_link=(9, 1)))
+    netns = f"kumo-t-{uuid.uuid4().hex[:6]}"
+    ip("netns", "add", netns)
+    try:
+        with inside(netns):
+            ip("link", "set", "lo", "up")
+            missing = stat(program, "flood_link_missing")
+            before = sent(netns)
+            assert libbpf.test_run(prog, packet)[0] == TC_ACT_REDIRECT
+            assert sent(netns) - before == 33
+            assert stat(program, "flood_link_missing") == missing
+
+            libbpf.delete(flows, links[-1][0])  # the chain is cut: the flood stops there, counted
+            before = sent(netns)
+            assert libbpf.test_run(prog, packet)[0] == TC_ACT_SHOT
+            assert sent(netns) - before == 30  # the clones sent before the missing link
+            assert stat(program, "flood_link_missing") == missing + 1
+    finally:
+        ip("netns", "del", netns, check=False)
 
 
 @pytest.mark.parametrize("reader", ["shared_memory", "libbpf_callback"])

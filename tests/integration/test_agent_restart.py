@@ -6,8 +6,17 @@ from __future__ import annotations
 import json
 import time
 
+from kumo.datapath.layout import MAX_OUT
 from kumo.testing.cloud import Cloud
-from tests.integration.helpers import iperf3_rates, start_iperf3, wait_ping
+from tests.integration.helpers import (
+    BROADCASTS,
+    all_received,
+    broadcast,
+    iperf3_rates,
+    received,
+    start_iperf3,
+    wait_ping,
+)
 
 
 def test_an_iperf3_stream_survives_an_agent_restart(cloud: Cloud) -> None:
@@ -27,3 +36,29 @@ def test_an_iperf3_stream_survives_an_agent_restart(cloud: Cloud) -> None:
     assert len(rates) >= 7 and min(rates) > 0, rates  # no second without traffic, restart included
     stats = json.loads(cloud.host.kumo("--json", "agent", "stats", "--state-dir", str(cloud.host.state_dir)).stdout)
     assert stats["agent"].get("adopt_kept", 0) > 0, stats["agent"]
+
+
+def test_a_flood_wider_than_one_kernel_value_keeps_flooding_through_a_restart(cloud: Cloud) -> None:
+    """The flood's chain of links stays in the kernel while the agent is down; the new agent replaces the
+    flow by one naming links of its own and removes the earlier agent's."""
+    vms = [cloud.attach(f"v{i}", "web", f"10.0.1.{20 + i}/24") for i in range(MAX_OUT + 3)]
+    sender, others = vms[0], vms[1:]
+    assert wait_ping(sender, "10.0.1.20") and wait_ping(sender, f"10.0.1.{20 + MAX_OUT + 2}")
+
+    def everyone_gets_a_broadcast() -> None:
+        before = {vm.name: received(vm) for vm in others}
+        broadcast(sender)
+        got = all_received(others, before)
+        assert min(got.values()) >= BROADCASTS, got
+
+    everyone_gets_a_broadcast()
+    cloud.host.stop_kumo()
+    everyone_gets_a_broadcast()  # the kernel alone: the flow and its links
+    cloud.host.start_kumo()
+    everyone_gets_a_broadcast()
+    stats = cloud.host.agent_stats()
+    assert stats["agent"].get("adopt_replaced", 0) >= 1, stats["agent"]  # (the flood, naming new links)
+    assert stats["datapath"]["flood_link_missing"] == 0
+    flows = json.loads(cloud.host.kumo("--json", "flows", "--state-dir", str(cloud.host.state_dir)).stdout)
+    floods = [row["actions"][-1] for row in flows if row["match"]["eth_dst"] == "ff:ff:ff:ff:ff:ff"]
+    assert floods and all("missing" not in flood and flood.count(",") + 1 == len(others) for flood in floods), floods

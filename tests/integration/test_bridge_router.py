@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 
+from kumo.datapath.layout import MAX_OUT
 from kumo.testing.cloud import Cloud
-from tests.integration.helpers import wait_ping
+from tests.integration.helpers import BROADCASTS, all_received, broadcast, received, wait_ping
 
 
 def test_vms_on_a_bridge_ping_and_learned_macs_stop_the_flooding(cloud: Cloud) -> None:
@@ -57,3 +59,38 @@ def test_router_ping_traceroute_and_icmp_errors(cloud: Cloud) -> None:
     cloud.api.collection("routes").create(router_id=cloud.ids["rtr"], dst_cidr="198.51.100.0/24", type="reject")
     rejected = vm1.run("ping", "-c", "1", "-W", "1", "198.51.100.7").stdout
     assert "Packet filtered" in rejected or "Communication prohibited" in rejected, rejected
+
+
+def test_a_broadcast_reaches_every_port_of_a_bridge_wider_than_one_kernel_value(cloud: Cloud) -> None:
+    """A flood to more ports than one kernel value holds (MAX_OUT) continues in a chain of links: a broadcast
+    from one of 21 VMs reaches the other 20, and `kumo flows` lists them all. A port that goes leaves a flood
+    without it, and the agent removes the links no flow names any more."""
+    vms = [cloud.attach(f"v{i}", "web", f"10.0.1.{20 + i}/24") for i in range(21)]
+    sender, others = vms[0], vms[1:]
+    assert len(others) > MAX_OUT
+    assert wait_ping(sender, "10.0.1.40")
+    before = {vm.name: received(vm) for vm in others}
+    broadcast(sender)
+    got = all_received(others, before)
+    assert min(got.values()) >= BROADCASTS, got
+
+    done = cloud.host.kumo("--json", "flows", "--state-dir", str(cloud.host.state_dir))
+    floods = [row for row in json.loads(done.stdout) if row["match"]["eth_dst"] == "ff:ff:ff:ff:ff:ff"]
+    targets = {t for row in floods for t in row["actions"][-1].removeprefix("flood ").split(",")}
+    assert {vm.interface for vm in others} <= targets, floods
+    assert not any("missing" in t for t in targets)
+
+    cloud.api.collection("ports").delete(cloud.ports[others[-1].name]["id"])
+    stats = cloud.host.agent_stats()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not stats["agent"].get("flood_link_sets_removed"):
+        time.sleep(0.5)
+        stats = cloud.host.agent_stats()
+    assert stats["agent"].get("flood_link_sets_removed", 0) >= 1, stats["agent"]
+    remaining = others[:-1]
+    before = {vm.name: received(vm) for vm in remaining}
+    broadcast(sender)
+    got = all_received(remaining, before)
+    assert min(got.values()) >= BROADCASTS, got
+    assert stats["datapath"]["flood_link_missing"] == 0
+    assert not stats["agent"].get("flood_truncated")

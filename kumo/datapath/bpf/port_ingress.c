@@ -254,6 +254,46 @@ static __always_inline int set_l4_16(struct __sk_buff *skb, struct parsed *p, __
 	return bpf_skb_store_bytes(skb, p->l4 + field, &new, 2, 0);
 }
 
+/* Output the (rewritten) packet: a clone to every output but the last, which takes the packet itself. A
+ * flood longer than one value follows its links (kumo.h): every output of a value that goes on is a clone. */
+static __always_inline int output(struct __sk_buff *skb, struct kumo_flow_actions *a)
+{
+	struct kumo_flow_key link = {.in_port = KUMO_LINK_PORT};
+#pragma clang loop unroll(disable)
+	for (__u32 hop = 0; hop < KUMO_MAX_LINKS; hop++) {
+		__u32 n = a->n_out;
+		if (n == 0 || n > KUMO_MAX_OUT)
+			return TC_ACT_SHOT;
+		if (a->flags & KUMO_A_MORE_OUT) {
+			for (__u32 i = 0; i < KUMO_MAX_OUT - 1; i++) {
+				if (i >= n)
+					break;
+				if (set_tunnel(skb, &a->out[i]) == 0)
+					bpf_clone_redirect(skb, a->out[i].ifindex, 0);
+			}
+			link.ip_src = a->out[KUMO_MAX_OUT - 1].tunnel_key;
+			link.ip_dst = a->out[KUMO_MAX_OUT - 1].remote;
+			struct kumo_flow_value *next = bpf_map_lookup_elem(&kumo_flows, &link);
+			if (!next)
+				break;
+			a = &next->act;
+			continue;
+		}
+		for (__u32 i = 0; i < KUMO_MAX_OUT - 1; i++) {
+			if (i + 1 >= n)
+				break;
+			if (set_tunnel(skb, &a->out[i]) == 0)
+				bpf_clone_redirect(skb, a->out[i].ifindex, 0);
+		}
+		__u32 last = (n - 1) & (KUMO_MAX_OUT - 1);
+		if (set_tunnel(skb, &a->out[last]) < 0)
+			return TC_ACT_SHOT;
+		return bpf_redirect(a->out[last].ifindex, 0);
+	}
+	count(KUMO_ST_FLOOD_LINK_MISSING); /* (or a chain longer than KUMO_MAX_LINKS: the agent makes none) */
+	return TC_ACT_SHOT;
+}
+
 static __always_inline int apply(struct __sk_buff *skb, struct kumo_flow_actions *a, struct parsed *p,
 				 __u8 proto)
 {
@@ -301,21 +341,7 @@ static __always_inline int apply(struct __sk_buff *skb, struct kumo_flow_actions
 	}
 	if (!(f & KUMO_A_OUTPUT))
 		return TC_ACT_SHOT;
-	__u32 n = a->n_out;
-	if (n == 0 || n > KUMO_MAX_OUT)
-		return TC_ACT_SHOT;
-	/* a flood: a clone to every output but the last, which takes the packet itself */
-#pragma unroll
-	for (__u32 i = 0; i < KUMO_MAX_OUT - 1; i++) {
-		if (i + 1 >= n)
-			break;
-		if (set_tunnel(skb, &a->out[i]) == 0)
-			bpf_clone_redirect(skb, a->out[i].ifindex, 0);
-	}
-	__u32 last = (n - 1) & (KUMO_MAX_OUT - 1);
-	if (set_tunnel(skb, &a->out[last]) < 0)
-		return TC_ACT_SHOT;
-	return bpf_redirect(a->out[last].ifindex, 0);
+	return output(skb, a);
 }
 
 SEC("tc")

@@ -5,8 +5,22 @@ from __future__ import annotations
 
 import struct
 
-from kumo.datapath.actions import Out, describe_actions, describe_key, flow_key, flow_value, match_fields
-from kumo.datapath.layout import Action, FlowKey
+import pytest
+
+from kumo.datapath.actions import (
+    MAX_FLOOD,
+    PER_LINK,
+    Out,
+    describe_actions,
+    describe_key,
+    flood_chunks,
+    flow_key,
+    flow_value,
+    link_key,
+    link_value,
+    match_fields,
+)
+from kumo.datapath.layout import LINK_PORT, MAX_LINKS, MAX_OUT, Action, FlowKey, FlowValue
 from kumo.datapath.offload import complete_checksum
 from kumo.packet import ip_to_int
 from kumo.packet.arp import Arp
@@ -130,6 +144,54 @@ def test_tunnelled_outputs_carry_their_vni_and_remote_end() -> None:
     assert (act.out[1].ifindex, act.out[1].tunnel_key, act.out[1].remote) == (9, 17, 0xC0A83202)
     assert act.out[0].remote == 0
     assert describe_actions(act, {4: "tap-a"})[-1] == "flood tap-a,tunnel(vni=17,remote=192.168.50.2)"
+
+
+def test_a_long_flood_is_cut_into_a_chain_of_values() -> None:
+    assert flood_chunks([Out(i) for i in range(MAX_OUT)]) == [[Out(i) for i in range(MAX_OUT)]]  # fits in one
+    chunks = flood_chunks([Out(i) for i in range(40)])
+    assert [len(chunk) for chunk in chunks] == [PER_LINK, PER_LINK, 40 - 2 * PER_LINK]
+    assert [out for chunk in chunks for out in chunk] == [Out(i) for i in range(40)]  # in order, none lost
+    assert [len(c) for c in flood_chunks([Out(i) for i in range(2 * PER_LINK + 1)])] == [PER_LINK, PER_LINK + 1]
+    assert MAX_FLOOD == PER_LINK * (MAX_LINKS - 1) + MAX_OUT
+    assert len(flood_chunks([Out(i) for i in range(MAX_FLOOD)])) == MAX_LINKS
+
+
+def test_a_chain_names_its_links_and_reads_back_whole() -> None:
+    result = SimulationResult(Verdict.FLOOD, Reason.FLOODED, [f"p{i}" for i in range(20)])
+    outputs = [Out(100 + i) for i in range(19)] + [Out(9, 17, ip_to_int("192.168.50.2"))]
+    first, rest = flood_chunks(outputs)
+    head = flow_value(result, first, next_link=(7, 1))
+    assert Action(head.act.flags) == Action.OUTPUT | Action.MORE_OUT
+    assert head.act.n_out == PER_LINK
+    pointer = head.act.out[MAX_OUT - 1]
+    assert (pointer.ifindex, pointer.tunnel_key, pointer.remote) == (0, 7, 1)  # set 7, link 1
+
+    key = FlowKey.from_buffer_copy(link_key(7, 1))
+    assert (key.in_port, key.ip_src, key.ip_dst) == (LINK_PORT, 7, 1)
+    rest_of_key = bytearray(bytes(key))
+    for name in ("in_port", "ip_src", "ip_dst"):
+        field = getattr(FlowKey, name)
+        rest_of_key[field.offset : field.offset + field.size] = bytes(field.size)
+    assert not any(rest_of_key)  # every other field 0: no packet's key
+    link = FlowValue.from_buffer_copy(link_value(rest, None))
+    assert Action(link.act.flags) == Action.OUTPUT | Action.TUNNEL  # the last link: no MORE_OUT
+    assert link.act.n_out == len(rest) == 5
+
+    names = {100 + i: f"tap{i}" for i in range(19)}
+    words = describe_actions(head.act, names, {(7, 1): link.act})
+    assert words == ["flood " + ",".join([*(f"tap{i}" for i in range(19)), "tunnel(vni=17,remote=192.168.50.2)"])]
+    missing = describe_actions(head.act, names, {})
+    assert missing[-1].endswith("(link 1 of set 7 missing)")
+
+
+def test_a_value_never_takes_more_outputs_than_it_holds() -> None:
+    result = SimulationResult(Verdict.FLOOD, Reason.FLOODED, ["a"])
+    with pytest.raises(ValueError, match="cut them"):
+        flow_value(result, [Out(i + 1) for i in range(MAX_OUT + 1)])
+    with pytest.raises(ValueError, match="cut them"):
+        flow_value(result, [Out(i + 1) for i in range(MAX_OUT)], next_link=(1, 1))  # its last slot is the link's
+    with pytest.raises(ValueError):
+        link_value([Out(i + 1) for i in range(MAX_OUT + 1)], None)
 
 
 def test_an_offloaded_checksum_is_completed_and_a_wrong_one_left_wrong() -> None:

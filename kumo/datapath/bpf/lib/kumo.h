@@ -9,7 +9,7 @@
 
 #include <linux/types.h>
 
-#define KUMO_MAX_OUT 16     /* outputs of one flow (a flood to at most this many ports, local or tunnelled) */
+#define KUMO_MAX_OUT 16     /* outputs of one value (a longer flood continues in links, below) */
 #define KUMO_SNAP 1600      /* bytes of a packet copied into an upcall: a 1500-MTU frame with a VLAN tag */
 #define KUMO_INJECT_MARK 0x80000000u /* skb->mark of a re-injected packet: this bit | the input port */
 
@@ -50,6 +50,15 @@ struct kumo_flow_key {
 #define KUMO_A_VLAN_PUSH (1u << 10)
 #define KUMO_A_OUTPUT (1u << 11)
 #define KUMO_A_TUNNEL (1u << 12) /* some outputs are tunnelled (remote != 0) */
+#define KUMO_A_MORE_OUT (1u << 13) /* the flood goes on: out[KUMO_MAX_OUT - 1] names the next link */
+
+/* A flood to more outputs than one value holds is a chain of values in the flow map: the flow's own value
+ * takes the first KUMO_MAX_OUT - 1 outputs and names the next link in its last output slot (ifindex 0,
+ * tunnel_key = the link set, remote = the link's index); each link is a value under the key
+ * {in_port = KUMO_LINK_PORT, ip_src = set, ip_dst = index}, every other field 0, which no packet has. A
+ * chain has at most KUMO_MAX_LINKS values: (KUMO_MAX_OUT - 1) * (KUMO_MAX_LINKS - 1) + KUMO_MAX_OUT outputs. */
+#define KUMO_LINK_PORT 0xFFFFFFFFu
+#define KUMO_MAX_LINKS 16
 
 /* One output: a local interface, or the VXLAN device with the tunnel's key and remote end. */
 struct kumo_output {
@@ -127,6 +136,7 @@ enum kumo_stat {
 	KUMO_ST_TUNNEL_DELIVERED,   /* ... handed to the local interface their VNI names */
 	KUMO_ST_TUNNEL_UNKNOWN_VNI, /* ... whose VNI names no port bound here (dropped) */
 	KUMO_ST_TUNNEL_NO_KEY,      /* ... without tunnel metadata (dropped) */
+	KUMO_ST_FLOOD_LINK_MISSING, /* a flood whose next link is not in the flow map (its later outputs missed) */
 	KUMO_ST_MAX,
 };
 
