@@ -14,9 +14,20 @@ from typing import Any
 import pytest
 
 from kumo.client import Client
+from kumo.datapath.layout import MAX_OUT
 from kumo.testing.fabric import Fabric, FabricHost, two_legged, underlay_capture
 from kumo.testing.netns import Vm, inside
-from tests.integration.helpers import describe, iperf3_rates, start_iperf3, until, wait_ping
+from tests.integration.helpers import (
+    BROADCASTS,
+    all_received,
+    broadcast,
+    describe,
+    iperf3_rates,
+    received,
+    start_iperf3,
+    until,
+    wait_ping,
+)
 
 UDP_COUNT = """
 import socket, sys
@@ -210,6 +221,26 @@ def test_a_broadcast_reaches_its_bridge_on_every_host_and_no_other_bridge(fabric
         assert "Request who-has 10.0.1.99" in seen[vm.name], seen
     for vm in other:
         assert "10.0.1.99" not in seen[vm.name], seen
+
+
+def test_a_flood_wider_than_one_kernel_value_reaches_every_host_through_its_links(
+    fabric: Fabric, tenant: Tenant
+) -> None:
+    """A broadcast from h1 to a bridge with 9 ports on each of the two other hosts and 2 on h1: 20 outputs,
+    18 of them tunnelled (one VNI each), in a chain of links. Every VM gets every broadcast."""
+    h1, h2, h3 = fabric.hosts
+    tenant.bridge("wide")
+    sender = tenant.vm("w0", h1, "wide", "10.0.1.10/24")
+    hosts = {i: h1 if i < 3 else (h2, h3)[i % 2] for i in range(1, 21)}
+    others = [tenant.vm(f"w{i}", host, "wide", f"10.0.1.{10 + i}/24") for i, host in hosts.items()]
+    assert len(others) > MAX_OUT
+    for i in hosts:  # (each binding followed on every host)
+        assert wait_ping(sender, f"10.0.1.{10 + i}", within=8.0), describe(fabric)
+    before = {vm.name: received(vm) for vm in others}
+    broadcast(sender)
+    got = all_received(others, before)
+    assert min(got.values()) >= BROADCASTS, (got, describe(fabric))
+    assert h1.agent_stats()["datapath"]["flood_link_missing"] == 0
 
 
 def test_a_killed_agent_leaves_its_flows_forwarding_its_host_dead_and_a_restart_resumes(
