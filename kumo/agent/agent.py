@@ -39,10 +39,9 @@ from kumo.datapath.actions import (
     describe_actions,
     describe_key,
     flood_chunks,
+    flood_links,
     flow_key,
     flow_value,
-    link_key,
-    link_value,
 )
 from kumo.datapath.datapath import Datapath
 from kumo.datapath.layout import (
@@ -495,10 +494,7 @@ class Agent:
         link_set = self._link_sets.get(shape)
         if link_set is None:
             link_set, self._next_link_set = self._next_link_set, self._next_link_set + 1
-            links = [
-                (link_key(link_set, index), link_value(chunk, (link_set, index + 1) if index < len(tail) else None))
-                for index, chunk in enumerate(tail, start=1)
-            ]
+            links = flood_links(link_set, tail)
             self.datapath.install_many(links)
             self._link_sets[shape] = link_set
             self._links_of_set[link_set] = [key for key, _ in links]

@@ -123,6 +123,15 @@ def link_value(outputs: Sequence[Out], next_link: tuple[int, int] | None) -> byt
     return bytes(value)
 
 
+def flood_links(link_set: int, tail: Sequence[Sequence[Out]]) -> list[tuple[bytes, bytes]]:
+    """The links of set `link_set` holding a flood's chunks after its first (flood_chunks), as (key, value)
+    bytes: link 1 holds tail[0] and names link 2, ..., the last names none."""
+    return [
+        (link_key(link_set, index), link_value(chunk, (link_set, index + 1) if index < len(tail) else None))
+        for index, chunk in enumerate(tail, start=1)
+    ]
+
+
 def _set_outputs(act: FlowActions, outputs: Sequence[Out], next_link: tuple[int, int] | None) -> Action:
     room = PER_LINK if next_link else MAX_OUT
     if len(outputs) > room:

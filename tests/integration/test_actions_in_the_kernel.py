@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from kumo.datapath import build, libbpf
-from kumo.datapath.actions import Out, flood_chunks, flow_key, flow_value, link_key, link_value
+from kumo.datapath.actions import Out, flood_chunks, flood_links, flow_key, flow_value
 from kumo.datapath.datapath import last_used
 from kumo.datapath.layout import SNAP, STATS, UpcallHeader
 from kumo.datapath.ringbuf import CallbackRing, SharedMemoryRing
@@ -123,7 +123,7 @@ def test_a_long_flood_follows_its_links_and_a_missing_link_is_counted(program: t
     prog, flows, _ = program
     packet = frame(PROTO_UDP, "10.0.1.11", "10.0.1.255", Udp(68, 67, b"all"), macs=("ff:ff:ff:ff:ff:ff", A))
     first, *tail = flood_chunks([Out(LOOPBACK)] * 34)
-    links = [(link_key(9, i), link_value(c, (9, i + 1) if i < len(tail) else None)) for i, c in enumerate(tail, 1)]
+    links = flood_links(9, tail)
     for link, value in links:
         libbpf.update(flows, link, value)
     result = SimulationResult(Verdict.FLOOD, Reason.FLOODED, ["p"])

@@ -264,31 +264,26 @@ static __always_inline int output(struct __sk_buff *skb, struct kumo_flow_action
 		__u32 n = a->n_out;
 		if (n == 0 || n > KUMO_MAX_OUT)
 			return TC_ACT_SHOT;
-		if (a->flags & KUMO_A_MORE_OUT) {
-			for (__u32 i = 0; i < KUMO_MAX_OUT - 1; i++) {
-				if (i >= n)
-					break;
-				if (set_tunnel(skb, &a->out[i]) == 0)
-					bpf_clone_redirect(skb, a->out[i].ifindex, 0);
-			}
-			link.ip_src = a->out[KUMO_MAX_OUT - 1].tunnel_key;
-			link.ip_dst = a->out[KUMO_MAX_OUT - 1].remote;
-			struct kumo_flow_value *next = bpf_map_lookup_elem(&kumo_flows, &link);
-			if (!next)
-				break;
-			a = &next->act;
-			continue;
-		}
+		__u32 more = a->flags & KUMO_A_MORE_OUT;
+		__u32 clones = more ? n : n - 1;
 		for (__u32 i = 0; i < KUMO_MAX_OUT - 1; i++) {
-			if (i + 1 >= n)
+			if (i >= clones)
 				break;
 			if (set_tunnel(skb, &a->out[i]) == 0)
 				bpf_clone_redirect(skb, a->out[i].ifindex, 0);
 		}
-		__u32 last = (n - 1) & (KUMO_MAX_OUT - 1);
-		if (set_tunnel(skb, &a->out[last]) < 0)
-			return TC_ACT_SHOT;
-		return bpf_redirect(a->out[last].ifindex, 0);
+		if (!more) {
+			__u32 last = (n - 1) & (KUMO_MAX_OUT - 1);
+			if (set_tunnel(skb, &a->out[last]) < 0)
+				return TC_ACT_SHOT;
+			return bpf_redirect(a->out[last].ifindex, 0);
+		}
+		link.ip_src = a->out[KUMO_MAX_OUT - 1].tunnel_key;
+		link.ip_dst = a->out[KUMO_MAX_OUT - 1].remote;
+		struct kumo_flow_value *next = bpf_map_lookup_elem(&kumo_flows, &link);
+		if (!next)
+			break;
+		a = &next->act;
 	}
 	count(KUMO_ST_FLOOD_LINK_MISSING); /* (or a chain longer than KUMO_MAX_LINKS: the agent makes none) */
 	return TC_ACT_SHOT;

@@ -14,6 +14,7 @@ from kumo.datapath.actions import (
     describe_actions,
     describe_key,
     flood_chunks,
+    flood_links,
     flow_key,
     flow_value,
     link_key,
@@ -154,6 +155,13 @@ def test_a_long_flood_is_cut_into_a_chain_of_values() -> None:
     assert [len(c) for c in flood_chunks([Out(i) for i in range(2 * PER_LINK + 1)])] == [PER_LINK, PER_LINK + 1]
     assert MAX_FLOOD == PER_LINK * (MAX_LINKS - 1) + MAX_OUT
     assert len(flood_chunks([Out(i) for i in range(MAX_FLOOD)])) == MAX_LINKS
+
+    _, *tail = chunks
+    links = flood_links(3, tail)  # links 1 and 2 of set 3: 1 names 2, 2 names none
+    assert [FlowKey.from_buffer_copy(key).ip_dst for key, _ in links] == [1, 2]
+    acts = [FlowValue.from_buffer_copy(value).act for _, value in links]
+    assert Action.MORE_OUT in Action(acts[0].flags) and (acts[0].out[MAX_OUT - 1].remote, acts[0].n_out) == (2, 15)
+    assert Action.MORE_OUT not in Action(acts[1].flags) and acts[1].n_out == 40 - 2 * PER_LINK
 
 
 def test_a_chain_names_its_links_and_reads_back_whole() -> None:
