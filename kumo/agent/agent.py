@@ -32,6 +32,7 @@ from kumo.agent.invalidation import tags_for
 from kumo.agent.keyindex import KEY_SIZE, Indexed, KernelKeyIndex
 from kumo.agent.learned import AgentLearned, arp_tag, mac_tag
 from kumo.agent.push import StatePush, decode
+from kumo.agent.storms import STORM_SAMPLE_PERIOD, PortState, StormWatch
 from kumo.agent.topology import TopologyCache
 from kumo.datapath.actions import (
     MAX_FLOOD,
@@ -47,6 +48,8 @@ from kumo.datapath.datapath import Datapath
 from kumo.datapath.layout import (
     LINK_PORT,
     MAX_OUT,
+    STORM_ENTER_MS,
+    STORM_LEAVE_MS,
     UPCALL_HEAD,
     UPCALL_INJECT_MISS,
     UPCALL_MISS,
@@ -108,6 +111,8 @@ class Agent:
         self.stateful_idle_timeout = stateful_idle_timeout
         self.max_flows = max_flows
         self.datapath = datapath or Datapath()
+        self.storms = StormWatch(self.datapath.upcall_rate, self.datapath.storm_rate)
+        self._next_storm_sample = 0.0
         self.flow_state = flow_state or LocalFlowState()
         self.snat_blocks: SnatBlocks | None = None  # with shared flow state: SNAT ports leased per host
         if isinstance(self.flow_state, RedisFlowState):
@@ -749,6 +754,7 @@ class Agent:
 
     def _remove_in_port(self, ifindex: int) -> None:
         self.datapath.forget_vnis_of(ifindex)
+        self.datapath.forget_port(ifindex)
         for raw in self.book.booked():
             if in_port_of(raw) == ifindex:
                 self._remove_flow(raw)
@@ -781,6 +787,9 @@ class Agent:
         if now >= self._next_link_collection:
             self._collect_link_sets()
             self._next_link_collection = now + LINK_SETS_COLLECTED_EVERY
+        if now >= self._next_storm_sample and self.storms.enabled:
+            self._watch_storms(now)
+            self._next_storm_sample = now + STORM_SAMPLE_PERIOD
         for event, waiting in list(self.parked.items()):
             kept = [w for w in waiting if w[0] > now]
             self.counters["drop.arp_timeout"] += len(waiting) - len(kept)
@@ -788,6 +797,29 @@ class Agent:
                 self.parked[event] = kept
             else:
                 del self.parked[event]
+
+    def _watch_storms(self, now: float) -> None:
+        """Log and count the interfaces the program starts or stops holding to the storm rate."""
+        limits = self.datapath.port_limits(list(self.port_of_ifindex))
+        states = {i: PortState(e.offered, bool(e.storming_since_ns), e.storms) for i, e in limits.items()}
+        started, ended = self.storms.observe(now, states)
+        for ifindex, times in started.items():
+            self.counters["storms_started"] += times
+            port_id = self.port_of_ifindex.get(ifindex, "")
+            log.warning(
+                "port %s (%s) offers %d new flows/s, over the limit of %d/s for %d ms: held to %d upcalls/s "
+                "until it has stayed at or under the limit for %d s",
+                port_id,
+                self.bindings.get(port_id, "?"),
+                self.storms.offered_per_s(ifindex),
+                self.storms.limit,
+                STORM_ENTER_MS,
+                self.storms.storm_rate,
+                STORM_LEAVE_MS // 1000,
+            )
+        for ifindex in ended:
+            self.counters["storms_ended"] += 1
+            log.info("port %s: calm again, back to %d upcalls/s", self.port_of_ifindex.get(ifindex), self.storms.limit)
 
     def _follow_interfaces(self) -> None:
         for port_id, interface in self.bindings.items():
@@ -1019,6 +1051,14 @@ class Agent:
                 out.append(f"rule {rule.get('type')} #{position} of {chain.get('name') or rule.get('chain_id')}")
         return [*out, f"verdict {result.verdict.value} ({result.reason.value})"]
 
+    def _storm_report(self) -> dict[str, Any]:
+        held = self.storms.held(time.monotonic())
+        return {
+            "upcall_rate": self.storms.limit,
+            "storm_upcall_rate": self.storms.storm_rate if self.storms.enabled else 0,  # 0: off
+            "held": {self.port_of_ifindex.get(i, str(i)): h for i, h in held.items()},
+        }
+
     def _state_counters(self) -> collections.Counter[str]:
         counters: collections.Counter[str] = collections.Counter()
         for source in (self.flow_state, self.snat_blocks):
@@ -1040,6 +1080,7 @@ class Agent:
                 "topology_changes_applied": list(self.topology_applied),
                 "upcall_to_reinject_us": _percentiles(self.upcall_latency_us),
                 "upcall_ring_most_waiting_kb": self.datapath.upcalls_most_waiting() // 1024,
+                "storm_control": self._storm_report(),
                 "garbage_collections": dict(zip(GENERATIONS, self.collector.collections, strict=True)),
                 "garbage_collection_longest_ms": dict(
                     zip(GENERATIONS, (round(ms, 2) for ms in self.collector.longest_ms), strict=True)

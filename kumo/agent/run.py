@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kumo.datapath.layout import DEFAULT_UPCALL_BURST, DEFAULT_UPCALL_RATE
+from kumo.datapath.layout import DEFAULT_STORM_UPCALL_RATE, DEFAULT_UPCALL_BURST, DEFAULT_UPCALL_RATE
 from kumo.topology.errors import KumoError
 from kumo.topology.store.base import Store
 
@@ -31,6 +31,7 @@ class AgentOptions:
     max_flows: int = 100_000  # kernel flows beyond this: the oldest go
     upcall_rate: int = DEFAULT_UPCALL_RATE  # upcalls per second per VM interface (BPF token bucket)
     upcall_burst: int = DEFAULT_UPCALL_BURST
+    storm_upcall_rate: int = DEFAULT_STORM_UPCALL_RATE  # upcalls/s of a VM interface that storms (0: no holding)
 
     def agent(
         self, store: Store, host_id: str, state_dir: Path, tunnel_ip: str | None = None, flow_state: str = "local"
@@ -46,7 +47,7 @@ class AgentOptions:
             idle_timeout=self.idle_timeout,
             stateful_idle_timeout=self.stateful_idle_timeout,
             max_flows=self.max_flows,
-            datapath=Datapath(self.upcall_rate, self.upcall_burst),
+            datapath=Datapath(self.upcall_rate, self.upcall_burst, self.storm_upcall_rate),
             tunnel_ip=tunnel_ip,
             flow_state=RedisFlowState(flow_state, ttl=self.stateful_idle_timeout * 2)
             if flow_state != "local"

@@ -17,7 +17,7 @@ from kumo.cli import render
 from kumo.cli.resources import resource_groups
 from kumo.cli.trace import trace_cmd
 from kumo.client import ApiError
-from kumo.datapath.layout import DEFAULT_UPCALL_RATE
+from kumo.datapath.layout import DEFAULT_STORM_UPCALL_RATE, DEFAULT_UPCALL_RATE
 from kumo.topology.errors import KumoError
 
 
@@ -66,14 +66,26 @@ def agent_options(fn: Any) -> Any:
             show_default=True,
             help="New-flow packets per second per VM interface sent to the agent (0: no limit).",
         ),
+        click.option(
+            "--storm-upcall-rate",
+            type=click.IntRange(0),
+            default=DEFAULT_STORM_UPCALL_RATE,
+            show_default=True,
+            help="What a VM interface that storms (over --upcall-rate for 0.5 s) keeps until it has stayed "
+            "under it for 5 s (0: storm control off).",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
 
 
-def _options(idle_timeout: float, stateful_idle_timeout: float, max_flows: int, upcall_rate: int) -> AgentOptions:
-    return AgentOptions(idle_timeout, stateful_idle_timeout, max_flows, upcall_rate)
+def _options(
+    idle_timeout: float, stateful_idle_timeout: float, max_flows: int, upcall_rate: int, storm_upcall_rate: int
+) -> AgentOptions:
+    return AgentOptions(
+        idle_timeout, stateful_idle_timeout, max_flows, upcall_rate, storm_upcall_rate=storm_upcall_rate
+    )
 
 
 @cli.command()

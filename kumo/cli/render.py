@@ -108,6 +108,15 @@ def agent_stats(stats: dict[str, Any], as_json: bool = False) -> None:
             summary["longest collection pause"] = "{young} ms young, {middle} ms middle, {full} ms full".format(
                 **longest
             )
+    storms = stats.get("storm_control")
+    if storms:
+        summary["storm control"] = (
+            f"ports over {storms['upcall_rate']} upcalls/s are held to {storms['storm_upcall_rate']}/s"
+            if storms["storm_upcall_rate"]
+            else "off"
+        )
+        for port, held in storms.get("held", {}).items():
+            summary[f"storming: {port}"] = f"offers {held['offered_per_s']}/s, held for {held['held_s']} s"
     print_object(summary, title="agent")
     for section in ("agent", "datapath"):
         rows = [{"counter": k, "value": v} for k, v in stats.get(section, {}).items()]

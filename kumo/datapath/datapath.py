@@ -23,13 +23,17 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from kumo.datapath import build, libbpf
 from kumo.datapath.layout import (
+    DEFAULT_STORM_UPCALL_RATE,
     DEFAULT_UPCALL_BURST,
     DEFAULT_UPCALL_RATE,
     INJECT_MARK,
     STATS,
+    STORM_ENTER_MS,
+    STORM_LEAVE_MS,
     Config,
     FlowKey,
     FlowValue,
+    PortLimit,
 )
 from kumo.datapath.ringbuf import UpcallRing, open_ring
 from kumo.packet import int_to_ip
@@ -55,7 +59,8 @@ def last_used(flows_fd: int) -> dict[bytes, int]:
 
 
 PROGRAM = "kumo_port_ingress"
-MAPS = ("kumo_flows", "kumo_upcalls", "kumo_config", "kumo_rates", "kumo_stats")
+ADOPTED_MAPS = ("kumo_flows", "kumo_upcalls", "kumo_config", "kumo_rates", "kumo_stats")  # a restart keeps these
+MAPS = (*ADOPTED_MAPS, "kumo_port_limits")  # storm control starts afresh with the agent that watches it
 INJECT_PAIR = ("kumo-inj0", "kumo-inj1")  # the agent writes into inj0; the program on inj1 reads the mark
 VXLAN_DEVICE = "kumo-vxlan"
 VXLAN_PROGRAM = "kumo_vxlan_ingress"
@@ -73,9 +78,15 @@ def _no_ipv6(interface: str) -> None:
 
 
 class Datapath:
-    def __init__(self, upcall_rate: int = DEFAULT_UPCALL_RATE, upcall_burst: int = DEFAULT_UPCALL_BURST) -> None:
+    def __init__(
+        self,
+        upcall_rate: int = DEFAULT_UPCALL_RATE,
+        upcall_burst: int = DEFAULT_UPCALL_BURST,
+        storm_rate: int = DEFAULT_STORM_UPCALL_RATE,
+    ) -> None:
         self.upcall_rate = upcall_rate
         self.upcall_burst = upcall_burst
+        self.storm_rate = storm_rate  # upcalls/s of an interface that storms; 0: storm control off
         self.ipr = IPRoute()
         self.obj: libbpf.BpfObject | None = None
         self.fds: dict[str, int] = {}
@@ -95,7 +106,7 @@ class Datapath:
     # --- life cycle --------------------------------------------------------------------------------------
     def start(self) -> None:
         self.inject_ifindex = self._inject_pair()
-        reuse = self._earlier_maps(INJECT_PAIR[1], PROGRAM, MAPS)
+        reuse = self._earlier_maps(INJECT_PAIR[1], PROGRAM, ADOPTED_MAPS)
         self.obj = libbpf.BpfObject(str(build.object_path("port_ingress")), reuse_maps=reuse)
         self.adopted = bool(reuse)
         self.fds = {name: self.obj.map_fd(name) for name in MAPS}
@@ -159,7 +170,14 @@ class Datapath:
         return int(found[0])
 
     def configure(self) -> None:
-        cfg = Config(inject_ifindex=self.inject_ifindex, upcall_rate=self.upcall_rate, upcall_burst=self.upcall_burst)
+        cfg = Config(
+            inject_ifindex=self.inject_ifindex,
+            upcall_rate=self.upcall_rate,
+            upcall_burst=self.upcall_burst,
+            storm_rate=self.storm_rate,
+            storm_enter_ms=STORM_ENTER_MS,
+            storm_leave_ms=STORM_LEAVE_MS,
+        )
         libbpf.update(self.fds["kumo_config"], ctypes.c_uint32(0), cfg)
 
     def close(self) -> None:
@@ -201,10 +219,12 @@ class Datapath:
             return None
 
     def attach(self, name: str) -> int | None:
-        """Attach the program to interface `name` (its ifindex), or None if there is no such interface."""
+        """Attach the program to interface `name` (its ifindex), or None if there is no such interface. The
+        program watches its misses from then on (storm control)."""
         index = self.ifindex(name)
         if index is None:
             return None
+        libbpf.update(self.fds["kumo_port_limits"], ctypes.c_uint32(index), PortLimit())
         self.attach_index(index)
         return index
 
@@ -236,6 +256,19 @@ class Datapath:
         except NetlinkError as exc:
             if exc.code not in (errno.ENOENT, errno.EINVAL):
                 raise
+
+    # --- storm control (kumo.agent.storms) ------------------------------------------------------------
+    def port_limits(self, ifindexes: list[int]) -> dict[int, PortLimit]:
+        """The program's storm control state of each attached interface."""
+        out = {}
+        for index in ifindexes:
+            entry = PortLimit()
+            if libbpf.lookup(self.fds["kumo_port_limits"], ctypes.c_uint32(index), entry):
+                out[index] = entry
+        return out
+
+    def forget_port(self, ifindex: int) -> None:
+        libbpf.delete(self.fds["kumo_port_limits"], ctypes.c_uint32(ifindex))
 
     def _attached_program(self, name: str, program: str = PROGRAM) -> int | None:
         """The id of the BPF program attached to `name`'s TC ingress, if any. (iproute2's JSON: pyroute2 0.9

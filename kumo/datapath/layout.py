@@ -24,6 +24,11 @@ VLAN_TAGGED = 0x1000
 # here (~15,000/s). Raise it with --upcall-rate on hosts with cores to spare.
 DEFAULT_UPCALL_RATE = 5000
 DEFAULT_UPCALL_BURST = 500
+# Storm control (kumo.agent.storms): an interface over its upcall rate for STORM_ENTER_MS is held to the storm
+# rate until it has stayed at or under it for STORM_LEAVE_MS.
+DEFAULT_STORM_UPCALL_RATE = 1000
+STORM_ENTER_MS = 500
+STORM_LEAVE_MS = 5000
 
 UPCALL_MISS, UPCALL_TTL, UPCALL_MTU, UPCALL_INJECT_MISS = 0, 1, 2, 3
 
@@ -149,7 +154,23 @@ class Config(ctypes.Structure):
         ("inject_ifindex", ctypes.c_uint32),
         ("upcall_rate", ctypes.c_uint32),
         ("upcall_burst", ctypes.c_uint32),
-        ("pad0", ctypes.c_uint32),
+        ("storm_rate", ctypes.c_uint32),
+        ("storm_enter_ms", ctypes.c_uint32),
+        ("storm_leave_ms", ctypes.c_uint32),
+    ]
+
+
+class PortLimit(ctypes.Structure):
+    """A bound interface's storm control state, kept by the program (kumo.agent.storms)."""
+
+    _fields_ = [
+        ("offered", ctypes.c_uint64),
+        ("window_ns", ctypes.c_uint64),
+        ("window_offered", ctypes.c_uint64),
+        ("over_since_ns", ctypes.c_uint64),
+        ("calm_since_ns", ctypes.c_uint64),
+        ("storming_since_ns", ctypes.c_uint64),
+        ("storms", ctypes.c_uint64),
     ]
 
 
@@ -161,4 +182,5 @@ CHECKED = (
     (FlowValue, "kumo_flow_value"),
     (UpcallHeader, "kumo_upcall"),
     (Config, "kumo_config"),
+    (PortLimit, "kumo_port_limit"),
 )

@@ -1,7 +1,7 @@
 """The kernel executes the actions the agent derives from a simulation result: the BPF program run on
 packets with BPF_PROG_TEST_RUN gives exactly the bytes the packet builders make for the rewritten packet
-(checksums included), a flood longer than one value follows its chain of links, and a miss goes to the upcall
-ring with the key the agent would compute."""
+(checksums included), a flood longer than one value follows its chain of links, a miss goes to the upcall ring
+with the key the agent would compute, and a port over its upcall limit storms and is held."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from kumo.datapath import build, libbpf
 from kumo.datapath.actions import Out, flood_chunks, flood_links, flow_key, flow_value
 from kumo.datapath.datapath import last_used
-from kumo.datapath.layout import SNAP, STATS, UpcallHeader
+from kumo.datapath.layout import SNAP, STATS, Config, PortLimit, UpcallHeader
 from kumo.datapath.ringbuf import CallbackRing, SharedMemoryRing
 from kumo.packet import ip_to_int
 from kumo.packet.arp import Arp
@@ -227,3 +227,50 @@ def test_the_ring_is_read_whole_across_its_end() -> None:
         obj.close()
     payload_at = ctypes.sizeof(UpcallHeader) + 14 + 20 + 8
     assert [int.from_bytes(r[payload_at : payload_at + 4], "big") for r in seen] == list(range(total))
+
+
+def test_a_port_over_its_limit_storms_and_is_held_to_the_storm_rate_until_it_calms_down() -> None:
+    """Storm control in the program, with short times: limit 200 upcalls/s, storm rate 20/s, over the limit
+    for 100 ms to storm, 300 ms at or under it to calm down. Every frame is a new flow (a miss)."""
+    obj = libbpf.BpfObject(str(build.object_path("port_ingress")))  # maps of its own: counters from zero
+    try:
+        prog, limits = obj.program_fd("kumo_port_ingress"), obj.map_fd("kumo_port_limits")
+        config = Config(upcall_rate=200, upcall_burst=1, storm_rate=20, storm_enter_ms=100, storm_leave_ms=300)
+        libbpf.update(obj.map_fd("kumo_config"), ctypes.c_uint32(0), config)
+        libbpf.update(limits, ctypes.c_uint32(LOOPBACK), PortLimit())  # as the agent does when it attaches
+        sport = iter(range(1024, 65536))
+
+        def miss() -> None:
+            packet = frame(PROTO_UDP, "10.0.1.11", "10.0.1.12", Udp(next(sport), 9))
+            assert libbpf.test_run(prog, packet)[0] == TC_ACT_SHOT
+
+        def state() -> PortLimit:
+            entry = PortLimit()
+            assert libbpf.lookup(limits, ctypes.c_uint32(LOOPBACK), entry)
+            return entry
+
+        def upcalls() -> int:
+            return stat((prog, 0, obj.map_fd("kumo_stats")), "upcall")
+
+        for _ in range(40):  # 100 misses/s for 0.4 s (a stall only slows them): busy, under the limit
+            miss()
+            time.sleep(0.01)
+        assert state().storming_since_ns == 0 and state().storms == 0 and upcalls() == 40
+
+        deadline = time.monotonic() + 5
+        while not state().storming_since_ns and time.monotonic() < deadline:
+            miss()  # as fast as this loop goes: thousands a second
+        assert state().storms == 1, "over its limit for 100 ms, the port storms"
+        before, started = upcalls(), time.monotonic()
+        while time.monotonic() - started < 0.2:
+            miss()
+        # held: 20 upcalls/s (4 in 0.2 s, and the bucket's 1), where its limit would have let 40 through
+        assert upcalls() - before <= 6, upcalls() - before
+        assert state().storming_since_ns
+
+        time.sleep(0.35)  # calm for longer than 300 ms: its next miss lets it go, and goes up itself
+        before = upcalls()
+        miss()
+        assert state().storming_since_ns == 0 and state().storms == 1 and upcalls() == before + 1
+    finally:
+        obj.close()

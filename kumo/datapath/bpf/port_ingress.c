@@ -43,6 +43,13 @@ struct {
 	__type(value, struct kumo_rate);
 } kumo_rates SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct kumo_port_limit);
+} kumo_port_limits SEC(".maps");
+
 
 #define ETH_P_8021Q_ 0x8100
 #define ETH_P_ARP_ 0x0806
@@ -153,12 +160,53 @@ static __always_inline int parse(struct __sk_buff *skb, struct kumo_flow_key *ke
 	return 0;
 }
 
+/* One more miss on a watched port (struct kumo_port_limit): at the end of a window, was the port over its
+ * limit in it; does it start or stop storming. */
+static __always_inline void storm_control(struct kumo_port_limit *p, __u64 now, struct kumo_config *cfg)
+{
+	__u64 offered = __sync_fetch_and_add(&p->offered, 1) + 1;
+	__u64 started = p->window_ns;
+	if (!started) { /* the port's first miss opens its first window */
+		p->window_ns = now;
+		p->window_offered = offered;
+		return;
+	}
+	__u64 elapsed = now - started;
+	if (elapsed < (__u64)cfg->storm_enter_ms * 500000ull) /* half of storm_enter_ms, in ns */
+		return;
+	p->window_ns = now;
+	/* over: more than upcall_rate misses a second came in the window (the one closing it included) */
+	if ((offered - p->window_offered) * 1000000000ull > (__u64)cfg->upcall_rate * elapsed) {
+		p->calm_since_ns = 0;
+		if (!p->over_since_ns)
+			p->over_since_ns = started;
+		if (!p->storming_since_ns && now - p->over_since_ns >= (__u64)cfg->storm_enter_ms * 1000000ull) {
+			p->storming_since_ns = now;
+			p->storms++;
+		}
+	} else {
+		p->over_since_ns = 0;
+		if (!p->calm_since_ns)
+			p->calm_since_ns = started;
+		if (p->storming_since_ns && now - p->calm_since_ns >= (__u64)cfg->storm_leave_ms * 1000000ull)
+			p->storming_since_ns = 0;
+	}
+	p->window_offered = offered;
+}
+
 static __always_inline int rate_ok(__u32 in_port, struct kumo_config *cfg)
 {
 	if (!cfg || !cfg->upcall_rate)
 		return 1;
 	__u64 now = bpf_ktime_get_ns();
-	__u64 cost = 1000000000ull / cfg->upcall_rate;
+	__u32 rate = cfg->upcall_rate;
+	struct kumo_port_limit *limit = bpf_map_lookup_elem(&kumo_port_limits, &in_port);
+	if (limit && cfg->storm_rate && cfg->storm_rate < rate) {
+		storm_control(limit, now, cfg);
+		if (limit->storming_since_ns)
+			rate = cfg->storm_rate;
+	}
+	__u64 cost = 1000000000ull / rate;
 	__u64 cap = cost * (cfg->upcall_burst ? cfg->upcall_burst : 1);
 	struct kumo_rate *r = bpf_map_lookup_elem(&kumo_rates, &in_port);
 	if (!r) {

@@ -110,12 +110,29 @@ struct kumo_config {
 	__u32 inject_ifindex;   /* packets arriving here carry their input port in skb->mark */
 	__u32 upcall_rate;      /* upcalls per second per input port (token bucket) */
 	__u32 upcall_burst;
-	__u32 pad0;
+	__u32 storm_rate;       /* upcalls per second of a port that storms (0: storm control off) */
+	__u32 storm_enter_ms;   /* over upcall_rate this long: the port storms */
+	__u32 storm_leave_ms;   /* at or under it this long: it no longer does */
 };
 
 struct kumo_rate {
 	__u64 last_ns;
 	__u64 credit_ns;
+};
+
+/* A bound port's storm control (kumo.agent.storms), created zeroed by the agent when it attaches the port
+ * and kept by the program: a port whose misses come faster than upcall_rate for storm_enter_ms storms, and
+ * is held to storm_rate until they have come at or under upcall_rate for storm_leave_ms. The rate is taken
+ * over windows of storm_enter_ms / 2, closed by the first miss after their end. Updates from two CPUs at
+ * once may each close a window: the state is a few nanoseconds fuzzy, never wrong for long. */
+struct kumo_port_limit {
+	__u64 offered;           /* misses that reached the rate limiter, ever */
+	__u64 window_ns;         /* when the current window started */
+	__u64 window_offered;    /* offered when it started */
+	__u64 over_since_ns;     /* over upcall_rate since (0: not over in the last window) */
+	__u64 calm_since_ns;     /* at or under it since (0: over in the last window) */
+	__u64 storming_since_ns; /* held to storm_rate since (0: not held) */
+	__u64 storms;            /* times it was held */
 };
 
 /* Counters (per-CPU array indexes); the names are in layout.py STATS. */
