@@ -59,6 +59,7 @@ def test_an_upcall_storm_does_not_stop_an_established_stream(cloud: Cloud) -> No
         held, held_at = cloud.host.agent_stats(), time.monotonic()
         time.sleep(2.0)
         later, later_at = cloud.host.agent_stats(), time.monotonic()
+        shown = cloud.host.kumo("agent", "stats", "--state-dir", str(cloud.host.state_dir)).stdout
         out, _ = stream.communicate(timeout=40)
         sent = int(flood.communicate(timeout=30)[0].strip() or 0)
     finally:
@@ -75,6 +76,7 @@ def test_an_upcall_storm_does_not_stop_an_established_stream(cloud: Cloud) -> No
     served = later["agent"]["upcalls"] - held["agent"]["upcalls"]
     assert served <= storm_rate * (later_at - held_at) + DEFAULT_UPCALL_BURST, served
     assert later["agent"]["storms_started"] == 1
+    assert f"storming: {storm_port}" in shown and f"held to {storm_rate}/s" in shown, shown
 
     # calm for 5 s: let go, and its whole limit is back: 2,000 new flows/s (to another VM: none of the storm's
     # flows) are all served, twice the storm rate
