@@ -108,7 +108,7 @@ class Datapath:
         self.inject_ifindex = self._inject_pair()
         reuse = self._earlier_maps(INJECT_PAIR[1], PROGRAM, ADOPTED_MAPS)
         self.obj = libbpf.BpfObject(str(build.object_path("port_ingress")), reuse_maps=reuse)
-        self.adopted = bool(reuse)
+        self.adopted = "kumo_flows" in self.obj.reused
         self.fds = {name: self.obj.map_fd(name) for name in MAPS}
         self.prog_fd = self.obj.program_fd(PROGRAM)
         self.configure()

@@ -9,11 +9,14 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import logging
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from kumo.topology.errors import KumoError
+
+log = logging.getLogger("kumo.datapath")
 
 
 class DatapathError(KumoError):
@@ -51,6 +54,10 @@ def _declare(lib: ctypes.CDLL) -> None:
         "bpf_object__find_program_by_name": (vp, [vp, c_char_p]),
         "bpf_map__fd": (c_int, [vp]),
         "bpf_map__reuse_fd": (c_int, [vp, c_int]),
+        "bpf_map__type": (c_int, [vp]),
+        "bpf_map__key_size": (u32, [vp]),
+        "bpf_map__value_size": (u32, [vp]),
+        "bpf_map__max_entries": (u32, [vp]),
         "bpf_program__fd": (c_int, [vp]),
         "bpf_map_update_elem": (c_int, [c_int, vp, vp, ctypes.c_uint64]),
         "bpf_map_lookup_elem": (c_int, [c_int, vp, vp]),
@@ -141,9 +148,36 @@ class BpfObject:
         self._ptr = lib().bpf_object__open_file(path.encode(), None)
         if not self._ptr:
             raise _fail(f"opening BPF object {path}")
+        self.reused: set[str] = set()  # the maps of `reuse_maps` taken over (the others start empty)
         for name, fd in (reuse_maps or {}).items():
-            check(lib().bpf_map__reuse_fd(self._map(name), fd), f"reusing map {name}")
+            if self._same_layout(name, fd):
+                check(lib().bpf_map__reuse_fd(self._map(name), fd), f"reusing map {name}")
+                self.reused.add(name)
         check(lib().bpf_object__load(self._ptr), f"loading BPF object {path} (see the verifier log above)")
+
+    def _same_layout(self, name: str, fd: int) -> bool:
+        """Whether an earlier map has this object's layout for `name`. One from an earlier version of the
+        program may not: the program would not load with it (the verifier checks every access against the
+        map's sizes), so it is left and this object's own starts empty."""
+        ptr, earlier = self._map(name), map_info(fd)
+        lb = lib()
+        now = (
+            lb.bpf_map__type(ptr),
+            lb.bpf_map__key_size(ptr),
+            lb.bpf_map__value_size(ptr),
+            lb.bpf_map__max_entries(ptr),
+        )
+        then = (earlier.type, earlier.key_size, earlier.value_size, earlier.max_entries)
+        if then == now:
+            return True
+        log.warning(
+            "map %s of the earlier program has another layout (type, key size, value size, entries %s; now %s): "
+            "not taken over, starting empty",
+            name,
+            then,
+            now,
+        )
+        return False
 
     def _map(self, name: str) -> int:
         ptr = lib().bpf_object__find_map_by_name(self._ptr, name.encode())

@@ -274,3 +274,22 @@ def test_a_port_over_its_limit_storms_and_is_held_to_the_storm_rate_until_it_cal
         assert state().storming_since_ns == 0 and state().storms == 1 and upcalls() == before + 1
     finally:
         obj.close()
+
+
+def test_an_earlier_map_is_taken_over_only_if_its_layout_is_the_same() -> None:
+    """A restart onto a newer program (an upgrade): an earlier map whose layout differs from the new
+    program's (here a hash of 16-byte values offered as its 24-byte config array) is left and the program
+    loads with its own, which it could not with that one; a map of the same layout is taken over."""
+    earlier = libbpf.BpfObject(str(build.object_path("port_ingress")))
+    try:
+        offered = {"kumo_flows": earlier.map_fd("kumo_flows"), "kumo_config": earlier.map_fd("kumo_rates")}
+        later = libbpf.BpfObject(str(build.object_path("port_ingress")), reuse_maps=offered)
+        try:
+            assert later.reused == {"kumo_flows"}
+            same = libbpf.map_info(later.map_fd("kumo_flows")).id, libbpf.map_info(offered["kumo_flows"]).id
+            assert same[0] == same[1]
+            assert libbpf.map_info(later.map_fd("kumo_config")).id != libbpf.map_info(offered["kumo_config"]).id
+        finally:
+            later.close()
+    finally:
+        earlier.close()
