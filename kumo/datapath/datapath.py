@@ -13,6 +13,7 @@ import ctypes
 import errno
 import json
 import logging
+import os
 import socket
 import struct
 import subprocess
@@ -69,6 +70,13 @@ FILTER_PRIO = 1
 FILTER_HANDLE = 1
 
 
+def _close(fds: dict[str, int]) -> None:
+    """Close the fds of an earlier program's maps once the new object has taken them over: libbpf keeps
+    duplicates of its own (bpf_map__reuse_fd)."""
+    for fd in fds.values():
+        os.close(fd)
+
+
 def _no_ipv6(interface: str) -> None:
     try:
         with open(f"/proc/sys/net/ipv6/conf/{interface}/disable_ipv6", "w") as f:
@@ -107,7 +115,10 @@ class Datapath:
     def start(self) -> None:
         self.inject_ifindex = self._inject_pair()
         reuse = self._earlier_maps(INJECT_PAIR[1], PROGRAM, ADOPTED_MAPS)
-        self.obj = libbpf.BpfObject(str(build.object_path("port_ingress")), reuse_maps=reuse)
+        try:
+            self.obj = libbpf.BpfObject(str(build.object_path("port_ingress")), reuse_maps=reuse)
+        finally:
+            _close(reuse)
         self.adopted = "kumo_flows" in self.obj.reused
         self.fds = {name: self.obj.map_fd(name) for name in MAPS}
         self.prog_fd = self.obj.program_fd(PROGRAM)
@@ -127,11 +138,12 @@ class Datapath:
             self.tunnel_error = f"cannot create VXLAN device {VXLAN_DEVICE} (UDP {VXLAN_PORT}): {exc}"
             log.error("%s; tunnels to other hosts are disabled", self.tunnel_error)
             return
-        reuse = {
-            "kumo_stats": self.fds["kumo_stats"],  # one set of counters for both programs
-            **self._earlier_maps(VXLAN_DEVICE, VXLAN_PROGRAM, ("kumo_vnis",)),
-        }
-        self._vxlan_obj = libbpf.BpfObject(str(build.object_path("vxlan_ingress")), reuse_maps=reuse)
+        earlier = self._earlier_maps(VXLAN_DEVICE, VXLAN_PROGRAM, ("kumo_vnis",))
+        reuse = {"kumo_stats": self.fds["kumo_stats"], **earlier}  # one set of counters for both programs
+        try:
+            self._vxlan_obj = libbpf.BpfObject(str(build.object_path("vxlan_ingress")), reuse_maps=reuse)
+        finally:
+            _close(earlier)
         self.fds["kumo_vnis"] = self._vxlan_obj.map_fd("kumo_vnis")
         self._vnis = {k.value: v.value for k, v in self._vni_entries()}
         self.attach_index(self.vxlan_ifindex, self._vxlan_obj.program_fd(VXLAN_PROGRAM), VXLAN_PROGRAM)
@@ -144,10 +156,12 @@ class Datapath:
         if earlier is None:
             return {}
         try:
-            return {n: fd for n, fd in libbpf.maps_of_program(earlier).items() if n in names}
+            found = libbpf.maps_of_program(earlier)
         except libbpf.DatapathError as exc:
             log.warning("could not adopt the maps of program %s on %s: %s; starting empty", earlier, interface, exc)
             return {}
+        _close({n: fd for n, fd in found.items() if n not in names})
+        return {n: fd for n, fd in found.items() if n in names}
 
     def _vxlan_device(self) -> int:
         found = self.ipr.link_lookup(ifname=VXLAN_DEVICE)

@@ -4,7 +4,9 @@ down, and the new agent adopts them."""
 from __future__ import annotations
 
 import json
+import os
 import time
+from pathlib import Path
 
 from kumo.datapath.layout import MAX_OUT
 from kumo.testing.cloud import Cloud
@@ -26,6 +28,7 @@ def test_an_iperf3_stream_survives_an_agent_restart(cloud: Cloud) -> None:
     server, client = start_iperf3(vm1, vm3, "10.0.2.13", 8)
     try:
         time.sleep(2.0)
+        fresh = bpf_map_fds(cloud)
         cloud.host.stop_kumo()  # SIGTERM: the agent goes away, its flows stay in the kernel
         time.sleep(1.0)
         cloud.host.start_kumo()
@@ -36,6 +39,14 @@ def test_an_iperf3_stream_survives_an_agent_restart(cloud: Cloud) -> None:
     assert len(rates) >= 7 and min(rates) > 0, rates  # no second without traffic, restart included
     stats = json.loads(cloud.host.kumo("--json", "agent", "stats", "--state-dir", str(cloud.host.state_dir)).stdout)
     assert stats["agent"].get("adopt_kept", 0) > 0, stats["agent"]
+    assert bpf_map_fds(cloud) == fresh  # the earlier program's map fds are closed once taken over
+
+
+def bpf_map_fds(cloud: Cloud) -> int:
+    """The BPF map fds `kumo up` holds."""
+    assert cloud.host.api is not None and cloud.host.api.proc is not None
+    fds = Path(f"/proc/{cloud.host.api.proc.pid}/fd")
+    return sum("bpf-map" in os.readlink(fd) for fd in fds.iterdir())
 
 
 def test_a_flood_wider_than_one_kernel_value_keeps_flooding_through_a_restart(cloud: Cloud) -> None:
