@@ -43,6 +43,7 @@ from kumo.datapath.actions import (
     flood_links,
     flow_key,
     flow_value,
+    link_key,
 )
 from kumo.datapath.datapath import Datapath
 from kumo.datapath.layout import (
@@ -152,8 +153,7 @@ class Agent:
         self._values: dict[tuple[int, tuple[Out, ...]], tuple[SimulationResult, bytes]] = {}
         # Floods longer than one kernel value: chains of links (kumo.datapath.actions.flood_chunks), one link
         # set per distinct tail of outputs, shared by the flows that flood the same way.
-        self._link_sets: dict[tuple[tuple[Out, ...], ...], int] = {}  # a chain's tail -> its link set
-        self._links_of_set: dict[int, list[bytes]] = {}  # link set -> its links' kernel keys
+        self._link_sets: dict[tuple[tuple[Out, ...], ...], int] = {}  # a chain's tail (a link per chunk) -> its set
         self._set_of_value: dict[bytes, int] = {}  # a value that starts a chain -> its link set
         self._chained_flows: dict[bytes, int] = {}  # the key of a flow whose value starts a chain -> its set
         self._next_link_set = 1
@@ -502,7 +502,6 @@ class Agent:
             links = flood_links(link_set, tail)
             self.datapath.install_many(links)
             self._link_sets[shape] = link_set
-            self._links_of_set[link_set] = [key for key, _ in links]
         return link_set
 
     def _collect_link_sets(self) -> None:
@@ -511,16 +510,16 @@ class Agent:
         for raw in [raw for raw in self._chained_flows if raw not in self.book and raw not in self._pending]:
             del self._chained_flows[raw]
         live = set(self._chained_flows.values())
-        dead = [link_set for link_set in self._links_of_set if link_set not in live]
+        dead = {shape: link_set for shape, link_set in self._link_sets.items() if link_set not in live}
         if not dead:
             return
         self._values.clear()
         self.by_key.clear()
         self._set_of_value = {value: s for value, s in self._set_of_value.items() if s in live}
         self._link_sets = {shape: s for shape, s in self._link_sets.items() if s in live}
-        for link_set in dead:
-            for key in self._links_of_set.pop(link_set):
-                self.datapath.remove(key)
+        for shape, link_set in dead.items():
+            for index in range(1, len(shape) + 1):  # one link per chunk of the tail (flood_links)
+                self.datapath.remove(link_key(link_set, index))
         self.counters["flood_link_sets_removed"] += len(dead)
 
     def _outputs(self, result: SimulationResult) -> list[Out]:
