@@ -157,9 +157,19 @@ def veth_baseline(seconds: int) -> float:
         ip("netns", "del", b, check=False)
 
 
-def storm(vm: Vm, sink: Vm, count: int, rate: int, seconds: float) -> subprocess.Popen[str]:
-    command = storm_command(vm.mac, sink.mac, "10.0.1.13", "10.0.1.14", seconds, count, rate)
-    return vm.popen(*command, stdout=subprocess.PIPE)
+def storm(
+    vm: Vm,
+    sink: Vm,
+    seconds: float,
+    count: int = 10**9,
+    rate: int = 0,
+    interface: str = "eth0",
+    niced: bool = False,
+) -> subprocess.Popen[str]:
+    """New flows from `vm` (10.0.1.13) to `sink` (10.0.1.14), paced at `rate` (0: as fast as it can).
+    `niced`: the generator at the lowest CPU priority (a real VM brings its own vCPUs)."""
+    command = storm_command(vm.mac, sink.mac, "10.0.1.13", "10.0.1.14", seconds, count, rate, interface)
+    return vm.popen(*(("nice", "-n", "19") if niced else ()), *command, stdout=subprocess.PIPE)
 
 
 def flow_setup(cloud: Cloud, count: int, rate: int) -> dict[str, Any]:
@@ -168,7 +178,7 @@ def flow_setup(cloud: Cloud, count: int, rate: int) -> dict[str, Any]:
     gen, sink = cloud.vms["gen"], cloud.vms["sink"]
     before = cloud.host.agent_stats()
     base = before["agent"].get("flows_installed", 0)
-    proc = storm(gen, sink, count, rate, seconds=count / rate + 5)
+    proc = storm(gen, sink, count / rate + 5, count, rate)
     samples: list[tuple[float, int]] = []
     deadline = time.monotonic() + count / rate + 30
     while time.monotonic() < deadline:
@@ -215,8 +225,7 @@ def storm_share(cloud: Cloud, agent_pid: int, rounds: int = 3) -> dict[str, Any]
         return int(cloud.host.agent_stats()["agent"].get("upcalls", 0))
 
     def disturbed(kind: str, interface: str) -> None:
-        command = storm_command(gen.mac, sink.mac, "10.0.1.13", "10.0.1.14", 4, interface=interface)
-        flood = gen.popen("nice", "-n", "19", *command, stdout=subprocess.PIPE)
+        flood = storm(gen, sink, 4, interface=interface, niced=True)
         try:
             time.sleep(1.0)
             upcalls_before, cpu_before, started = upcalls(), cpu_s(agent_pid), time.monotonic()
@@ -255,9 +264,7 @@ def first_packet_during_storm(cloud: Cloud, probes: int) -> dict[str, Any]:
     """Another VM's first packets (as in first_packet) while the generator storms: storm control holds the
     storming port to its storm rate, so that their upcalls do not queue behind thousands of its own."""
     gen, sink = cloud.vms["gen"], cloud.vms["sink"]
-    flood = gen.popen(
-        "nice", "-n", "19", *storm_command(gen.mac, sink.mac, "10.0.1.13", "10.0.1.14", 8), stdout=subprocess.PIPE
-    )
+    flood = storm(gen, sink, 8, niced=True)
     try:
         time.sleep(1.5)  # the storm is held from 0.5 s on
         before = cloud.host.agent_stats()
@@ -456,7 +463,7 @@ def main() -> None:
         result["first_packet_target_p99_ms"] = 1.0
         storms_over(host)  # (the generator's port is held until it has been calm for 5 s)
         before = host.agent_stats()["kernel_flows"]
-        proc = storm(cloud.vms["gen"], cloud.vms["sink"], args.rss_flows, args.rate, args.rss_flows / args.rate + 10)
+        proc = storm(cloud.vms["gen"], cloud.vms["sink"], args.rss_flows / args.rate + 10, args.rss_flows, args.rate)
         proc.communicate(timeout=args.rss_flows / args.rate + 60)
         time.sleep(2.0)
         stats = host.agent_stats()
