@@ -123,8 +123,8 @@ struct kumo_rate {
 /* A bound port's storm control (kumo.agent.storms), created zeroed by the agent when it attaches the port
  * and kept by the program: a port whose misses come faster than upcall_rate for storm_enter_ms storms, and
  * is held to storm_rate until they have come at or under upcall_rate for storm_leave_ms. The rate is taken
- * over windows of storm_enter_ms / 2, closed by the first miss after their end. Updates from two CPUs at
- * once may each close a window: the state is a few nanoseconds fuzzy, never wrong for long. */
+ * over windows of storm_enter_ms / 2, closed by the first miss after their end. Misses on two CPUs at once
+ * may both close a window (no lock): one window's rate may be misjudged, the next one's is right again. */
 struct kumo_port_limit {
 	__u64 offered;           /* misses that reached the rate limiter, ever */
 	__u64 window_ns;         /* when the current window started */
