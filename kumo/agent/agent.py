@@ -81,6 +81,7 @@ _TTL = BIT["ip_ttl"]
 PARK_TIMEOUT = 3.0  # seconds a packet waits for ARP resolution
 PARK_MAX = 64  # packets parked per next hop (the rest are dropped and counted)
 HOUSEKEEPING_PERIOD = 0.1  # seconds between housekeeping rounds (parked packets, interfaces)
+POLL_TIMEOUT = 0.05  # s; also the longest a held port's upcall waits unread (kumo_ring_lazy)
 EXPIRY_PERIOD = 1.0  # seconds between passes over the flows for idle expiry
 EXPIRY_BATCH = 200  # flows checked between two short holds of the lock
 EXPIRY_READ_ALL_OVER = 2000  # flows due at once above which (and a quarter of all) the kernel's are read in batches
@@ -266,15 +267,15 @@ class Agent:
         next_housekeeping = 0.0
         while not self._stop.is_set():
             try:
-                ready = {fd for fd, _ in poller.poll(0.05)}
+                ready = {fd for fd, _ in poller.poll(POLL_TIMEOUT)}
                 with self.lock:
                     if self._wake_r in ready:
                         _drain(self._wake_r)
                     self._apply_events()
                     if pushed in ready:
                         self._receive_pushes()
-                    if epfd in ready:
-                        self._serve_upcalls(ring.read())
+                    # every round, woken by the ring or not: a held port's upcalls do not wake the agent
+                    self._serve_upcalls(ring.read())
                     self._flush()
                     now = time.monotonic()
                     if now >= next_housekeeping:

@@ -61,7 +61,8 @@ def last_used(flows_fd: int) -> dict[bytes, int]:
 
 PROGRAM = "kumo_port_ingress"
 ADOPTED_MAPS = ("kumo_flows", "kumo_upcalls", "kumo_config", "kumo_rates", "kumo_stats")  # a restart keeps these
-MAPS = (*ADOPTED_MAPS, "kumo_port_limits")  # storm control starts afresh with the agent that watches it
+# storm control starts afresh with the agent that watches it
+MAPS = (*ADOPTED_MAPS, "kumo_port_limits", "kumo_ring_lazy")
 INJECT_PAIR = ("kumo-inj0", "kumo-inj1")  # the agent writes into inj0; the program on inj1 reads the mark
 VXLAN_DEVICE = "kumo-vxlan"
 VXLAN_PROGRAM = "kumo_vxlan_ingress"

@@ -69,6 +69,7 @@ STATS = (
     "tunnel_unknown_vni",
     "tunnel_no_key",
     "flood_link_missing",
+    "upcall_held",
 )
 
 Mac = ctypes.c_uint8 * 6

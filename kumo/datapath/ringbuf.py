@@ -71,7 +71,8 @@ class SharedMemoryRing:
             while pos < end:
                 at = data_at + (pos & mask)
                 length = words32[at >> 2]
-                if length & BUSY:  # reserved, not yet committed: its commit wakes us (it sits at our position)
+                if length & BUSY:  # reserved, not yet committed: its commit wakes us (it sits at our position), or
+                    # (a held port's, kumo_ring_lazy) the agent's next poll reads it
                     busy = True
                     break
                 size = length & ~(BUSY | DISCARD)

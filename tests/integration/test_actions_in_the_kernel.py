@@ -1,12 +1,14 @@
 """The kernel executes the actions the agent derives from a simulation result: the BPF program run on
 packets with BPF_PROG_TEST_RUN gives exactly the bytes the packet builders make for the rewritten packet
 (checksums included), a flood longer than one value follows its chain of links, a miss goes to the upcall ring
-with the key the agent would compute, and a port over its upcall limit storms and is held."""
+with the key the agent would compute, and a port over its upcall limit storms and is held (its upcalls then do
+not wake the agent)."""
 
 from __future__ import annotations
 
 import ctypes
 import json
+import select
 import time
 import uuid
 from collections.abc import Iterator
@@ -273,6 +275,38 @@ def test_a_port_over_its_limit_storms_and_is_held_to_the_storm_rate_until_it_cal
         miss()
         assert state().storming_since_ns == 0 and state().storms == 1 and upcalls() == before + 1
     finally:
+        obj.close()
+
+
+def test_a_held_ports_upcalls_do_not_wake_the_reader_and_the_next_other_upcall_does() -> None:
+    """A held port's upcalls are queued without waking the agent (kumo_ring_lazy); the next upcall that is
+    not a held port's wakes it although it is queued behind them, where the ring alone would not wake it."""
+    obj = libbpf.BpfObject(str(build.object_path("port_ingress")))
+    fd = obj.map_fd("kumo_upcalls")
+    ring = SharedMemoryRing(fd, libbpf.map_info(fd).max_entries)
+    poller = select.epoll()
+    try:
+        prog, limits = obj.program_fd("kumo_port_ingress"), obj.map_fd("kumo_port_limits")
+        config = Config(upcall_rate=200, upcall_burst=5, storm_rate=100, storm_enter_ms=100, storm_leave_ms=300)
+        libbpf.update(obj.map_fd("kumo_config"), ctypes.c_uint32(0), config)
+        poller.register(ring.fileno(), select.EPOLLIN)
+        assert poller.poll(0.1) == []
+
+        held = PortLimit(storming_since_ns=time.monotonic_ns())
+        libbpf.update(limits, ctypes.c_uint32(LOOPBACK), held)
+        for sport in (1, 2):
+            assert libbpf.test_run(prog, frame(PROTO_UDP, "10.0.1.11", "10.0.1.12", Udp(sport, 9)))[0] == TC_ACT_SHOT
+        assert stat((prog, 0, obj.map_fd("kumo_stats")), "upcall_held") == 2
+        assert poller.poll(0.2) == [], "a held port's upcalls woke the reader"
+
+        libbpf.update(limits, ctypes.c_uint32(LOOPBACK), PortLimit())  # let go: its next upcall is not held
+        assert libbpf.test_run(prog, frame(PROTO_UDP, "10.0.1.11", "10.0.1.12", Udp(3, 9)))[0] == TC_ACT_SHOT
+        assert poller.poll(1.0) != [], "the upcall behind the held ones did not wake the reader"
+        assert [UpcallHeader.from_buffer_copy(r).key.tp_src for r in ring.read()] == [1, 2, 3]
+        assert stat((prog, 0, obj.map_fd("kumo_stats")), "upcall_held") == 2
+    finally:
+        poller.close()
+        ring.close()
         obj.close()
 
 

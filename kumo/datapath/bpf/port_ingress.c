@@ -50,6 +50,17 @@ struct {
 	__type(value, struct kumo_port_limit);
 } kumo_port_limits SEC(".maps");
 
+/* 1 while an upcall of a held (storming) port may wait in the ring unread. Such upcalls do not wake the agent:
+ * it reads them with the next upcall that does, or at its next poll (50 ms), so a held storm costs it one
+ * wake-up per batch instead of one per upcall. The ring by itself wakes the reader only for a record at the
+ * reader's position, so the next upcall of any other port, queued behind them, forces the wake-up. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} kumo_ring_lazy SEC(".maps");
+
 
 #define ETH_P_8021Q_ 0x8100
 #define ETH_P_ARP_ 0x0806
@@ -194,10 +205,14 @@ static __always_inline void storm_control(struct kumo_port_limit *p, __u64 now, 
 	p->window_offered = offered;
 }
 
+#define RATE_REFUSED 0
+#define RATE_OK 1
+#define RATE_OK_HELD 2 /* within the storm rate of a held port */
+
 static __always_inline int rate_ok(__u32 in_port, struct kumo_config *cfg)
 {
 	if (!cfg || !cfg->upcall_rate)
-		return 1;
+		return RATE_OK;
 	__u64 now = bpf_ktime_get_ns();
 	__u32 rate = cfg->upcall_rate;
 	struct kumo_port_limit *limit = bpf_map_lookup_elem(&kumo_port_limits, &in_port);
@@ -208,11 +223,12 @@ static __always_inline int rate_ok(__u32 in_port, struct kumo_config *cfg)
 	}
 	__u64 cost = 1000000000ull / rate;
 	__u64 cap = cost * (cfg->upcall_burst ? cfg->upcall_burst : 1);
+	int ok = rate == cfg->upcall_rate ? RATE_OK : RATE_OK_HELD;
 	struct kumo_rate *r = bpf_map_lookup_elem(&kumo_rates, &in_port);
 	if (!r) {
 		struct kumo_rate fresh = {.last_ns = now, .credit_ns = cap - cost};
 		bpf_map_update_elem(&kumo_rates, &in_port, &fresh, BPF_ANY);
-		return 1;
+		return ok;
 	}
 	__u64 credit = r->credit_ns + (now - r->last_ns);
 	if (credit > cap)
@@ -220,17 +236,37 @@ static __always_inline int rate_ok(__u32 in_port, struct kumo_config *cfg)
 	r->last_ns = now;
 	if (credit < cost) {
 		r->credit_ns = credit;
-		return 0;
+		return RATE_REFUSED;
 	}
 	r->credit_ns = credit - cost;
-	return 1;
+	return ok;
+}
+
+/* The ring's wake-up flags for an upcall (kumo_ring_lazy). */
+static __always_inline __u64 wake_flags(int rate)
+{
+	__u32 zero = 0;
+	__u32 *lazy = bpf_map_lookup_elem(&kumo_ring_lazy, &zero);
+	if (!lazy)
+		return 0;
+	if (rate == RATE_OK_HELD) {
+		if (!*lazy)
+			*lazy = 1;
+		count(KUMO_ST_UPCALL_HELD);
+		return BPF_RB_NO_WAKEUP;
+	}
+	if (!*lazy)
+		return 0;
+	*lazy = 0;
+	return BPF_RB_FORCE_WAKEUP;
 }
 
 static __always_inline int upcall(struct __sk_buff *skb, struct kumo_flow_key *key, __u32 reason,
 				  struct kumo_config *cfg)
 {
 	__u32 in_port = key->in_port;
-	if (!rate_ok(in_port, cfg)) {
+	int rate = rate_ok(in_port, cfg);
+	if (rate == RATE_REFUSED) {
 		count(KUMO_ST_UPCALL_RATE_LIMITED);
 		return TC_ACT_SHOT;
 	}
@@ -255,7 +291,7 @@ static __always_inline int upcall(struct __sk_buff *skb, struct kumo_flow_key *k
 	__builtin_memcpy(&u->key, key, sizeof(*key));
 	if (skb->len > cap)
 		count(KUMO_ST_UPCALL_TRUNCATED);
-	bpf_ringbuf_submit(u, 0);
+	bpf_ringbuf_submit(u, wake_flags(rate));
 	count(KUMO_ST_UPCALL);
 	return TC_ACT_SHOT;
 }

@@ -154,6 +154,7 @@ enum kumo_stat {
 	KUMO_ST_TUNNEL_UNKNOWN_VNI, /* ... whose VNI names no port bound here (dropped) */
 	KUMO_ST_TUNNEL_NO_KEY,      /* ... without tunnel metadata (dropped) */
 	KUMO_ST_FLOOD_LINK_MISSING, /* a flood whose next link is not in the flow map (its later outputs missed) */
+	KUMO_ST_UPCALL_HELD,        /* upcalls of held (storming) ports, queued without waking the agent */
 	KUMO_ST_MAX,
 };
 
