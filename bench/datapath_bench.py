@@ -9,8 +9,9 @@
   VM (SO_TIMESTAMPNS, the same clock), next to the same measure on an established flow and through a
   sleeping user-space relay (the floor of any slow path that wakes a process); and UDP round trips
   whose request and reply both open new flows (two upcalls), next to round trips on an established flow;
-- an iperf3 stream's share while another VM storms new flows, next to its share while the same generator
-  runs as hard without sending anything to Kumo (the control: on this host the VMs share the vCPUs); and
+- an iperf3 stream's share while another VM storms new flows, with the VMs on vCPUs of their own and with
+  all of them sharing the host's vCPUs, each next to its share while the same generator runs as hard
+  without sending anything to Kumo (the control); and
   another VM's first-packet latency during such a storm (storm control holds the storming port);
 - agent RSS with 100,000 installed flows, and first-packet latency again while they are installed.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import json
 import os
 import statistics
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -165,11 +168,13 @@ def storm(
     rate: int = 0,
     interface: str = "eth0",
     niced: bool = False,
+    cpu: int | None = None,
 ) -> subprocess.Popen[str]:
     """New flows from `vm` (10.0.1.13) to `sink` (10.0.1.14), paced at `rate` (0: as fast as it can).
-    `niced`: the generator at the lowest CPU priority (a real VM brings its own vCPUs)."""
+    `niced`: the generator at the lowest CPU priority; `cpu`: the generator pinned to that CPU."""
     command = storm_command(vm.mac, sink.mac, "10.0.1.13", "10.0.1.14", seconds, count, rate, interface)
-    return vm.popen(*(("nice", "-n", "19") if niced else ()), *command, stdout=subprocess.PIPE)
+    pinned = ("taskset", "-c", str(cpu)) if cpu is not None else ()
+    return vm.popen(*pinned, *(("nice", "-n", "19") if niced else ()), *command, stdout=subprocess.PIPE)
 
 
 def flow_setup(cloud: Cloud, count: int, rate: int) -> dict[str, Any]:
@@ -203,33 +208,77 @@ def flow_setup(cloud: Cloud, count: int, rate: int) -> dict[str, Any]:
     }
 
 
-def storm_share(cloud: Cloud, agent_pid: int, rounds: int = 3) -> dict[str, Any]:
-    """iperf3 vm1 -> vm3 without and with another VM opening new flows as fast as it can (its generator at
-    the lowest CPU priority: a real VM brings its own vCPUs), in alternated 2-s rounds.
+def storm_share(cloud: Cloud, agent_pid: int, rounds: int = 6) -> dict[str, Any]:
+    """iperf3 vm1 -> vm3 without and with another VM opening new flows as fast as it can, in alternated 2-s
+    rounds, in two placements on this host's vCPUs:
 
-    A third kind of round, the control, runs the same generator, as hard and at the same priority, but sends
-    its frames into a device of its own namespace that drops them: no packet reaches Kumo. On this bench's host the
-    generator shares the stream's vCPUs, which a real VM's would not; the control shows what that alone
-    costs the stream, and `ratio_to_generator_alone` what the upcalls cost on top of it. The target is on
-    `ratio`, against the undisturbed stream."""
-    gen, sink, vm1 = cloud.vms["gen"], cloud.vms["sink"], cloud.vms["vm1"]
+    - `own_vcpus` (the target): the storming VM on a vCPU of its own, at normal priority, as a VM's vCPU; the
+      stream's two VMs and Kumo's agent together on the other, so that whatever the agent spends on the
+      storm is taken from the stream. With veth, the kernel's receive work on the storm's frames (Kumo's
+      BPF program included) runs in the sender's context, on the storming VM's vCPU, as a VM's own vhost
+      thread would.
+    - `shared_vcpus`: nothing pinned, the generator at nice 19 on the same 2 vCPUs as the stream, which a real
+      VM's would not share: what the stream loses there is mostly the generator's own CPU.
+
+    A third kind of round, the control, runs the same generator, as hard and placed alike, but sends its
+    frames into a device of its own namespace that drops them: no packet reaches Kumo. The control shows what
+    the generator alone costs the stream, `ratio_to_generator_alone` what the storm costs on top of it.
+    A storm round measures once storm control holds the port (`storm_held_when_measured`)."""
+    gen = cloud.vms["gen"]
     # a veth pair inside the generator's namespace, its peer down: a frame sent is dropped at once
     ip("-n", gen.netns, "link", "add", CONTROL_DEVICE, "type", "veth", "peer", "name", f"{CONTROL_DEVICE}p")
     ip("-n", gen.netns, "link", "set", CONTROL_DEVICE, "up")
-    server = cloud.vms["vm3"].popen("iperf3", "-s", stdout=subprocess.DEVNULL)
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            own: dict[str, Any] = {"error": f"needs 2 CPUs to place the VMs apart, this process has {len(cpus)}"}
+        else:
+            with pinned_process(agent_pid, cpus[0]):
+                own = _storm_rounds(cloud, agent_pid, rounds, stream_cpu=cpus[0], storm_cpu=cpus[1], niced=False)
+        own["target_ratio"] = 0.8
+        shared = _storm_rounds(cloud, agent_pid, rounds, stream_cpu=None, storm_cpu=None, niced=True)
+    finally:
+        ip("-n", gen.netns, "link", "del", CONTROL_DEVICE, check=False)
+    return {"own_vcpus": own, "shared_vcpus": shared}
+
+
+@contextlib.contextmanager
+def pinned_process(pid: int, cpu: int) -> Iterator[None]:
+    """Every thread of `pid` on `cpu` (threads it starts meanwhile inherit it), then back to where each was."""
+    threads = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+    before = {tid: os.sched_getaffinity(tid) for tid in threads}
+    for tid in threads:
+        os.sched_setaffinity(tid, {cpu})
+    try:
+        yield
+    finally:
+        for tid, cpus in before.items():
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(tid, cpus)
+
+
+def _storm_rounds(
+    cloud: Cloud, agent_pid: int, rounds: int, stream_cpu: int | None, storm_cpu: int | None, niced: bool
+) -> dict[str, Any]:
+    gen, sink, vm1 = cloud.vms["gen"], cloud.vms["sink"], cloud.vms["vm1"]
+    pinned = ("-A", str(stream_cpu)) if stream_cpu is not None else ()  # iperf3's own CPU affinity
+    server = cloud.vms["vm3"].popen("iperf3", "-s", *pinned, stdout=subprocess.DEVNULL)
     runs: dict[str, list[float]] = {"calm": [], "control": [], "storm": []}
     agent_vcpu: dict[str, list[float]] = {"control": [], "storm": []}  # during the iperf3 run
     upcalls_per_s: dict[str, list[int]] = {"control": [], "storm": []}
+    held_when_measured: list[bool] = []  # (none with storm control off)
 
     def upcalls() -> int:
         return int(cloud.host.agent_stats()["agent"].get("upcalls", 0))
 
     def disturbed(kind: str, interface: str) -> None:
-        flood = storm(gen, sink, 4, interface=interface, niced=True)
+        flood = storm(gen, sink, 5, interface=interface, niced=niced, cpu=storm_cpu)
         try:
             time.sleep(1.0)
+            if kind == "storm":  # storm control holds it from 0.5 s on, once the generator runs
+                held_when_measured.append(held_now(cloud.host, timeout=2.0))
             upcalls_before, cpu_before, started = upcalls(), cpu_s(agent_pid), time.monotonic()
-            runs[kind].append(vm1.iperf3("10.0.2.13", 2))
+            runs[kind].append(vm1.iperf3("10.0.2.13", 2, *pinned))
             took = time.monotonic() - started
             agent_vcpu[kind].append(round((cpu_s(agent_pid) - cpu_before) / took, 2))
             upcalls_per_s[kind].append(round((upcalls() - upcalls_before) / took))
@@ -239,24 +288,26 @@ def storm_share(cloud: Cloud, agent_pid: int, rounds: int = 3) -> dict[str, Any]
     try:
         time.sleep(0.5)
         for _ in range(rounds):
-            runs["calm"].append(vm1.iperf3("10.0.2.13", 2))
+            runs["calm"].append(vm1.iperf3("10.0.2.13", 2, *pinned))
             disturbed("control", CONTROL_DEVICE)
             disturbed("storm", "eth0")
     finally:
         server.kill()
         server.wait()
-        ip("-n", gen.netns, "link", "del", CONTROL_DEVICE, check=False)
     calm, control, stormy = (sum(runs[kind]) for kind in ("calm", "control", "storm"))
     return {
+        "stream_cpu": stream_cpu,
+        "storm_cpu": storm_cpu,
+        "generator_niced": niced,
         "undisturbed_gbit_s": [round(c / 1e9, 2) for c in runs["calm"]],
         "generator_alone_gbit_s": [round(c / 1e9, 2) for c in runs["control"]],
         "during_storm_gbit_s": [round(s / 1e9, 2) for s in runs["storm"]],
         "ratio": round(stormy / calm, 3),
-        "target_ratio": 0.8,
         "generator_alone_ratio": round(control / calm, 3),
         "ratio_to_generator_alone": round(stormy / control, 3),
         "upcalls_per_s": upcalls_per_s,
         "agent_vcpu": agent_vcpu,
+        "storm_held_when_measured": held_when_measured,
     }
 
 
@@ -278,6 +329,16 @@ def first_packet_during_storm(cloud: Cloud, probes: int) -> dict[str, Any]:
         "storm_control": after["storm_control"],
         "upcall_ring_full": after["datapath"]["upcall_ring_full"] - before["datapath"]["upcall_ring_full"],
     }
+
+
+def held_now(host: VirtualHost, timeout: float) -> bool:
+    """Storm control holds a port now (waited for up to `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while not host.agent_stats()["storm_control"]["held"]:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def storms_over(host: VirtualHost, timeout: float = 15.0) -> None:
