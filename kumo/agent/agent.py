@@ -114,6 +114,7 @@ class Agent:
         self.max_flows = max_flows
         self.datapath = datapath or Datapath()
         self.storms = StormWatch(self.datapath.upcall_rate, self.datapath.storm_rate)
+        self._held_ifindexes: set[int] = set()  # interfaces storm control held at the last sample
         self._next_storm_sample = 0.0
         self.flow_state = flow_state or LocalFlowState()
         self.snat_blocks: SnatBlocks | None = None  # with shared flow state: SNAT ports leased per host
@@ -275,7 +276,7 @@ class Agent:
                     if pushed in ready:
                         self._receive_pushes()
                     # every round, woken by the ring or not: a held port's upcalls do not wake the agent
-                    self._serve_upcalls(ring.read())
+                    self._serve_held_last(ring.read())
                     self._flush()
                     now = time.monotonic()
                     if now >= next_housekeeping:
@@ -286,6 +287,19 @@ class Agent:
                 self.counters["agent_errors"] += 1
                 log.exception("packet thread")
         poller.close()
+
+    def _serve_held_last(self, upcalls: list[bytes]) -> None:
+        """Other ports' upcalls first, served and their packets sent, then those of held ports (up to a poll's
+        worth, queued without waking the agent), so that another VM's first packet does not wait behind them."""
+        if self._held_ifindexes and upcalls:
+            held = [raw for raw in upcalls if UPCALL_HEAD.unpack_from(raw)[0] in self._held_ifindexes]
+            if held and len(held) < len(upcalls):
+                self._serve_upcalls(
+                    [raw for raw in upcalls if UPCALL_HEAD.unpack_from(raw)[0] not in self._held_ifindexes]
+                )
+                self._flush()
+                upcalls = held
+        self._serve_upcalls(upcalls)
 
     def _serve_upcalls(self, upcalls: list[bytes]) -> None:
         for raw in upcalls:
@@ -803,6 +817,7 @@ class Agent:
         limits = self.datapath.port_limits(list(self.port_of_ifindex))
         states = {i: PortState(e.offered, bool(e.storming_since_ns), e.storms) for i, e in limits.items()}
         started, ended = self.storms.observe(now, states)
+        self._held_ifindexes = set(self.storms.held(now))
         for ifindex, times in started.items():
             self.counters["storms_started"] += times
             port_id = self.port_of_ifindex.get(ifindex, "")
