@@ -292,11 +292,12 @@ class Agent:
         """Other ports' upcalls first, served and their packets sent, then those of held ports (up to a poll's
         worth, queued without waking the agent), so that another VM's first packet does not wait behind them."""
         if self._held_ifindexes and upcalls:
-            held = [raw for raw in upcalls if UPCALL_HEAD.unpack_from(raw)[0] in self._held_ifindexes]
-            if held and len(held) < len(upcalls):
-                self._serve_upcalls(
-                    [raw for raw in upcalls if UPCALL_HEAD.unpack_from(raw)[0] not in self._held_ifindexes]
-                )
+            others: list[bytes] = []
+            held: list[bytes] = []
+            for raw in upcalls:
+                (held if UPCALL_HEAD.unpack_from(raw)[0] in self._held_ifindexes else others).append(raw)
+            if held and others:
+                self._serve_upcalls(others)
                 self._flush()
                 upcalls = held
         self._serve_upcalls(upcalls)
