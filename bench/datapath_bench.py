@@ -276,7 +276,7 @@ def _storm_rounds(
         try:
             time.sleep(1.0)
             if kind == "storm":  # storm control holds it from 0.5 s on, once the generator runs
-                held_when_measured.append(held_now(cloud.host, timeout=2.0))
+                held_when_measured.append(held_until(cloud.host, True, timeout=2.0))
             upcalls_before, cpu_before, started = upcalls(), cpu_s(agent_pid), time.monotonic()
             runs[kind].append(vm1.iperf3("10.0.2.13", 2, *pinned))
             took = time.monotonic() - started
@@ -331,20 +331,15 @@ def first_packet_during_storm(cloud: Cloud, probes: int) -> dict[str, Any]:
     }
 
 
-def held_now(host: VirtualHost, timeout: float) -> bool:
-    """Storm control holds a port now (waited for up to `timeout` seconds)."""
+def held_until(host: VirtualHost, held: bool, timeout: float, period: float = 0.05) -> bool:
+    """Wait until storm control holds some port (`held`) or none (not `held`), for up to `timeout` seconds;
+    whether it came to that."""
     deadline = time.monotonic() + timeout
-    while not host.agent_stats()["storm_control"]["held"]:
+    while bool(host.agent_stats()["storm_control"]["held"]) != held:
         if time.monotonic() >= deadline:
             return False
-        time.sleep(0.05)
+        time.sleep(period)
     return True
-
-
-def storms_over(host: VirtualHost, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while host.agent_stats()["storm_control"]["held"] and time.monotonic() < deadline:
-        time.sleep(0.5)
 
 
 def invalidation(cloud: Cloud, changes: int) -> dict[str, Any]:
@@ -522,7 +517,7 @@ def main() -> None:
         result["upcall_storm"] = {"upcall_rate_limit": args.upcall_rate, **storm_share(cloud, pid)}
         result["first_packet_during_storm"] = first_packet_during_storm(cloud, args.probes // 2)
         result["first_packet_target_p99_ms"] = 1.0
-        storms_over(host)  # (the generator's port is held until it has been calm for 5 s)
+        held_until(host, False, timeout=15.0, period=0.5)  # (the generator's port is held until calm for 5 s)
         before = host.agent_stats()["kernel_flows"]
         proc = storm(cloud.vms["gen"], cloud.vms["sink"], args.rss_flows / args.rate + 10, args.rss_flows, args.rate)
         proc.communicate(timeout=args.rss_flows / args.rate + 60)
