@@ -10,12 +10,17 @@ import socket
 import socketserver
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from kumo.topology.errors import KumoError
 
-if TYPE_CHECKING:
-    from kumo.agent.agent import Agent
+
+class AgentQueries(Protocol):
+    """What the control socket asks of the running agent (kumo.agent.agent.Agent answers)."""
+
+    def describe_flows(self) -> list[dict[str, Any]]: ...
+
+    def stats(self) -> dict[str, Any]: ...
 
 
 class AgentUnreachable(KumoError):
@@ -24,7 +29,7 @@ class AgentUnreachable(KumoError):
 
 
 class ControlServer:
-    def __init__(self, agent: Agent, path: Path) -> None:
+    def __init__(self, agent: AgentQueries, path: Path) -> None:
         self.agent = agent
         self.path = path
         self._server: socketserver.ThreadingUnixStreamServer | None = None

@@ -13,9 +13,16 @@ that stays under its limit is never held, however busy.
 
 from __future__ import annotations
 
+import collections
+import logging
 from dataclasses import dataclass
+from typing import Any
 
-from kumo.datapath.layout import STORM_LEAVE_MS
+from kumo.agent.view import HostView
+from kumo.datapath.datapath import Datapath
+from kumo.datapath.layout import STORM_ENTER_MS, STORM_LEAVE_MS
+
+log = logging.getLogger("kumo.agent")
 
 STORM_SAMPLE_PERIOD = 0.25  # seconds between two reads of the interfaces' state by the agent
 
@@ -94,3 +101,57 @@ class StormWatch:
     def offered_per_s(self, ifindex: int) -> float:
         seen = self._seen.get(ifindex)
         return seen.rate if seen is not None else 0.0
+
+
+class StormMonitor:
+    """The packet thread's side: samples the program's per-interface state every STORM_SAMPLE_PERIOD, logs
+    and counts storms as they start and end, and knows which interfaces are held (their upcalls are served
+    last in a round: kumo.agent.rounds)."""
+
+    def __init__(self, datapath: Datapath, view: HostView, counters: collections.Counter[str]) -> None:
+        self.datapath = datapath
+        self.view = view
+        self.counters = counters
+        self.watch = StormWatch(datapath.upcall_rate, datapath.storm_rate)
+        self.held_ifindexes: set[int] = set()  # interfaces storm control held at the last sample
+        self._next_sample = 0.0
+
+    def sample_if_due(self, now: float) -> None:
+        if now >= self._next_sample and self.watch.enabled:
+            self._sample(now)
+            self._next_sample = now + STORM_SAMPLE_PERIOD
+
+    def _sample(self, now: float) -> None:
+        """Log and count the interfaces the program starts or stops holding to the storm rate."""
+        watch, port_of_ifindex = self.watch, self.view.port_of_ifindex
+        limits = self.datapath.port_limits(list(port_of_ifindex))
+        states = {i: PortState(e.offered, bool(e.storming_since_ns), e.storms) for i, e in limits.items()}
+        started, ended = watch.observe(now, states)
+        self.held_ifindexes = set(watch.held(now))
+        for ifindex, times in started.items():
+            self.counters["storms_started"] += times
+            port_id = port_of_ifindex.get(ifindex, "")
+            log.warning(
+                "port %s (%s) offers %d new flows/s, over the limit of %d/s for %d ms: held to %d upcalls/s "
+                "until it has stayed at or under the limit for %d s",
+                port_id,
+                self.view.bindings.get(port_id, "?"),
+                watch.offered_per_s(ifindex),
+                watch.limit,
+                STORM_ENTER_MS,
+                watch.storm_rate,
+                STORM_LEAVE_MS // 1000,
+            )
+        for ifindex in ended:
+            self.counters["storms_ended"] += 1
+            log.info("port %s: calm again, back to %d upcalls/s", port_of_ifindex.get(ifindex), watch.limit)
+
+    def report(self, now: float) -> dict[str, Any]:
+        """What `kumo agent stats` shows under storm_control."""
+        watch = self.watch
+        held = watch.held(now)
+        return {
+            "upcall_rate": watch.limit,
+            "storm_upcall_rate": watch.storm_rate if watch.enabled else 0,  # 0: off
+            "held": {self.view.port_of_ifindex.get(i, str(i)): h for i, h in held.items()},
+        }

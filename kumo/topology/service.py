@@ -18,10 +18,11 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from kumo.topology.errors import AlreadyExists, Conflict, InvalidInput, NotFound, VersionConflict
+from kumo.topology.errors import Conflict, InvalidInput, NotFound, VersionConflict
 from kumo.topology.resources import CLAIMS_KIND, SPECS, Ref, Spec, incoming_refs
 from kumo.topology.state import HOSTS_ALIVE, learned_routes
-from kumo.topology.store.base import Check, Create, Delete, Obj, Op, Store, Update, Versioned
+from kumo.topology.store.base import Create, Delete, Obj, Store, Versioned
+from kumo.topology.transaction import Tx
 
 T = TypeVar("T")
 MEMBER_NAMESPACE = uuid.UUID("6b756d6f-0000-4000-8000-000000000001")
@@ -44,50 +45,6 @@ def spec_of(kind: str) -> Spec:
         return SPECS[kind]
     except KeyError:
         raise NotFound(f"unknown resource kind {kind!r}") from None
-
-
-class Tx:
-    """Operations of one service call, applied in one store transaction."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.creates: list[Create] = []
-        self.updates: dict[tuple[str, str], tuple[Obj, int]] = {}
-        self.deletes: list[Delete] = []
-        self.checks: dict[tuple[str, str], Check] = {}
-        self.claim_messages: dict[str, str] = {}
-
-    def modify(self, kind: str, obj_id: str) -> Obj:
-        """A working copy to change in place; written back with a version check."""
-        if (kind, obj_id) not in self.updates:
-            current = self.store.get_versioned(kind, obj_id)
-            self.updates[(kind, obj_id)] = (dict(current.value), current.version)
-        return self.updates[(kind, obj_id)][0]
-
-    def check(self, kind: str, obj_id: str) -> None:
-        self.checks.setdefault((kind, obj_id), Check(kind, obj_id))
-
-    def claim(self, claims: dict[str, str]) -> None:
-        for claim_id, message in claims.items():
-            self.claim_messages[claim_id] = message
-            self.creates.append(Create(CLAIMS_KIND, claim_id, {}))
-
-    def release(self, claims: dict[str, str]) -> None:
-        self.deletes.extend(Delete(CLAIMS_KIND, c) for c in claims)
-
-    def commit(self) -> None:
-        ops: list[Op] = [*self.creates]
-        ops += [Update(k, i, v, ver) for (k, i), (v, ver) in self.updates.items()]
-        ops += self.deletes
-        ops += [c for key, c in self.checks.items() if key not in self.updates]
-        try:
-            self.store.transaction(ops)
-        except AlreadyExists as exc:
-            if exc.kind == CLAIMS_KIND and exc.obj_id in self.claim_messages:
-                raise Conflict(self.claim_messages[exc.obj_id], code="in_use") from None
-            raise
-        except NotFound as exc:
-            raise Conflict(f"a referenced object was deleted concurrently ({exc.message}); retry") from None
 
 
 class Topology:

@@ -1,0 +1,132 @@
+"""The flows this agent puts in the kernel, from a result to its removal: queued during a round, installed at
+its end in one system call, their first packets executed (re-injected) once they are in, then entered in
+the book; removed again by tag when what they depended on changes (invalidation), when their interface goes,
+or by expiry and eviction (kumo.agent.expiry).
+
+It also owns the caches derived from results, since invalidation must reach them together: the wildcard
+table (results by the fields their simulation read), the key index (the same, by the kernel's key bytes) and
+the kernel values (kumo.agent.values)."""
+
+from __future__ import annotations
+
+import collections
+import time
+from typing import Any
+
+from kumo.agent.flows import FlowBook, KernelFlow, in_port_of
+from kumo.agent.keyindex import KernelKeyIndex
+from kumo.agent.values import KernelValues
+from kumo.datapath.datapath import Datapath
+from kumo.datapath.offload import complete_checksum
+from kumo.simulation.result import SimulationResult
+from kumo.simulation.wildcard import WildcardTable
+
+REFRESH_EVERY = 10.0  # seconds between two writes of a flow's state while it is in use (it lives 60 s)
+LATENCY_SAMPLES = 4096  # upcall -> re-injection times kept for `kumo agent stats`
+
+
+class KernelFlows:
+    def __init__(
+        self,
+        datapath: Datapath,
+        counters: collections.Counter[str],
+        idle_timeout: float,
+        stateful_idle_timeout: float,
+    ) -> None:
+        self.datapath = datapath
+        self.counters = counters
+        self.idle_timeout = idle_timeout
+        self.stateful_idle_timeout = stateful_idle_timeout
+        self.wildcard = WildcardTable()
+        self.by_key = KernelKeyIndex()  # the wildcard table's IPv4 TCP/UDP results, by the kernel's key
+        self.values = KernelValues(datapath, counters)
+        self.book = FlowBook()
+        # the round's flows: installed at its end, entered in the book once their first packets are out
+        self.pending: dict[bytes, tuple[KernelFlow, bytes]] = {}  # key -> (flow, the kernel value's bytes)
+        self._injects: list[tuple[bytes, int, int, bytes]] = []  # (frame, ifindex, queued_ns, flow) once installed
+        self.upcall_latency_us: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
+
+    # --- a round: queue, then install, execute, book ------------------------------------------------------
+    def queue(
+        self,
+        raw_key: bytes,
+        result: SimulationResult,
+        value: bytes,
+        reinject: bool,
+        frame: bytes,
+        ifindex: int,
+        queued_ns: int,
+        truncated: bool,
+    ) -> None:
+        """The flow goes in at the end of the round (install_round), and its first packet after it."""
+        flow = KernelFlow(raw_key, result, stateful=bool(result.state_writes))
+        self.pending[raw_key] = (flow, value)
+        self.values.note_flow(raw_key, value)
+        self.counters["flows_installed"] += 1
+        if reinject and truncated:
+            self.counters["truncated_not_reinjected"] += 1  # a GSO packet: the sender retransmits
+        elif reinject:
+            self._injects.append((complete_checksum(frame), ifindex, queued_ns, raw_key))
+            self.counters["reinjected"] += 1
+
+    def forget_pending(self, keys: set[bytes]) -> None:
+        """These queued flows are not to be installed (their state could not be made durable)."""
+        for raw in keys:
+            self.pending.pop(raw, None)
+
+    def install_round(self, dropped: set[bytes]) -> None:
+        """Install the round's flows in one system call and execute their first packets (but those of the
+        flows in `dropped`), then book the flows."""
+        if self.pending:
+            self.datapath.install_many([(flow.key, value) for flow, value in self.pending.values()])
+        injects, self._injects = self._injects, []
+        try:
+            for frame, ifindex, queued_ns, raw_key in injects:
+                if raw_key in dropped:
+                    continue
+                self.datapath.inject(frame, ifindex)
+                if queued_ns:
+                    self.upcall_latency_us.append((time.monotonic_ns() - queued_ns) / 1000)
+        finally:  # the book: after the packets (it is not on their path), and whatever befell them
+            for flow, _ in self.pending.values():
+                self.book.add(flow, self.next_look(flow, flow.created))
+            self.pending.clear()
+
+    # --- when a flow is looked at again (kumo.agent.expiry) -----------------------------------------------
+    def timeout(self, flow: KernelFlow) -> float:
+        return self.stateful_idle_timeout if flow.stateful else self.idle_timeout
+
+    def next_look(self, flow: KernelFlow, active: float) -> float:
+        """When a flow last active at `active` must be looked at again: when it would have been idle for its
+        timeout, and for a stateful flow also when its state is due to be written again."""
+        at = active + self.timeout(flow)
+        return min(at, flow.refreshed + REFRESH_EVERY) if flow.stateful else at
+
+    # --- removal ------------------------------------------------------------------------------------------
+    def invalidate(self, tag: Any) -> None:
+        self.wildcard.invalidate(tag)
+        for raw in self.book.tagged(tag):
+            self.remove(raw)
+
+    def invalidate_all(self) -> None:
+        self.wildcard = WildcardTable()
+        for raw in self.book.booked():
+            self.remove(raw)
+
+    def remove(self, raw: bytes) -> None:
+        self.pending.pop(raw, None)
+        if self.book.pop(raw):
+            self.datapath.remove(raw)
+            self.counters["flows_removed"] += 1
+
+    def remove_in_port(self, ifindex: int) -> None:
+        """Every booked flow whose packets enter through interface `ifindex`."""
+        for raw in self.book.booked():
+            if in_port_of(raw) == ifindex:
+                self.remove(raw)
+
+    def collect_link_sets(self) -> None:
+        """Flood link sets no booked or pending flow names any more go (with the key index, which may hold
+        values naming them)."""
+        if self.values.collect_link_sets(lambda raw: raw in self.book or raw in self.pending):
+            self.by_key.clear()

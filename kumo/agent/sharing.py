@@ -1,0 +1,119 @@
+"""A round's new flow state (conntrack keys, NAT bindings), made durable and shared before its packets leave.
+
+With shared flow state (Redis) the round's writes are flushed at its end; if the store does not take them,
+the round's stateful flows are neither installed nor forwarded (fail closed: their replies could not be
+recognised elsewhere; the sender retransmits). Each new flow's state is also pushed (kumo.agent.push) to the
+hosts that may see its return traffic: the egress port's host and the hosts of ports sharing a stateful
+port group with the ingress or egress port."""
+
+from __future__ import annotations
+
+import collections
+
+from kumo.agent.kernelflows import KernelFlows
+from kumo.agent.push import StatePush, decode
+from kumo.agent.view import HostView
+from kumo.flowstate.local import LocalFlowState
+from kumo.flowstate.redis import FlowStateUnavailable, RedisFlowState
+from kumo.packet import int_to_ip
+from kumo.simulation.result import SimulationResult, StateWrite
+
+
+class StateSharing:
+    def __init__(
+        self,
+        host_id: str,
+        view: HostView,
+        flows: KernelFlows,
+        flow_state: LocalFlowState | RedisFlowState,
+        counters: collections.Counter[str],
+    ) -> None:
+        self.host_id = host_id
+        self.view = view
+        self.flows = flows
+        self.flow_state = flow_state
+        self.counters = counters
+        self.push: StatePush | None = None  # (opened when the agent starts)
+        self._pushes: dict[str, list[StateWrite]] = {}  # host -> new state to push this round
+        self._round_stateful: set[bytes] = set()  # this round's flows whose state must be durable first
+
+    def open(self) -> None:
+        self.push = StatePush()
+
+    def close(self) -> None:
+        if self.push is not None:
+            self.push.close()
+
+    def fileno(self) -> int:
+        """What the packet thread polls for pushes from peers (-1: none)."""
+        return self.push.fileno() if self.push is not None else -1
+
+    def note(self, raw_key: bytes, port_id: str, result: SimulationResult) -> None:
+        """A flow of this round wrote state: it is durable before the flow is installed, and pushed."""
+        self._round_stateful.add(raw_key)
+        for host in self._push_targets(port_id, result):
+            self._pushes.setdefault(host, []).extend(result.state_writes)
+
+    def end_round(self) -> set[bytes]:
+        """Make the round's new state durable (shared store) and push it to the peers that may see the
+        return traffic. Returns the round's flows that must not be forwarded (the store did not take their
+        state); they are no longer pending."""
+        dropped: set[bytes] = set()
+        try:
+            self.flow_state.flush()
+        except FlowStateUnavailable:
+            dropped = self._fail_closed()
+        self._round_stateful.clear()
+        self._send_pushes()
+        return dropped
+
+    def _fail_closed(self) -> set[bytes]:
+        dropped = set(self._round_stateful)
+        self.flows.forget_pending(dropped)
+        self.counters["drop.flow_state_unavailable"] += len(dropped)
+        self._pushes.clear()
+        return dropped
+
+    def _push_targets(self, port_id: str, result: SimulationResult) -> set[str]:
+        stateful_hosts = self.view.stateful_hosts
+        hosts = set(stateful_hosts.get(port_id, ()))
+        for egress in result.egress_port_ids:
+            hosts |= stateful_hosts.get(egress, set())
+            port = self.view.snapshot.ports.get(egress)
+            if port is not None and port.get("host_id"):
+                hosts.add(port["host_id"])
+        hosts.discard(self.host_id)
+        return hosts
+
+    def _send_pushes(self) -> None:
+        pushes, self._pushes = self._pushes, {}
+        if self.push is None:
+            return
+        for host, writes in pushes.items():
+            remote = self.view.tunnel_peers.get(host)
+            if remote is None:
+                self.counters["push_no_tunnel"] += 1
+                continue
+            try:
+                self.push.send(self.host_id, remote, writes)
+                self.counters["state_pushed"] += len(writes)
+            except OSError:
+                self.counters["push_send_errors"] += 1
+
+    def receive(self) -> None:
+        """Fold in the state peers pushed (from tunnel peers only)."""
+        assert self.push is not None
+        peers = {int_to_ip(ip): host for host, ip in self.view.tunnel_peers.items()}
+        for address, data in self.push.receive():
+            if address not in peers:
+                self.counters["push_from_stranger"] += 1
+                continue
+            try:
+                _, writes = decode(data)
+            except ValueError:
+                self.counters["push_malformed"] += 1
+                continue
+            for write in writes:
+                self.flow_state.learn(write.kind, write.key, write.value)
+                self.flows.invalidate((write.kind, write.key))  # results cached before this state existed
+            self.counters["state_received"] += len(writes)
