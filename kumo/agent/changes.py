@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from kumo.agent.invalidation import tags_for
@@ -25,39 +26,32 @@ from kumo.topology.store.base import Change, StateChange, Store
 APPLIED_KEPT = 16  # topology changes remembered for `kumo agent stats`
 
 
+@dataclass(eq=False)
 class StoreChanges:
-    def __init__(
-        self,
-        store: Store,
-        host_id: str,
-        view: HostView,
-        topology: TopologyCache,
-        learned: AgentLearned,
-        flows: KernelFlows,
-        ports: PortFollower,
-        server: UpcallServer,
-        counters: collections.Counter[str],
-        wake: Callable[[], None],
-    ) -> None:
-        self.store = store
-        self.host_id = host_id
-        self.view = view
-        self.topology = topology
-        self.learned = learned
-        self.flows = flows
-        self.ports = ports
-        self.server = server
-        self.counters = counters
-        self._wake = wake
-        self._events: collections.deque[tuple[float, Change | StateChange]] = collections.deque()
-        self.invalidation_ms = {"last": 0.0, "max": 0.0}  # store notification -> dependent flows removed
-        # the last topology changes applied: when, and how many flows they removed
-        self.topology_applied: collections.deque[dict[str, float]] = collections.deque(maxlen=APPLIED_KEPT)
+    store: Store
+    host_id: str
+    view: HostView
+    topology: TopologyCache
+    learned: AgentLearned
+    flows: KernelFlows
+    ports: PortFollower
+    server: UpcallServer
+    counters: collections.Counter[str]
+    wake: Callable[[], None]
+    _events: collections.deque[tuple[float, Change | StateChange]] = field(
+        default_factory=collections.deque, init=False
+    )
+    # store notification -> dependent flows removed (ms), and the last topology changes applied: when, and how
+    # many flows they removed
+    invalidation_ms: dict[str, float] = field(default_factory=lambda: {"last": 0.0, "max": 0.0}, init=False)
+    topology_applied: collections.deque[dict[str, float]] = field(
+        default_factory=lambda: collections.deque(maxlen=APPLIED_KEPT), init=False
+    )
 
     def queue(self, event: Change | StateChange) -> None:
         """(Store watch thread) Queue a change for the packet thread and wake it."""
         self._events.append((time.monotonic(), event))
-        self._wake()
+        self.wake()
 
     def apply(self) -> None:
         topology_changed = False

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import logging
+from dataclasses import dataclass, field
 
 from kumo.agent.view import HostView
 from kumo.datapath.actions import MAX_FLOOD, Out
@@ -15,13 +16,13 @@ from kumo.simulation.result import SimulationResult
 log = logging.getLogger("kumo.agent")
 
 
+@dataclass(eq=False)
 class Egress:
-    def __init__(self, host_id: str, view: HostView, datapath: Datapath, counters: collections.Counter[str]) -> None:
-        self.host_id = host_id
-        self.view = view
-        self.datapath = datapath
-        self.counters = counters
-        self._warned: set[str] = set()  # hosts without a tunnel (and "flood"), warned about once
+    host_id: str
+    view: HostView
+    datapath: Datapath
+    counters: collections.Counter[str]
+    _warned: set[str] = field(default_factory=set, init=False)  # hosts without a tunnel (and "flood"), warned once
 
     def outputs(self, result: SimulationResult) -> list[Out]:
         outputs = []

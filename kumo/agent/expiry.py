@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from kumo.agent.flows import KernelFlow
 from kumo.agent.kernelflows import REFRESH_EVERY, KernelFlows
@@ -29,26 +30,16 @@ EXPIRY_BATCH = 200  # flows checked between two short holds of the lock
 EXPIRY_READ_ALL_OVER = 2000  # flows due at once above which (and a quarter of all) the kernel's are read in batches
 
 
+@dataclass(eq=False)
 class Expiry:
-    def __init__(
-        self,
-        lock: threading.RLock,
-        stop: threading.Event,
-        datapath: Datapath,
-        flows: KernelFlows,
-        flow_state: LocalFlowState | RedisFlowState,
-        snat_blocks: SnatBlocks | None,
-        max_flows: int,
-        counters: collections.Counter[str],
-    ) -> None:
-        self.lock = lock
-        self.stop = stop
-        self.datapath = datapath
-        self.flows = flows
-        self.flow_state = flow_state
-        self.snat_blocks = snat_blocks
-        self.max_flows = max_flows
-        self.counters = counters
+    lock: threading.RLock
+    stop: threading.Event
+    datapath: Datapath
+    flows: KernelFlows
+    flow_state: LocalFlowState | RedisFlowState
+    snat_blocks: SnatBlocks | None
+    max_flows: int
+    counters: collections.Counter[str]
 
     def run(self) -> None:
         while not self.stop.wait(EXPIRY_PERIOD):

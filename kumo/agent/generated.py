@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import time
+from dataclasses import dataclass
 
 from kumo.agent.egress import Egress
 from kumo.agent.view import HostView
@@ -26,22 +27,14 @@ PARK_MAX = 64  # packets parked per next hop (the rest are dropped and counted)
 Parked = tuple[float, bytes, int, str]  # (until, frame, ifindex, port id)
 
 
+@dataclass(eq=False)
 class Emitter:
-    def __init__(
-        self,
-        view: HostView,
-        datapath: Datapath,
-        egress: Egress,
-        learned: LearnedTables,
-        flow_state: FlowState,
-        counters: collections.Counter[str],
-    ) -> None:
-        self.view = view
-        self.datapath = datapath
-        self.egress = egress
-        self.learned = learned
-        self.flow_state = flow_state
-        self.counters = counters
+    view: HostView
+    datapath: Datapath
+    egress: Egress
+    learned: LearnedTables
+    flow_state: FlowState
+    counters: collections.Counter[str]
 
     def emit(self, generated: Generated) -> None:
         """Send a packet the simulation made: out of a local VM's interface, or into the peer device of an

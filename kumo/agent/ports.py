@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import logging
+from dataclasses import dataclass
 
 from kumo.agent.kernelflows import KernelFlows
 from kumo.agent.view import HostView
@@ -15,15 +16,13 @@ from kumo.datapath.datapath import Datapath
 log = logging.getLogger("kumo.agent")
 
 
+@dataclass(eq=False)
 class PortFollower:
-    def __init__(
-        self, host_id: str, view: HostView, datapath: Datapath, flows: KernelFlows, counters: collections.Counter[str]
-    ) -> None:
-        self.host_id = host_id
-        self.view = view
-        self.datapath = datapath
-        self.flows = flows
-        self.counters = counters
+    host_id: str
+    view: HostView
+    datapath: Datapath
+    flows: KernelFlows
+    counters: collections.Counter[str]
 
     def follow_bindings(self) -> None:
         """Bind and unbind to match the current snapshot's ports bound to this host."""

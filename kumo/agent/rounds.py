@@ -19,6 +19,7 @@ import os
 import select
 import threading
 import time
+from dataclasses import dataclass, field
 
 from kumo.agent.changes import StoreChanges
 from kumo.agent.collector import Collector
@@ -64,40 +65,24 @@ class Waker:
         os.close(self._write_fd)
 
 
+@dataclass(eq=False)
 class PacketLoop:
-    def __init__(
-        self,
-        lock: threading.RLock,
-        stop: threading.Event,
-        waker: Waker,
-        datapath: Datapath,
-        changes: StoreChanges,
-        sharing: StateSharing,
-        server: UpcallServer,
-        flows: KernelFlows,
-        ports: PortFollower,
-        parking: Parking,
-        storms: StormMonitor,
-        store_link: StoreLink,
-        collector: Collector,
-        counters: collections.Counter[str],
-    ) -> None:
-        self.lock = lock
-        self.stop = stop
-        self.waker = waker
-        self.datapath = datapath
-        self.changes = changes
-        self.sharing = sharing
-        self.server = server
-        self.flows = flows
-        self.ports = ports
-        self.parking = parking
-        self.storms = storms
-        self.store_link = store_link
-        self.collector = collector
-        self.counters = counters
-        self._next_follow = 0.0
-        self._next_link_collection = 0.0
+    lock: threading.RLock
+    stop: threading.Event
+    waker: Waker
+    datapath: Datapath
+    changes: StoreChanges
+    sharing: StateSharing
+    server: UpcallServer
+    flows: KernelFlows
+    ports: PortFollower
+    parking: Parking
+    storms: StormMonitor
+    store_link: StoreLink
+    collector: Collector
+    counters: collections.Counter[str]
+    _next_follow: float = field(default=0.0, init=False)
+    _next_link_collection: float = field(default=0.0, init=False)
 
     def run(self) -> None:
         ring = self.datapath.upcalls()

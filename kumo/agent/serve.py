@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import logging
+from dataclasses import dataclass
 
 from kumo.agent.egress import Egress
 from kumo.agent.generated import Emitter, Parking
@@ -41,32 +42,19 @@ _KEY_AT = UpcallHeader.key.offset
 _TTL = BIT["ip_ttl"]
 
 
+@dataclass(eq=False)
 class UpcallServer:
-    def __init__(
-        self,
-        host_id: str,
-        view: HostView,
-        flows: KernelFlows,
-        egress: Egress,
-        emitter: Emitter,
-        parking: Parking,
-        sharing: StateSharing,
-        learned: AgentLearned,
-        flow_state: LocalFlowState | RedisFlowState,
-        store_link: StoreLink,
-        counters: collections.Counter[str],
-    ) -> None:
-        self.host_id = host_id
-        self.view = view
-        self.flows = flows
-        self.egress = egress
-        self.emitter = emitter
-        self.parking = parking
-        self.sharing = sharing
-        self.learned = learned
-        self.flow_state = flow_state
-        self.store_link = store_link
-        self.counters = counters
+    host_id: str
+    view: HostView
+    flows: KernelFlows
+    egress: Egress
+    emitter: Emitter
+    parking: Parking
+    sharing: StateSharing
+    learned: AgentLearned
+    flow_state: LocalFlowState | RedisFlowState
+    store_link: StoreLink
+    counters: collections.Counter[str]
 
     def serve_all(self, upcalls: list[bytes]) -> None:
         for raw in upcalls:

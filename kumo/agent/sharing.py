@@ -9,6 +9,7 @@ port group with the ingress or egress port."""
 from __future__ import annotations
 
 import collections
+from dataclasses import dataclass, field
 
 from kumo.agent.kernelflows import KernelFlows
 from kumo.agent.push import StatePush, decode
@@ -19,23 +20,16 @@ from kumo.packet import int_to_ip
 from kumo.simulation.result import SimulationResult, StateWrite
 
 
+@dataclass(eq=False)
 class StateSharing:
-    def __init__(
-        self,
-        host_id: str,
-        view: HostView,
-        flows: KernelFlows,
-        flow_state: LocalFlowState | RedisFlowState,
-        counters: collections.Counter[str],
-    ) -> None:
-        self.host_id = host_id
-        self.view = view
-        self.flows = flows
-        self.flow_state = flow_state
-        self.counters = counters
-        self.push: StatePush | None = None  # (opened when the agent starts)
-        self._pushes: dict[str, list[StateWrite]] = {}  # host -> new state to push this round
-        self._round_stateful: set[bytes] = set()  # this round's flows whose state must be durable first
+    host_id: str
+    view: HostView
+    flows: KernelFlows
+    flow_state: LocalFlowState | RedisFlowState
+    counters: collections.Counter[str]
+    push: StatePush | None = field(default=None, init=False)  # (opened when the agent starts)
+    _pushes: dict[str, list[StateWrite]] = field(default_factory=dict, init=False)  # host -> this round's new state
+    _round_stateful: set[bytes] = field(default_factory=set, init=False)  # this round's flows whose state goes first
 
     def open(self) -> None:
         self.push = StatePush()
