@@ -98,42 +98,60 @@ class Agent:
         self.parking = Parking(counters)
         self.sharing = StateSharing(host_id, view, flows, flow_state, counters)
         self.server = UpcallServer(
-            host_id,
-            view,
-            flows,
-            egress,
-            Emitter(view, datapath, egress, self.learned, flow_state, counters),
-            self.parking,
-            self.sharing,
-            self.learned,
-            flow_state,
-            self.store_link,
-            counters,
+            host_id=host_id,
+            view=view,
+            flows=flows,
+            egress=egress,
+            emitter=Emitter(view, datapath, egress, self.learned, flow_state, counters),
+            parking=self.parking,
+            sharing=self.sharing,
+            learned=self.learned,
+            flow_state=flow_state,
+            store_link=self.store_link,
+            counters=counters,
         )
         self.ports = PortFollower(host_id, view, datapath, flows, counters)
         self.waker = Waker()
         self.changes = StoreChanges(
-            store, host_id, view, self.topology, self.learned, flows, self.ports, self.server, counters, self.waker.wake
+            store=store,
+            host_id=host_id,
+            view=view,
+            topology=self.topology,
+            learned=self.learned,
+            flows=flows,
+            ports=self.ports,
+            server=self.server,
+            counters=counters,
+            wake=self.waker.wake,
         )
         self.storms = StormMonitor(datapath, view, counters)
         self.collector = Collector()
         self.packets = PacketLoop(
-            self.lock,
-            self._stop,
-            self.waker,
-            datapath,
-            self.changes,
-            self.sharing,
-            self.server,
-            flows,
-            self.ports,
-            self.parking,
-            self.storms,
-            self.store_link,
-            self.collector,
-            counters,
+            lock=self.lock,
+            stop=self._stop,
+            waker=self.waker,
+            datapath=datapath,
+            changes=self.changes,
+            sharing=self.sharing,
+            server=self.server,
+            flows=flows,
+            ports=self.ports,
+            parking=self.parking,
+            storms=self.storms,
+            store_link=self.store_link,
+            collector=self.collector,
+            counters=counters,
         )
-        self.expiry = Expiry(self.lock, self._stop, datapath, flows, flow_state, self.snat_blocks, max_flows, counters)
+        self.expiry = Expiry(
+            lock=self.lock,
+            stop=self._stop,
+            datapath=datapath,
+            flows=flows,
+            flow_state=flow_state,
+            snat_blocks=self.snat_blocks,
+            max_flows=max_flows,
+            counters=counters,
+        )
         self._threads: list[threading.Thread] = []
         self._watches: list[Any] = []
         self._control: ControlServer | None = None
