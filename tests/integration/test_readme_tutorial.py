@@ -23,9 +23,13 @@ BACKGROUND_UP = (
     "for _ in $(seq 150); do kumo host list > /dev/null 2>&1 && break; sleep 0.2; done"
 )
 STOP_UP = 'kill -INT $KUMO_UP; wait $KUMO_UP; echo "kumo up exited: $?"'
-PRIVATE = (  # (the script is read before /tmp is covered)
-    'set -e; script=$(cat "$0"); mount -t tmpfs kumo-run /run; mount -t tmpfs kumo-lib /var/lib; '
-    "mount -t tmpfs kumo-tmp /tmp; umount -l /sys; mount -t sysfs sysfs /sys; ip link set lo up; "
+# The private namespace: tmpfs over /run, /var/lib and /tmp, with the repository (whose .venv the tutorial
+# uses) bound back in place in case it lives under one of them; the script is read before they are covered.
+PRIVATE = (
+    'set -e; script=$(cat "$0"); repo="$1"; mount --bind "$repo" /mnt; '
+    "mount -t tmpfs kumo-run /run; mount -t tmpfs kumo-lib /var/lib; mount -t tmpfs kumo-tmp /tmp; "
+    'mkdir -p "$repo"; mount --bind /mnt "$repo"; '
+    "umount -l /sys; mount -t sysfs sysfs /sys; ip link set lo up; "
     'exec bash -x -c "$script"'
 )
 
@@ -62,7 +66,7 @@ def test_the_readme_tutorial_runs_as_written(tmp_path: Path) -> None:
     script = tmp_path / "tutorial.sh"
     script.write_text(tutorial_script(tutorial_blocks()))
     proc = subprocess.Popen(
-        ["unshare", "--mount", "--net", "--propagation", "private", "sh", "-c", PRIVATE, str(script)],
+        ["unshare", "--mount", "--net", "--propagation", "private", "sh", "-c", PRIVATE, str(script), str(REPO)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
