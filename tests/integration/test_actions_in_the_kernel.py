@@ -231,29 +231,43 @@ def test_the_ring_is_read_whole_across_its_end() -> None:
     assert [int.from_bytes(r[payload_at : payload_at + 4], "big") for r in seen] == list(range(total))
 
 
+class WatchedPort:
+    """The program with maps of its own (counters from zero) and one port under storm control, with short
+    times: limit 200 upcalls/s, storm rate 20/s, over the limit for 100 ms to storm (windows of 50 ms), 300 ms
+    at or under it to calm down. Every frame `miss` sends is a new flow."""
+
+    def __enter__(self) -> WatchedPort:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.obj.close()
+
+    def __init__(self) -> None:
+        self.obj = libbpf.BpfObject(str(build.object_path("port_ingress")))
+        self.prog, self.limits = self.obj.program_fd("kumo_port_ingress"), self.obj.map_fd("kumo_port_limits")
+        config = Config(upcall_rate=200, upcall_burst=1, storm_rate=20, storm_enter_ms=100, storm_leave_ms=300)
+        libbpf.update(self.obj.map_fd("kumo_config"), ctypes.c_uint32(0), config)
+        libbpf.update(self.limits, ctypes.c_uint32(LOOPBACK), PortLimit())  # as the agent does when it attaches
+        self._sport = iter(range(1024, 65536))
+
+    def miss(self) -> None:
+        packet = frame(PROTO_UDP, "10.0.1.11", "10.0.1.12", Udp(next(self._sport), 9))
+        assert libbpf.test_run(self.prog, packet)[0] == TC_ACT_SHOT
+
+    def state(self) -> PortLimit:
+        entry = PortLimit()
+        assert libbpf.lookup(self.limits, ctypes.c_uint32(LOOPBACK), entry)
+        return entry
+
+    def upcalls(self) -> int:
+        return stat((self.prog, 0, self.obj.map_fd("kumo_stats")), "upcall")
+
+
 def test_a_port_over_its_limit_storms_and_is_held_to_the_storm_rate_until_it_calms_down() -> None:
     """Storm control in the program, with short times: limit 200 upcalls/s, storm rate 20/s, over the limit
     for 100 ms to storm, 300 ms at or under it to calm down. Every frame is a new flow (a miss)."""
-    obj = libbpf.BpfObject(str(build.object_path("port_ingress")))  # maps of its own: counters from zero
-    try:
-        prog, limits = obj.program_fd("kumo_port_ingress"), obj.map_fd("kumo_port_limits")
-        config = Config(upcall_rate=200, upcall_burst=1, storm_rate=20, storm_enter_ms=100, storm_leave_ms=300)
-        libbpf.update(obj.map_fd("kumo_config"), ctypes.c_uint32(0), config)
-        libbpf.update(limits, ctypes.c_uint32(LOOPBACK), PortLimit())  # as the agent does when it attaches
-        sport = iter(range(1024, 65536))
-
-        def miss() -> None:
-            packet = frame(PROTO_UDP, "10.0.1.11", "10.0.1.12", Udp(next(sport), 9))
-            assert libbpf.test_run(prog, packet)[0] == TC_ACT_SHOT
-
-        def state() -> PortLimit:
-            entry = PortLimit()
-            assert libbpf.lookup(limits, ctypes.c_uint32(LOOPBACK), entry)
-            return entry
-
-        def upcalls() -> int:
-            return stat((prog, 0, obj.map_fd("kumo_stats")), "upcall")
-
+    with WatchedPort() as port:
+        miss, state, upcalls = port.miss, port.state, port.upcalls
         for _ in range(40):  # 100 misses/s for 0.4 s (a stall only slows them): busy, under the limit
             miss()
             time.sleep(0.01)
@@ -274,8 +288,6 @@ def test_a_port_over_its_limit_storms_and_is_held_to_the_storm_rate_until_it_cal
         before = upcalls()
         miss()
         assert state().storming_since_ns == 0 and state().storms == 1 and upcalls() == before + 1
-    finally:
-        obj.close()
 
 
 def test_a_storm_that_stops_mid_window_is_let_go_at_the_first_miss_after_the_leave_time() -> None:
@@ -285,23 +297,8 @@ def test_a_storm_that_stops_mid_window_is_let_go_at_the_first_miss_after_the_lea
     one (seen as a held paced run after a storm, on a host whose storm reached 130,000 misses/s). Short
     times: limit 200/s, windows of 50 ms, leave after 300 ms; 150 misses at the start of a window are 150 in
     0.35 s of silence (429/s, over 200/s) if averaged, and 3,000/s in their own window (over) then calm."""
-    obj = libbpf.BpfObject(str(build.object_path("port_ingress")))
-    try:
-        prog, limits = obj.program_fd("kumo_port_ingress"), obj.map_fd("kumo_port_limits")
-        config = Config(upcall_rate=200, upcall_burst=1, storm_rate=20, storm_enter_ms=100, storm_leave_ms=300)
-        libbpf.update(obj.map_fd("kumo_config"), ctypes.c_uint32(0), config)
-        libbpf.update(limits, ctypes.c_uint32(LOOPBACK), PortLimit())
-        sport = iter(range(1024, 65536))
-
-        def miss() -> None:
-            packet = frame(PROTO_UDP, "10.0.1.11", "10.0.1.12", Udp(next(sport), 9))
-            assert libbpf.test_run(prog, packet)[0] == TC_ACT_SHOT
-
-        def state() -> PortLimit:
-            entry = PortLimit()
-            assert libbpf.lookup(limits, ctypes.c_uint32(LOOPBACK), entry)
-            return entry
-
+    with WatchedPort() as port:
+        miss, state = port.miss, port.state
         deadline = time.monotonic() + 5
         while not state().storming_since_ns and time.monotonic() < deadline:
             miss()
@@ -317,8 +314,6 @@ def test_a_storm_that_stops_mid_window_is_let_go_at_the_first_miss_after_the_lea
         miss()
         assert state().storming_since_ns == 0, "calm for 350 ms, the port is still held"
         assert state().storms == 1
-    finally:
-        obj.close()
 
 
 def test_a_held_ports_upcalls_do_not_wake_the_reader_and_the_next_other_upcall_does() -> None:
