@@ -11,7 +11,7 @@ from typing import Any
 
 from kumo.packet import PacketError, int_to_ip, ip_to_int
 from kumo.packet.arp import REPLY, REQUEST
-from kumo.packet.flowhash import flow_hash
+from kumo.packet.flowhash import rendezvous
 from kumo.packet.frame import ip_packet
 from kumo.packet.icmp import (
     ADMIN_PROHIBITED,
@@ -159,9 +159,9 @@ def _route(ctx: Context, rid: str) -> Route | None:
         if best and (route.src_len, route.weight) != (best[0].src_len, best[0].weight):
             continue  # sorted: a more specific source, then a lower weight, came first
         best.append(route)
-    if len(best) > 1:  # ECMP: spread flows by their 5-tuple
+    if len(best) > 1:  # ECMP: each flow on one next hop, by a consistent hash of its 5-tuple
         flow = five_tuple(ctx) or (ctx.match.get("ip_src"), dst)
-        return best[flow_hash(flow) % len(best)]
+        return best[rendezvous(flow, [route.path for route in best])]
     return best[0] if best else None
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from kumo.packet import ip_to_int
+from kumo.packet.flowhash import path_key
 from kumo.topology.state import HOSTS_ALIVE
 
 Obj = dict[str, Any]
@@ -40,9 +41,11 @@ class Route:
     type: str
     dst_mask: int = 0  # the netmasks of dst_len and src_len, computed once
     src_mask: int = 0
+    path: int = 0  # the next hop's key for ECMP (flowhash.rendezvous): equal routes to one next hop are one path
 
     def __post_init__(self) -> None:
         self.dst_mask, self.src_mask = prefix_mask(self.dst_len), prefix_mask(self.src_len)
+        self.path = path_key(f"{self.next_hop_port_id}/{self.next_hop_gateway}")
 
     @classmethod
     def from_obj(cls, route: Obj) -> Route:

@@ -154,6 +154,43 @@ def test_longest_prefix_source_filter_weight_and_ecmp(cloud: Cloud) -> None:
     assert hops == {"02:00:00:00:00:98", "02:00:00:00:00:91"}  # ECMP spreads flows over equal routes
 
 
+def test_when_one_of_four_equal_routes_goes_only_its_flows_move(cloud: Cloud) -> None:
+    """ECMP by a consistent hash: a route that goes moves its own flows to the others and no other flow;
+    when it comes back, the flows it takes are only ones that were its own."""
+    r, up = cloud["rtr"], cloud["uplink"]
+    hops = {f"192.0.2.{i}": f"02:00:00:00:00:{90 + i}" for i in range(1, 5)}
+    routes = {}
+    for ip, mac in hops.items():
+        cloud.learned.arps[(r, ip_to_int(ip))] = mac
+        routes[mac] = cloud.topo.create(
+            "routes",
+            {"router_id": r, "dst_cidr": "198.51.100.0/24", "next_hop_port_id": up, "next_hop_gateway": ip},
+        )
+
+    def paths() -> list[str]:
+        return [
+            str(
+                cloud.send(
+                    "vm1", tcp_frame(VM1_MAC, rmac(cloud, "rtr-web"), "10.0.1.11", "198.51.100.7", sport, 80)
+                ).rewrites["eth_dst"]
+            )
+            for sport in range(1000, 1400)
+        ]
+
+    before = paths()
+    assert set(before) == set(hops.values())
+    gone = "02:00:00:00:00:92"
+    cloud.topo.delete("routes", routes[gone]["id"])
+    after = paths()
+    assert gone not in after
+    assert all(was == now for was, now in zip(before, after, strict=True) if was != gone)
+    cloud.topo.create(
+        "routes",
+        {"router_id": r, "dst_cidr": "198.51.100.0/24", "next_hop_port_id": up, "next_hop_gateway": "192.0.2.2"},
+    )
+    assert paths() == before  # the same next hop again: the same flows, though the route is a new object
+
+
 def test_next_hops_known_from_dhcp_entries_need_no_arp(cloud: Cloud) -> None:
     subnet = cloud.topo.create("dhcp_subnets", {"bridge_id": cloud["db"], "cidr": "10.0.2.0/24"})
     cloud.topo.create("dhcp_hosts", {"subnet_id": subnet["id"], "mac": VM3_MAC, "ip_address": "10.0.2.13"})
