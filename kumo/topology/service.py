@@ -448,6 +448,28 @@ class Topology:
             if not inside:
                 raise InvalidInput(f"ip_address {ip} is not inside the subnet {subnet['cidr']}")
 
+    # --- BGP ------------------------------------------------------------------------------------------
+    def _finish_bgp_peers(self, tx: Tx, peer: Obj, old: Obj | None) -> None:
+        """A session speaks for its router's AS (RFC 4271 §4.2: the OPEN carries it): no AS, no peers."""
+        router = self.store.find("routers", peer["router_id"])
+        if router is not None and router.get("asn") is None:
+            raise Conflict(
+                f"asn: router {peer['router_id']} has no AS number; set the router's asn first "
+                '(PATCH /v1/routers/{id} {"asn": N}, or kumo router set ROUTER --asn N)',
+                code="router_without_asn",
+            )
+
+    def _finish_routers(self, tx: Tx, router: Obj, old: Obj | None) -> None:
+        if old is None or old.get("asn") is None or router.get("asn") is not None:
+            return
+        peers = [p["address"] for p in self.store.list("bgp_peers", router_id=router["id"])]
+        if peers:
+            raise Conflict(
+                f"asn: router {router['id']} has BGP peers ({', '.join(sorted(peers))}); delete them before "
+                "removing its AS number",
+                code="in_use",
+            )
+
     # --- hosts and tunnel zones -------------------------------------------------------------------------
     def _before_delete_hosts(self, host: Obj) -> None:
         if self.store.state_get(HOSTS_ALIVE, host["id"]) is not None:

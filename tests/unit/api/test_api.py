@@ -291,3 +291,12 @@ def test_store_outage_is_a_503_that_says_so(api: TestClient, monkeypatch: pytest
 
     monkeypatch.setattr(store, "list_versioned", unreachable)
     assert "unreachable" in error(api.get("/v1/bridges"), 503, "store_unavailable")
+
+
+def test_a_router_without_an_as_number_refuses_bgp_peers(api: TestClient) -> None:
+    router = ok(api.post("/v1/routers", json={}), 201)
+    peer = {"asn": 65000, "address": "192.0.2.1"}
+    message = error(api.post(f"/v1/routers/{router['id']}/bgp_peers", json=peer), 409, "router_without_asn")
+    assert message.startswith("asn: ") and "set the router's asn" in message
+    ok(api.patch(f"/v1/routers/{router['id']}", json={"asn": 65100}))
+    ok(api.post(f"/v1/routers/{router['id']}/bgp_peers", json=peer), 201)

@@ -326,3 +326,16 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
     while time.monotonic() < deadline and not predicate():
         time.sleep(0.02)
     return predicate()
+
+
+def test_bgp_peers_need_their_routers_as_number(topo: Topology) -> None:
+    router = topo.create("routers", {})
+    with pytest.raises(Conflict, match=r"^asn: router .* has no AS number") as refused:
+        topo.create("bgp_peers", {"router_id": router["id"], "asn": 65000, "address": "192.0.2.1"})
+    assert refused.value.code == "router_without_asn"
+    topo.update("routers", router["id"], {"asn": 4200000001})  # (a 4-byte AS)
+    topo.create("bgp_peers", {"router_id": router["id"], "asn": 65000, "address": "192.0.2.1"})
+    with pytest.raises(Conflict, match=r"^asn: router .* has BGP peers \(192.0.2.1\)"):
+        topo.update("routers", router["id"], {"asn": None})
+    assert topo.get("routers", router["id"])["asn"] == 4200000001
+    topo.update("routers", router["id"], {"name": "edge"})  # other changes are fine
