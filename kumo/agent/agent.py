@@ -50,10 +50,11 @@ from kumo.agent.storms import StormMonitor
 from kumo.agent.topology import TopologyCache
 from kumo.agent.view import HostView
 from kumo.datapath.datapath import Datapath
+from kumo.edge.manager import EdgeManager
 from kumo.flowstate.local import LocalFlowState
 from kumo.flowstate.redis import RedisFlowState
 from kumo.flowstate.snat_blocks import SnatBlocks
-from kumo.topology.state import ARP_TABLE, HOSTS_ALIVE, MAC_TABLE
+from kumo.topology.state import ARP_TABLE, HOSTS_ALIVE, LEARNED_ROUTES, MAC_TABLE
 from kumo.topology.store.base import Store
 
 log = logging.getLogger("kumo.agent")
@@ -124,6 +125,16 @@ class Agent:
             counters=counters,
             wake=self.waker.wake,
         )
+        self.edge = EdgeManager(
+            store=store,
+            host_id=host_id,
+            session=lambda: self.store_link.session,
+            datapath=datapath,
+            lock=self.lock,
+            counters=counters,
+            run_dir=state_dir,
+        )
+        self.changes.on_rebuild = self.edge.update
         self.storms = StormMonitor(datapath, view, counters)
         self.collector = Collector()
         self.packets = PacketLoop(
@@ -173,6 +184,7 @@ class Agent:
             self.store.state_watch(MAC_TABLE, queue_change),
             self.store.state_watch(ARP_TABLE, queue_change),
             self.store.state_watch(HOSTS_ALIVE, queue_change),
+            self.store.state_watch(LEARNED_ROUTES, queue_change),
         ]
         with self.lock:
             self.learned.load(self.store)
@@ -191,6 +203,7 @@ class Agent:
             thread.start()
             self._threads.append(thread)
         self._control.start()
+        self.edge.start()
         self.collector.take_over()  # the packet thread collects garbage between rounds from now on
         log.info(
             "agent for host %s: %d ports bound here, %d kernel flows %s",
@@ -207,6 +220,7 @@ class Agent:
         owns stay, until the store times the session out (ZooKeeper: 10 s) or a restarted agent takes them
         over. Closing it would make every other host drop the flows that use those entries, and stall them
         until this agent is back to learn them again."""
+        self.edge.stop()  # (first: its sessions close while the datapath still carries their NOTIFICATION)
         self._stop.set()
         self.waker.wake()
         for watch in self._watches:
@@ -248,6 +262,7 @@ class Agent:
                 "upcall_to_reinject_us": percentiles(flows.upcall_latency_us),
                 "upcall_ring_most_waiting_kb": self.datapath.upcalls_most_waiting() // 1024,
                 "storm_control": self.storms.report(time.monotonic()),
+                "bgp_peers": self.edge.report(),
                 "garbage_collections": dict(zip(GENERATIONS, self.collector.collections, strict=True)),
                 "garbage_collection_longest_ms": dict(
                     zip(GENERATIONS, (round(ms, 2) for ms in self.collector.longest_ms), strict=True)

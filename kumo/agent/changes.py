@@ -20,7 +20,7 @@ from kumo.agent.ports import PortFollower
 from kumo.agent.serve import UpcallServer
 from kumo.agent.topology import TopologyCache
 from kumo.agent.view import HostView
-from kumo.topology.state import ARP_TABLE, HOSTS_ALIVE, parse_arp_key
+from kumo.topology.state import ARP_TABLE, HOSTS_ALIVE, LEARNED_ROUTES, parse_arp_key
 from kumo.topology.store.base import Change, StateChange, Store
 
 APPLIED_KEPT = 16  # topology changes remembered for `kumo agent stats`
@@ -38,6 +38,7 @@ class StoreChanges:
     server: UpcallServer
     counters: collections.Counter[str]
     wake: Callable[[], None]
+    on_rebuild: Callable[[dict[str, dict[str, Any]]], None] | None = None  # told every new topology (the edge)
     _events: collections.deque[tuple[float, Change | StateChange]] = field(
         default_factory=collections.deque, init=False
     )
@@ -64,6 +65,10 @@ class StoreChanges:
                 if self.topology.apply_alive(event):  # routes through its exterior ports come or go
                     topology_changed = True
                     tags = None if tags is None else tags | self._routes_via(event.key)
+                continue
+            if isinstance(event, StateChange) and event.table == LEARNED_ROUTES:  # from BGP, on any edge host
+                topology_changed = True
+                tags = None if tags is None else tags | {self.topology.apply_learned_route(event)}
                 continue
             if isinstance(event, StateChange):
                 tag = self.learned.apply(event)
@@ -107,3 +112,5 @@ class StoreChanges:
         view.tunnel_peers = self.topology.tunnel_peers(self.host_id)
         view.stateful_hosts = self.topology.stateful_hosts(view.snapshot)
         self.ports.follow_bindings()
+        if self.on_rebuild is not None:
+            self.on_rebuild(self.topology.objects)

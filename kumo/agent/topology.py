@@ -11,20 +11,32 @@ from typing import Any
 
 from kumo.packet import ip_to_int
 from kumo.simulation.view import ALIVE, SNAPSHOT_KINDS, Snapshot
-from kumo.topology.state import HOSTS_ALIVE
+from kumo.topology.state import HOSTS_ALIVE, LEARNED_ROUTES, parse_learned_route_key
 from kumo.topology.store.base import Change, StateChange, Store
 
-KINDS = (*SNAPSHOT_KINDS, "tunnel_zones", "tunnel_zone_members")
+KINDS = (*SNAPSHOT_KINDS, "tunnel_zones", "tunnel_zone_members", "bgp_peers", "bgp_networks")
 
 
 class TopologyCache:
     def __init__(self) -> None:
         self.objects: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in KINDS}
         self.alive: set[str] = set()
+        self.learned_routes: dict[str, dict[str, Any]] = {}  # BGP-learned (kumo.edge), by state-table key
 
     def load(self, store: Store) -> None:
         self.objects = {kind: {o["id"]: o for o in store.list(kind)} for kind in KINDS}
         self.alive = set(store.state_list(HOSTS_ALIVE))
+        self.learned_routes = {k: {**r, "learned": True} for k, r in store.state_list(LEARNED_ROUTES).items()}
+
+    def apply_learned_route(self, change: StateChange) -> str:
+        """Fold a learned route's change in; the tag of its router's routes."""
+        if change.new is None:
+            old = self.learned_routes.pop(change.key, None)
+            router_id = old["router_id"] if old else parse_learned_route_key(change.key)[0]
+        else:
+            self.learned_routes[change.key] = {**change.new, "learned": True}
+            router_id = change.new["router_id"]
+        return f"routes:{router_id}"
 
     def apply(self, change: Change) -> None:
         table = self.objects.get(change.kind)
@@ -45,9 +57,14 @@ class TopologyCache:
         return was != (change.key in self.alive)
 
     def snapshot(self) -> Snapshot:
+        return Snapshot.build(self.snapshot_objects())
+
+    def snapshot_objects(self) -> dict[str, list[dict[str, Any]]]:
+        """What the snapshot is built from: the declared objects, learned routes among the routes."""
         objects: dict[str, list[dict[str, Any]]] = {kind: list(self.objects[kind].values()) for kind in SNAPSHOT_KINDS}
+        objects["routes"] += self.learned_routes.values()
         objects[ALIVE] = [{"id": host} for host in self.alive]
-        return Snapshot.build(objects)
+        return objects
 
     def tunnel_peers(self, host_id: str) -> dict[str, int]:
         """host id -> its tunnel IP, for every host sharing a tunnel zone with `host_id` (the first zone in id

@@ -35,6 +35,7 @@ from kumo.datapath.layout import (
     FlowKey,
     FlowValue,
     PortLimit,
+    Speaker,
 )
 from kumo.datapath.ringbuf import UpcallRing, open_ring
 from kumo.packet import int_to_ip
@@ -62,7 +63,7 @@ def last_used(flows_fd: int) -> dict[bytes, int]:
 PROGRAM = "kumo_port_ingress"
 ADOPTED_MAPS = ("kumo_flows", "kumo_upcalls", "kumo_config", "kumo_rates", "kumo_stats")  # a restart keeps these
 # storm control starts afresh with the agent that watches it
-MAPS = (*ADOPTED_MAPS, "kumo_port_limits", "kumo_ring_lazy")
+MAPS = (*ADOPTED_MAPS, "kumo_port_limits", "kumo_ring_lazy", "kumo_speakers")  # (speakers: kumo.edge)
 INJECT_PAIR = ("kumo-inj0", "kumo-inj1")  # the agent writes into inj0; the program on inj1 reads the mark
 VXLAN_DEVICE = "kumo-vxlan"
 VXLAN_PROGRAM = "kumo_vxlan_ingress"
@@ -375,6 +376,19 @@ class Datapath:
         if self._tunnel_sock is None:
             raise OSError(errno.ENETUNREACH, self.tunnel_error or "tunnels are not available")
         self._tunnel_sock.sendto(Vxlan(vni, frame).build(), (int_to_ip(remote), VXLAN_PORT))
+
+    # --- BGP speakers (kumo.edge): the uplink's BGP to the speaker's veth, and back -----------------------
+    def set_speaker(self, uplink_ifindex: int, speaker_ifindex: int, address: str) -> None:
+        """Hand `uplink_ifindex`'s BGP and ARP for `address` to the speaker behind `speaker_ifindex`, and send
+        what the speaker sends out of the uplink (lib/speakers.h). The speaker's veth gets the program."""
+        addr = struct.unpack("=I", socket.inet_aton(address))[0]
+        libbpf.update(self.fds["kumo_speakers"], ctypes.c_uint32(speaker_ifindex), Speaker(uplink_ifindex, addr, 0))
+        libbpf.update(self.fds["kumo_speakers"], ctypes.c_uint32(uplink_ifindex), Speaker(speaker_ifindex, addr, 1))
+        self.attach_index(speaker_ifindex)
+
+    def clear_speaker(self, uplink_ifindex: int, speaker_ifindex: int) -> None:
+        for index in (uplink_ifindex, speaker_ifindex):
+            libbpf.delete(self.fds["kumo_speakers"], ctypes.c_uint32(index))
 
     # --- packets --------------------------------------------------------------------------------------
     def upcalls(self) -> UpcallRing:

@@ -70,6 +70,8 @@ STATS = (
     "tunnel_no_key",
     "flood_link_missing",
     "upcall_held",
+    "speaker_in",
+    "speaker_out",
 )
 
 Mac = ctypes.c_uint8 * 6
@@ -161,6 +163,17 @@ class Config(ctypes.Structure):
     ]
 
 
+class Speaker(ctypes.Structure):
+    """An entry of kumo_speakers (lib/speakers.h): an uplink's BGP speaker, keyed by either interface."""
+
+    _fields_ = [
+        ("to_ifindex", ctypes.c_uint32),
+        ("addr", ctypes.c_uint32),  # network order, as the packet carries it
+        ("uplink", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+    ]
+
+
 class PortLimit(ctypes.Structure):
     """A bound interface's storm control state, kept by the program (kumo.agent.storms)."""
 
@@ -184,4 +197,5 @@ CHECKED = (
     (UpcallHeader, "kumo_upcall"),
     (Config, "kumo_config"),
     (PortLimit, "kumo_port_limit"),
+    (Speaker, "kumo_speaker"),
 )

@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Any
 
 from kumo.client import Client
+from kumo.edge import namespace
 from kumo.testing.netns import HostNamespace, Vm, inside, ip
 from kumo.testing.processes import AgentProcess, ApiProcess
 from kumo.testing.redis import RedisServer
@@ -184,6 +185,8 @@ class Fabric:
                 self.redis.stop()
             self.redis.cleanup()
         for host in self.hosts:
+            for name in namespace.recorded(host.state_dir):  # BGP speakers of an agent that was killed
+                namespace.remove(name)
             host.delete()
         ip("netns", "del", self.netns, check=False)
         self.zookeeper.cleanup()

@@ -49,6 +49,8 @@ class Router(Filtered):
     name: Name | None = None
     tenant_id: Name | None = None
     asn: Asn | None = None
+    # advertise its floating IPs (the addresses of static DNAT rules) to its BGP peers as /32s
+    bgp_advertise_floating_ips: bool = False
 
 
 class Port(Filtered):
@@ -359,18 +361,32 @@ class BgpPeer(Resource):
     router_id: Id
     asn: Asn
     address: IPv4
-    keepalive: int = Field(default=60, ge=1, le=21845)
+    keepalive: int | None = Field(default=None, ge=1, le=21845)  # (default: a third of hold_time)
     hold_time: int = Field(default=180, ge=0, le=65535)
     password: str | None = Field(default=None, max_length=80)
+    # maximum-prefix: a peer that announces more is stopped (until it is changed) and its routes withdrawn
+    max_prefixes: int = Field(default=10_000, ge=1, le=1_000_000)
+    # the live session (read-only, kumo.topology.bgp): written by the agent that runs it
     state: str = "idle"
+    host_id: Id | None = None
+    uptime_s: float | None = None
+    prefixes_received: int = 0
+    prefixes_advertised: int = 0
+    last_error: str | None = None
+    flaps: int = 0
 
     @model_validator(mode="after")
     def _timers(self) -> BgpPeer:
         # RFC 4271 §4.2: hold time is 0 or at least 3 s; keepalive is conventionally a third of it.
         if self.hold_time != 0 and self.hold_time < 3:
             raise ValueError(f"hold_time {self.hold_time}: use 0 (no keepalives) or at least 3 seconds")
+        if self.keepalive is None:
+            self.keepalive = self.hold_time // 3 if self.hold_time else 60
         if self.hold_time and self.keepalive >= self.hold_time:
-            raise ValueError(f"keepalive {self.keepalive} must be shorter than hold_time {self.hold_time}")
+            raise ValueError(
+                f"keepalive {self.keepalive} must be shorter than hold_time {self.hold_time}: "
+                f"set keepalive too (e.g. {self.hold_time // 3}, a third of it)"
+            )
         return self
 
 

@@ -301,14 +301,16 @@ SPECS: dict[str, Spec] = {
             m.BgpPeer,
             "BGP peer",
             (Ref("router_id", ("routers",), "cascade"),),
-            read_only=frozenset({"state"}),
+            read_only=frozenset(
+                {"state", "host_id", "uptime_s", "prefixes_received", "prefixes_advertised", "last_error", "flaps"}
+            ),
             immutable=frozenset({"router_id"}),
             parent="routers",
             parent_field="router_id",
             claims=lambda b: {
                 f"bgp_peer:{b['router_id']}/{b['address']}": f"this router already has a BGP peer at {b['address']}"
             },
-            columns=("id", "address", "asn", "keepalive", "hold_time", "state"),
+            columns=("id", "address", "asn", "hold_time", "state", "uptime_s", "prefixes_received", "last_error"),
         ),
         Spec(
             "bgp_networks",

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from kumo.topology.bgp import peer_view
 from kumo.topology.errors import Conflict, InvalidInput, NotFound, VersionConflict
 from kumo.topology.resources import CLAIMS_KIND, SPECS, Ref, Spec, incoming_refs
 from kumo.topology.state import HOSTS_ALIVE, learned_routes
@@ -75,14 +76,16 @@ class Topology:
         return views
 
     def _view(self, kind: str, obj: Obj, chains: dict[str, Obj | None] | None = None) -> Obj:
-        """Derived read-only fields: a rule's position, a host's liveness, a masked BGP password."""
+        """Derived read-only fields: a rule's position, a host's liveness, a BGP session's state."""
         out = dict(obj)
         if kind == "rules":
             out["position"] = self._rule_position(obj, {} if chains is None else chains)
         elif kind == "hosts":
             out["alive"] = self.store.state_get(HOSTS_ALIVE, obj["id"]) is not None
-        elif kind == "bgp_peers" and out.get("password"):
-            out["password"] = MASKED
+        elif kind == "bgp_peers":
+            out = peer_view(self.store, out)
+            if out.get("password"):
+                out["password"] = MASKED
         return out
 
     def _learned_route(self, route_id: str) -> Obj | None:

@@ -60,6 +60,12 @@ def learned_route_key(router_id: str, route_id: str) -> str:
     return f"{router_id}/{route_id}"
 
 
+def parse_learned_route_key(key: str) -> tuple[str, str]:
+    """(router id, route id) of a learned route's key."""
+    router_id, route_id = key.split("/", 1)
+    return router_id, route_id
+
+
 def put_learned_route(store: Store, session: Session, route: dict[str, Any]) -> None:
     """A BGP-learned route: read like a declared one (learned=true), gone when the speaker's session ends."""
     store.state_put(LEARNED_ROUTES, learned_route_key(route["router_id"], route["id"]), route, owner=session)

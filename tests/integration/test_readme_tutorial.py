@@ -97,6 +97,13 @@ def test_the_readme_tutorial_runs_as_written(tmp_path: Path) -> None:
     assert " 2 received" in output("ip netns exec vm1 ping -c 2 192.0.2.1")
     assert "=> drop (chain_drop)" in output("kumo trace --port vm1 --src 10.0.1.11 --dst 10.0.1.12 --proto icmp")
     assert "dnat: rewrite ip_dst=10.0.1.11" in output("kumo trace --port uplink --src 192.0.2.1 --dst 198.18.0.10")
+    # the eBGP uplink: established, routes both ways, the floating IP announced as a /32
+    assert "established" in output("kumo bgp-peer list --router edge")
+    assert "203.0.113.0/24" in output("kumo route list --router edge")
+    bird_routes = output("birdc -s /run/bird-outside.ctl show route")
+    assert "10.0.1.0/24" in bird_routes and "198.18.0.10/32" in bird_routes, bird_routes
+    assert " 2 received" in output("ip netns exec vm1 ping -c 2 203.0.113.1")
+    assert " 3 received" in output("ip netns exec outside ping -c 3 198.18.0.10")  # with no static route
     assert re.search(r"^\d+ flows$", output("kumo flows"), re.M)
     assert "agent counters" in output("kumo agent stats")
     assert "kumo up exited: 0" in log

@@ -11,6 +11,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "lib/kumo.h"
+#include "lib/speakers.h"
 #include "lib/stats.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -464,6 +465,11 @@ int kumo_port_ingress(struct __sk_buff *skb)
 	if (parse(skb, &key, &p) < 0) {
 		count(KUMO_ST_MALFORMED);
 		return TC_ACT_SHOT;
+	}
+	if (miss == KUMO_UPCALL_MISS) {
+		int verdict = speaker_punt(skb, in_port, &key);
+		if (verdict >= 0)
+			return verdict;
 	}
 	struct kumo_flow_value *v = bpf_map_lookup_elem(&kumo_flows, &key);
 	if (!v)

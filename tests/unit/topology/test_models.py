@@ -114,9 +114,10 @@ def test_other_cross_field_rules() -> None:
     assert "not inside cidr" in invalid(m.DhcpSubnet, bridge_id="b", cidr="10.0.0.0/24", gateway="10.1.0.1")
     assert "timeout 9 is longer than delay 5" in invalid(m.HealthMonitor, delay=5, timeout=9)
     assert "at least 3 seconds" in invalid(m.BgpPeer, router_id="r", asn=1, address="10.0.0.1", hold_time=2)
-    assert "shorter than hold_time" in invalid(
+    assert "shorter than hold_time 90: set keepalive too (e.g. 30" in invalid(
         m.BgpPeer, router_id="r", asn=1, address="10.0.0.1", keepalive=90, hold_time=90
     )
+    assert m.BgpPeer(id="p", router_id="r", asn=1, address="10.0.0.1", hold_time=9).keepalive == 3
     assert "blackhole route has no next hop" in invalid(
         m.Route, router_id="r", dst_cidr="10.0.0.0/8", type="blackhole", next_hop_port_id="p"
     )

@@ -136,6 +136,14 @@ struct kumo_port_limit {
 };
 
 /* Counters (per-CPU array indexes); the names are in layout.py STATS. */
+/* An entry of kumo_speakers (lib/speakers.h): an uplink's BGP speaker, keyed by either of its interfaces. */
+struct kumo_speaker {
+	__u32 to_ifindex; /* uplink entry: the speaker's veth; speaker entry: the uplink */
+	__be32 addr;      /* the uplink port's address */
+	__u32 uplink;     /* 1: the key is the uplink's ifindex; 0: the key is the speaker's veth */
+	__u32 pad;
+};
+
 enum kumo_stat {
 	KUMO_ST_RX = 0,
 	KUMO_ST_HIT,
@@ -155,6 +163,8 @@ enum kumo_stat {
 	KUMO_ST_TUNNEL_NO_KEY,      /* ... without tunnel metadata (dropped) */
 	KUMO_ST_FLOOD_LINK_MISSING, /* a flood whose next link is not in the flow map (its later outputs missed) */
 	KUMO_ST_UPCALL_HELD,        /* upcalls of held (storming) ports, queued without waking the agent */
+	KUMO_ST_SPEAKER_IN,         /* BGP (TCP 179) and ARP of an uplink handed to its BGP speaker */
+	KUMO_ST_SPEAKER_OUT,        /* the BGP speaker's packets sent out of its uplink */
 	KUMO_ST_MAX,
 };
 
