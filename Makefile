@@ -54,6 +54,7 @@ bench: setup
 	$(PY) bench/datapath_bench.py
 	$(PY) bench/convergence_bench.py
 	$(PY) bench/l4state_bench.py
+	$(PY) bench/edge_bench.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

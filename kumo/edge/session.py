@@ -38,6 +38,7 @@ class PeerSession:
     looped: int = 0  # prefixes dropped because their AS path holds our own AS
     stopped: str | None = None  # why the agent stopped the session (it stays stopped until the peer changes)
     stalled: bool = False  # stuck in connect/active (check_stalled)
+    down_at: float | None = None  # when the established session last went down (wall clock)
 
     def on_state(self, event: State) -> bool:
         """Apply a state change; True if an established session went down (its learned routes must go)."""
@@ -52,6 +53,7 @@ class PeerSession:
                 self.last_error = _readable(event.reason)
             if was_up:
                 self.flaps += 1
+                self.down_at = time.time()
             return was_up
         return False
 
@@ -115,6 +117,7 @@ class PeerSession:
             "last_error": self.last_error,
             "flaps": self.flaps,
             "updates": self.updates,
+            "down_at": self.down_at,
         }
 
 

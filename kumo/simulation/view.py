@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from kumo.packet import ip_to_int
 from kumo.packet.flowhash import path_key
-from kumo.topology.state import HOSTS_ALIVE
+from kumo.topology.state import HOSTS_ALIVE, learned_routes
 
 Obj = dict[str, Any]
 
@@ -303,4 +303,5 @@ def snapshot_of(store: Any) -> Snapshot:
     objects = {kind: store.list(kind) for kind in SNAPSHOT_KINDS}
     if hasattr(store, "state_list"):
         objects[ALIVE] = [{"id": host} for host in store.state_list(HOSTS_ALIVE)]
+        objects["routes"] = objects["routes"] + learned_routes(store)  # BGP's, as the agents read them
     return Snapshot.build(objects)

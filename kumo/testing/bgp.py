@@ -30,6 +30,9 @@ EXT_HOST = "203.0.113.10"
 UPLINKS = {  # name: (host index, port address, peer address, peer AS, LAN address)
     "a": (1, "192.0.2.2", "192.0.2.1", 65001, "203.0.113.2"),
     "b": (2, "198.51.100.2", "198.51.100.1", 65002, "203.0.113.3"),
+    # two more, for four equal uplinks (bench/edge_bench.py)
+    "c": (1, "100.65.0.2", "100.65.0.1", 65003, "203.0.113.4"),
+    "d": (2, "100.66.0.2", "100.66.0.1", 65004, "203.0.113.5"),
 }
 
 
@@ -57,9 +60,14 @@ class BgpEdge:
 
 
 def build_bgp_edge(
-    fabric: Fabric, workdir: Path, hold_time: int = 9, passwords: dict[str, str] | None = None
+    fabric: Fabric,
+    workdir: Path,
+    hold_time: int = 9,
+    passwords: dict[str, str] | None = None,
+    names: tuple[str, ...] = ("a", "b"),
 ) -> BgpEdge:
-    """The topology, both BIRDs started (their sessions come up on their own: wait for them)."""
+    """The topology with the uplinks `names` of UPLINKS, their BIRDs started (their sessions come up on their
+    own: wait for them)."""
     hosts = fabric.hosts
     api = fabric.client()
     bridge = api.collection("bridges").create(name="tenant")["id"]
@@ -79,7 +87,8 @@ def build_bgp_edge(
     ext.run("ip", "link", "set", "lan", "up", check=True)
     ext.run("ip", "route", "add", VM_NETWORK, "via", UPLINKS["b"][4], check=True)
     out = BgpEdge(fabric, api, rid, vm1, ext)
-    for name, (index, address, peer_address, peer_asn, lan_address) in UPLINKS.items():
+    for name in names:
+        index, address, peer_address, peer_asn, lan_address = UPLINKS[name]
         host = hosts[index]
         edge = host.vm(f"edge-{name}")
         edge.run("ip", "addr", "add", f"{peer_address}/24", "dev", "eth0", check=True)

@@ -45,7 +45,7 @@ def within(probe: Callable[[], bool], seconds: float, step: float = 0.02) -> flo
 
 
 def established(edge: BgpEdge, *names: str) -> bool:
-    return all(edge.peer(n)["state"] == "established" for n in names or UPLINKS)
+    return all(edge.peer(n)["state"] == "established" for n in names or edge.peers)
 
 
 def learned_via(edge: BgpEdge) -> set[str]:

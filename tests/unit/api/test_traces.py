@@ -7,6 +7,7 @@ from fastapi.testclient import TestClient
 from kumo.client import Client
 from kumo.demo import build_sample_cloud
 from kumo.testing.apiserver import ApiServer
+from kumo.topology.state import put_learned_route
 from kumo.topology.store.sqlite import SqliteStore
 
 
@@ -56,3 +57,25 @@ def test_trace_errors(api: TestClient) -> None:
     )
     assert flood.status_code == 200 and flood.json()["result"]["action"] == "drop"  # no other port to flood to
     assert flood.json()["result"]["reason"] == "no_flood_targets"
+
+
+def test_a_trace_follows_bgp_learned_routes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store = SqliteStore(tmp_path / "kumo.db")
+    try:
+        with ApiServer(store) as api, Client(api.url) as client:
+            router = client.routers.create(asn=65100)["id"]
+            inside = client.ports.create(device_id=router, port_address="10.0.1.1", network_cidr="10.0.1.0/24")
+            uplink = client.ports.create(device_id=router, port_address="192.0.2.2", network_cidr="192.0.2.0/24")
+            packet = {"ip_src": "10.0.1.11", "ip_dst": "203.0.113.10", "proto": "tcp", "dst_port": 80}
+            assert not any(s["what"].startswith("route ") for s in client.trace(inside["id"], packet)["steps"])
+            session = store.open_session()
+            route = {"id": "bgp-x", "router_id": router, "dst_cidr": "203.0.113.0/24", "src_cidr": "0.0.0.0/0",
+                     "next_hop_port_id": uplink["id"], "next_hop_gateway": "192.0.2.1", "weight": 100,
+                     "type": "normal"}  # fmt: skip
+            put_learned_route(store, session, route)
+            steps = [s["what"] for s in client.trace(inside["id"], packet)["steps"]]
+            assert f"route bgp-x to 203.0.113.0/24 via {uplink['id']}" in steps, steps
+            assert "next hop 192.0.2.1 unknown: ARP, wait" in steps  # (no ARP answer learned: the packet waits)
+            session.close()
+    finally:
+        store.close()
