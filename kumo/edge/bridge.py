@@ -1,17 +1,11 @@
 """The helper ExaBGP runs as its API process (`run ... -m kumo.edge.bridge SOCKET`): ExaBGP writes its JSON
 messages to the helper's stdin and reads commands from its stdout. The helper carries both to and from the
 agent over the Unix socket the agent listens on. (ExaBGP starts its API processes itself, so the agent
-cannot hold their pipes directly.) It exits when either side closes.
-
-When the agent goes, even by SIGKILL, the kernel closes its end of the socket: the helper then stops ExaBGP
-(SIGTERM: it closes its sessions with a Cease NOTIFICATION, so the peer withdraws our routes at once). The
-agent cannot have the kernel do it (PR_SET_PDEATHSIG): ExaBGP drops its privileges to `nobody` once started,
-and a change of user clears that signal; the helper is forked before the drop and may signal ExaBGP."""
+cannot hold their pipes directly.) It exits when either side closes; ExaBGP then stops the peer's session.
+(That ExaBGP ends with the agent is kumo.edge.supervise's job.)"""
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import sys
 import threading
@@ -47,7 +41,6 @@ def main() -> None:
         for line in commands:
             sys.stdout.buffer.write(line)
             sys.stdout.buffer.flush()
-    os.kill(os.getppid(), signal.SIGTERM)  # the agent is gone (or stopping this speaker): so is ExaBGP
 
 
 if __name__ == "__main__":

@@ -85,7 +85,8 @@ class EdgeManager:
         self._thread: threading.Thread | None = None
         self.sessions: dict[str, PeerSession] = {}
         self.speakers: dict[str, Speaker] = {}
-        self.plumbed: dict[str, Plumbed] = {}
+        self.plumbed: dict[str, Plumbed] = {}  # uplink port id -> its namespace and interfaces
+        self.uplink_of: dict[str, Uplink] = {}  # peer id -> the uplink its running speaker uses
         self.held: dict[str, PeerConfig] = {}  # peers stopped by the agent, until their configuration changes
         self.unplugged: dict[str, str] = {}  # peer id -> why its session cannot start here
         self.networks: dict[str, set[str]] = {}  # router id -> the cidrs it advertises
@@ -132,6 +133,7 @@ class EdgeManager:
                     item = self._drain()
                 if self._stop.is_set():
                     break
+                self._check_uplinks()
                 self._reconcile()
                 self._watch_speakers()
                 self._sync_store()
@@ -199,7 +201,8 @@ class EdgeManager:
             self._fresh = False
         now = time.monotonic()
         due = [p for p, at in self._retry_at.items() if at <= now]
-        if objects is None or not (fresh or due):
+        waiting = "uplink_not_attached" in self.unplugged.values()  # its interface may have appeared
+        if objects is None or not (fresh or due or waiting):
             return
         for peer_id in due:  # a failed speaker's turn to start again
             del self._retry_at[peer_id]
@@ -210,7 +213,7 @@ class EdgeManager:
         uplinks = {uplink.port_id: uplink for _, uplink in desired.values()}
         for peer_id, speaker in list(self.speakers.items()):
             wanted = desired.get(peer_id)
-            if wanted is None or wanted[0] != speaker.peer or self.plumbed[wanted[1].port_id].uplink != wanted[1]:
+            if wanted is None or wanted != (speaker.peer, self.uplink_of[peer_id]):
                 self._stop_session(peer_id)
         for peer_id in [p for p, config in self.held.items() if desired.get(p, (None,))[0] != config]:
             del self.held[peer_id]  # changed (or gone): an operator's change clears the hold
@@ -229,6 +232,19 @@ class EdgeManager:
         for session in self.sessions.values():
             if session.state == "established":
                 self._advertise(session)
+
+    def _check_uplinks(self) -> None:
+        """An uplink's interface that went away or came back as a new one (a VM or a veth recreated) takes
+        its speakers down; the reconcile that follows plumbs it again if it exists."""
+        for port_id, plumbed in list(self.plumbed.items()):
+            if self.datapath.ifindex(plumbed.uplink.interface) == plumbed.uplink_ifindex:
+                continue
+            log.warning("BGP uplink %s: interface %s changed; its sessions restart", port_id, plumbed.uplink.interface)
+            for peer_id in [p for p in self.speakers if self.uplink_of[p].port_id == port_id]:
+                self._stop_session(peer_id)
+            self._unplumb(port_id)
+            with self._objects_lock:
+                self._fresh = True
 
     def _plumb(self, uplink: Uplink, peer_id: str) -> bool:
         index = self.datapath.ifindex(uplink.interface)
@@ -269,10 +285,12 @@ class EdgeManager:
             return
         self.sessions[config.peer_id] = session
         self.speakers[config.peer_id] = speaker
+        self.uplink_of[config.peer_id] = uplink
         log.info("BGP peer %s (AS %d): session started from %s", config.address, config.peer_asn, uplink.address)
 
     def _stop_session(self, peer_id: str) -> None:
         speaker = self.speakers.pop(peer_id)
+        del self.uplink_of[peer_id]
         speaker.stop()
         session = self.sessions.pop(peer_id, None)
         if session is not None and session.learned:
@@ -405,10 +423,8 @@ class EdgeManager:
             speaker = self.speakers.get(peer_id)
             if speaker is None:
                 continue
-            plumbed = next((p for p in self.plumbed.values() if p.uplink.address == speaker.peer.local_address), None)
-            if plumbed is None:
-                continue
-            network = ipaddress.IPv4Network(plumbed.uplink.network_cidr)
+            uplink = self.uplink_of[peer_id]
+            network = ipaddress.IPv4Network(uplink.network_cidr)
             for prefix, next_hop in session.learned.items():
                 gateway = next_hop if ipaddress.IPv4Address(next_hop) in network else speaker.peer.address
                 route_id = f"bgp-{peer_id[:8]}-{prefix.replace('/', '-')}"
@@ -417,7 +433,7 @@ class EdgeManager:
                     "router_id": session.router_id,
                     "dst_cidr": prefix,
                     "src_cidr": "0.0.0.0/0",
-                    "next_hop_port_id": plumbed.uplink.port_id,
+                    "next_hop_port_id": uplink.port_id,
                     "next_hop_gateway": gateway,
                     "weight": 100,
                     "type": "normal",

@@ -1,18 +1,21 @@
 """One peer's ExaBGP, a child of the agent inside the uplink's namespace.
 
 The agent listens on a Unix socket before it starts ExaBGP; ExaBGP's API helper (kumo.edge.bridge)
-connects to it. Events read from it go to `on_event` on this speaker's reader thread. The agent's end of
-the socket closing (the agent died, even by SIGKILL) is the helper's cue to stop ExaBGP, whose
-sessions then end with a Cease and the peer withdraws our routes at once (kumo.edge.bridge); the store
-drops our learned routes with the agent's session."""
+connects to it. Events read from it go to `on_event` on this speaker's reader thread.
+
+ExaBGP runs under kumo.edge.supervise, which the kernel signals when the agent dies (PR_SET_PDEATHSIG),
+even by SIGKILL: it stops ExaBGP, whose sessions end with a Cease, and the peers withdraw our routes at
+once; the store drops our learned routes with the agent's session."""
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +26,14 @@ from kumo.edge.messages import Event, Unreadable, parse
 
 log = logging.getLogger("kumo.edge")
 
-STOP_GRACE_S = 3.0  # SIGTERM: ExaBGP closes its sessions with a Cease NOTIFICATION; then SIGKILL
+PR_SET_PDEATHSIG = 1
+
+
+def _signal_on_parent_death() -> None:  # (in the child, between fork and exec: one system call)
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+STOP_GRACE_S = 5.0  # SIGTERM: the supervisor stops ExaBGP (a Cease NOTIFICATION, SIGKILL after 3 s); then SIGKILL
 
 
 class Speaker:
@@ -45,7 +55,8 @@ class Speaker:
         self._stopping = False
 
     def start(self) -> None:
-        """Listen, write the configuration, start ExaBGP."""
+        """Listen, write the configuration, start ExaBGP. (From a thread that lives as long as the agent: the
+        parent-death signal follows the thread that forked.)"""
         command = exabgp.exabgp_command()
         self.socket_path.unlink(missing_ok=True)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -54,13 +65,15 @@ class Speaker:
         self._listener = listener
         self.config_path.write_text(exabgp.render_config(self.peer, self.socket_path))
         os.chmod(self.config_path, 0o600)  # it holds the MD5 password
+        supervised = [sys.executable, "-m", "kumo.edge.supervise", command, str(self.config_path)]
         with open(self.log_path, "ab") as out:
             self._process = subprocess.Popen(
-                ["ip", "netns", "exec", self.namespace, command, str(self.config_path)],
+                ["ip", "netns", "exec", self.namespace, *supervised],
                 env={**os.environ, **exabgp.environment()},
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                preexec_fn=_signal_on_parent_death,
                 start_new_session=True,
             )
         threading.Thread(target=self._accept, name=f"kumo-bgp-{self.peer.peer_id[:8]}", daemon=True).start()

@@ -1,8 +1,8 @@
-"""The BGP edge on a Fabric (tests and bench): one router (AS 65100) with a VM on host 1 and two uplinks, on
-hosts 2 and 3, each to a BIRD peer of its own in an edge namespace; both edges on one external LAN.
+"""The BGP edge on a Fabric (tests and bench): one router (a 4-byte AS) with a VM on host 1 and two uplinks,
+on hosts 2 and 3, each to a BIRD peer of its own in an edge namespace; both edges on one external LAN.
 
-    vm1 10.0.1.11 (host 1) -- router AS 65100 -- uplink a 192.0.2.2    (host 2) -- edge-a 192.0.2.1    AS 65001
-                                             \\- uplink b 198.51.100.2 (host 3) -- edge-b 198.51.100.1 AS 65002
+    vm1 10.0.1.11 (host 1) -- router -- uplink a 192.0.2.2    (host 2) -- edge-a 192.0.2.1    AS 65001
+                                    \\- uplink b 198.51.100.2 (host 3) -- edge-b 198.51.100.1 AS 65002
     edge-a lan 203.0.113.2, edge-b lan 203.0.113.3 -- the external LAN (a bridge in `ext`) -- ext 203.0.113.10
 
 The BIRDs announce the LAN (203.0.113.0/24) and put what Kumo announces (10.0.1.0/24) in their edge's
@@ -23,7 +23,7 @@ from kumo.testing.bird import Bird, peer_config
 from kumo.testing.fabric import Fabric
 from kumo.testing.netns import Vm, ip
 
-ROUTER_ASN = 65100
+ROUTER_ASN = 4200065100  # a 4-byte AS number (RFC 6793): BIRD and ExaBGP both speak them
 VM_NETWORK = "10.0.1.0/24"
 EXTERNAL = "203.0.113.0/24"
 EXT_HOST = "203.0.113.10"

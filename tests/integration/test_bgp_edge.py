@@ -14,6 +14,7 @@ import pytest
 from kumo.testing.bgp import (
     EXT_HOST,
     EXTERNAL,
+    ROUTER_ASN,
     UPLINKS,
     VM_NETWORK,
     BgpEdge,
@@ -180,7 +181,7 @@ def test_a_peer_that_floods_prefixes_is_stopped_at_its_limit(intact: BgpEdge) ->
     _, address, peer_address, peer_asn, _ = UPLINKS["a"]
     edge.api.bgp_peers.update(edge.peers["a"], max_prefixes=20)
     assert within(lambda: whole(edge), 30)
-    flood = peer_config(peer_address, peer_asn, address, 65100, hold_time=HOLD_TIME, extra_prefixes=50)
+    flood = peer_config(peer_address, peer_asn, address, ROUTER_ASN, hold_time=HOLD_TIME, extra_prefixes=50)
     bird.reconfigure(flood)
     try:
         assert within(lambda: edge.peer("a")["state"] == "max_prefix", 10), edge.peer("a")
@@ -189,7 +190,7 @@ def test_a_peer_that_floods_prefixes_is_stopped_at_its_limit(intact: BgpEdge) ->
         assert edge.fabric.hosts[1].agent_stats()["agent"]["bgp_max_prefix_stops"] >= 1
         assert edge.peer("b")["state"] == "established" and edge.vm1.ping(EXT_HOST, count=2)
     finally:
-        bird.reconfigure(peer_config(peer_address, peer_asn, address, 65100, hold_time=HOLD_TIME))
+        bird.reconfigure(peer_config(peer_address, peer_asn, address, ROUTER_ASN, hold_time=HOLD_TIME))
         edge.api.bgp_peers.update(edge.peers["a"], max_prefixes=10_000)  # a change clears the hold
 
 
