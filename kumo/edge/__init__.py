@@ -6,6 +6,8 @@
   namespace.py  the uplink's speaker namespace: a veth holding the port's address and MAC
   speaker.py    one ExaBGP child process: start, commands, events, stop
   session.py    one peer's session as the operator sees it: FSM state, prefixes, errors, maximum-prefix
+  networks.py   what a router advertises: its networks, and its floating IPs when asked
+  mirror.py     the edge's state tables in the store, written as the difference from what is there
   manager.py    which sessions this host runs, learned routes in the store, networks advertised
 The datapath hands the uplink's BGP and ARP to the speaker's veth (kumo/datapath/bpf/lib/speakers.h).
 """

@@ -26,6 +26,7 @@ from kumo.datapath.datapath import Datapath
 from kumo.edge import exabgp, namespace
 from kumo.edge.exabgp import PeerConfig, SpeakerUnavailable
 from kumo.edge.messages import Event, Notification, Open, State, Unreadable, Update
+from kumo.edge.mirror import StoreMirror
 from kumo.edge.networks import advertised
 from kumo.edge.session import DEFAULT_MAX_PREFIXES, PeerSession
 from kumo.edge.speaker import Speaker
@@ -90,9 +91,7 @@ class EdgeManager:
         self.held: dict[str, PeerConfig] = {}  # peers stopped by the agent, until their configuration changes
         self.unplugged: dict[str, str] = {}  # peer id -> why its session cannot start here
         self.networks: dict[str, set[str]] = {}  # router id -> the cidrs it advertises
-        self._routes_written: dict[str, Obj] = {}
-        self._rows_written: dict[str, dict[str, Any]] = {}
-        self._written_for: tuple[int, int] | None = None  # (session id, its expiries) the writes were made in
+        self.mirror = StoreMirror(store)
 
     # --- life cycle (the agent's) --------------------------------------------------------------------------
     def start(self) -> None:
@@ -384,32 +383,14 @@ class EdgeManager:
 
     # --- the store -----------------------------------------------------------------------------------------
     def _sync_store(self) -> None:
-        """Write what changed since the last sync: learned routes and peer rows, owned by the agent's store
-        session. A new session (the old one expired) starts from nothing written."""
+        """Learned routes and peer rows to the store (kumo.edge.mirror), owned by the agent's store session."""
         session = self._session()
         if session is None:
             return
-        marker = (id(session), getattr(session, "expiries", 0))
-        if marker != self._written_for:
-            self._routes_written, self._rows_written, self._written_for = {}, {}, marker
-        routes = self._routes()
         rows = {peer_id: s.status() for peer_id, s in self.sessions.items()}
         rows |= {peer_id: self._unplugged_row(why) for peer_id, why in self.unplugged.items() if peer_id not in rows}
         try:
-            for key in [k for k in self._routes_written if k not in routes]:
-                self.store.state_delete(LEARNED_ROUTES, key)
-                del self._routes_written[key]
-            for key, route in routes.items():
-                if self._routes_written.get(key) != route:
-                    self.store.state_put(LEARNED_ROUTES, key, route, owner=session)
-                    self._routes_written[key] = route
-            for peer_id in [p for p in self._rows_written if p not in rows]:
-                self.store.state_delete(BGP_PEER_STATE, peer_id)
-                del self._rows_written[peer_id]
-            for peer_id, row in rows.items():
-                if self._rows_written.get(peer_id) != row:
-                    self.store.state_put(BGP_PEER_STATE, peer_id, row, owner=session)
-                    self._rows_written[peer_id] = row
+            self.mirror.sync(session, {LEARNED_ROUTES: self._routes(), BGP_PEER_STATE: rows})
         except KumoError as exc:
             self.counters["bgp_store_write_failures"] += 1
             log.warning("BGP state not written to the store (retried in %.1f s): %s", TICK_S, exc)
