@@ -38,6 +38,7 @@ from kumo.topology.store.base import Obj, Session, Store
 log = logging.getLogger("kumo.edge")
 
 TICK_S = 0.5  # how often speakers' exits and failed store writes are looked at
+FAILURE_PAUSE_S = 5.0
 CEASE_MAX_PREFIXES = 1
 RESTART_AFTER_S = 5.0  # a speaker that failed (ExaBGP exited, or could not start) is started again after
 
@@ -124,23 +125,29 @@ class EdgeManager:
         try:
             while not self._stop.is_set():
                 try:
-                    item = self._events.get(timeout=TICK_S)
-                except queue.Empty:
-                    item = None
-                while item is not None:
-                    self._handle(*item)
-                    item = self._drain()
-                if self._stop.is_set():
-                    break
-                self._check_uplinks()
-                self._reconcile()
-                self._watch_speakers()
-                self._sync_store()
-        except Exception:  # the edge must never take the agent down; it says so loudly instead
-            log.exception("the edge thread failed: BGP sessions on host %s are stopped", self.host_id)
-            self.counters["bgp_edge_failures"] += 1
+                    self._step()
+                except Exception:  # a bug must not take the agent down, nor BGP for good: say so, go on
+                    log.exception("the edge thread failed; it goes on in %.0f s", FAILURE_PAUSE_S)
+                    self.counters["bgp_edge_failures"] += 1
+                    self._stop.wait(FAILURE_PAUSE_S)
         finally:
             self._shutdown()
+
+    def _step(self) -> None:
+        """Handle what the speakers said, then bring sessions and the store in line with the topology."""
+        try:
+            item = self._events.get(timeout=TICK_S)
+        except queue.Empty:
+            item = None
+        while item is not None:
+            self._handle(*item)
+            item = self._drain()
+        if self._stop.is_set():
+            return
+        self._check_uplinks()
+        self._reconcile()
+        self._watch_speakers()
+        self._sync_store()
 
     def _drain(self) -> tuple[PeerConfig, Event] | None:
         try:
@@ -170,6 +177,7 @@ class EdgeManager:
         rules = {r["id"]: r for r in objects["rules"]}
         self.networks = {rid: advertised(r, objects["bgp_networks"], chains, rules) for rid, r in routers.items()}
         desired: dict[str, tuple[PeerConfig, Uplink]] = {}
+        down: dict[str, str] = {}
         for peer in objects["bgp_peers"]:
             router = routers.get(peer["router_id"])
             found = uplink_for(peer["address"], ports_of.get(peer["router_id"], []))
@@ -186,13 +194,11 @@ class EdgeManager:
                 uplink.address, int(peer.get("hold_time", 180)), int(peer.get("keepalive") or 60), peer.get("password"),
                 int(peer.get("max_prefixes", DEFAULT_MAX_PREFIXES)),
             )  # fmt: skip
-            desired[peer["id"]] = (config, uplink)
-        admin_down = {
-            p["id"]: "admin_down"
-            for p in objects["bgp_peers"]
-            if p["id"] in desired and not routers[p["router_id"]].get("admin_state_up", True)
-        }
-        return {k: v for k, v in desired.items() if k not in admin_down}, admin_down
+            if router.get("admin_state_up", True) and found.get("admin_state_up", True):
+                desired[peer["id"]] = (config, uplink)
+            else:
+                down[peer["id"]] = "admin_down"  # the router or its uplink port
+        return desired, down
 
     def _reconcile(self) -> None:
         with self._objects_lock:

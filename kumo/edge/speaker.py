@@ -63,8 +63,10 @@ class Speaker:
         listener.bind(str(self.socket_path))
         listener.listen(2)
         self._listener = listener
-        self.config_path.write_text(exabgp.render_config(self.peer, self.socket_path))
-        os.chmod(self.config_path, 0o600)  # it holds the MD5 password
+        self.config_path.unlink(missing_ok=True)
+        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # it holds the MD5 password
+        with os.fdopen(fd, "w") as config:
+            config.write(exabgp.render_config(self.peer, self.socket_path))
         supervised = [sys.executable, "-m", "kumo.edge.supervise", command, str(self.config_path)]
         with open(self.log_path, "ab") as out:
             self._process = subprocess.Popen(
