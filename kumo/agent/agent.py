@@ -10,6 +10,7 @@ One upcall's journey, in the order of the modules:
 Around it: changes.py (store changes, invalidation by tags), ports.py (bindings and interfaces),
 expiry.py (idle expiry, state refresh, eviction), liveness.py (store session, registration, writer thread),
 adoption.py (a restarted agent takes over the kernel's flows), storms.py (storm control's agent side),
+arpanswers.py (ARP answered in the kernel for established paths, so that they outlive the agent),
 report.py (`kumo flows`), control.py (the control socket), collector.py (garbage collection between rounds).
 
 Threads: the packet thread owns the datapath, the snapshot, the wildcard table and the kernel flows (it
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from kumo.agent.adoption import adopt_flows
+from kumo.agent.arpanswers import ArpAnswers
 from kumo.agent.changes import StoreChanges
 from kumo.agent.collector import GENERATIONS, Collector
 from kumo.agent.control import ControlServer
@@ -95,6 +97,8 @@ class Agent:
         self.topology = TopologyCache()
         self.learned = AgentLearned()
         self.flows = flows = KernelFlows(datapath, counters, idle_timeout, stateful_idle_timeout)
+        # the kernel answers ARP for the paths of booked flows (kumo.agent.arpanswers)
+        flows.book.observer = self.arp_answers = ArpAnswers(datapath, view, self.learned, flow_state, counters)
         self.egress = egress = Egress(host_id, view, datapath, counters)
         self.parking = Parking(counters)
         self.sharing = StateSharing(host_id, view, flows, flow_state, counters)
@@ -255,6 +259,7 @@ class Agent:
                 "ports_attached": len(self.view.ifindex_of_port),
                 "kernel_flows": len(flows.book),
                 "wildcard_flows": len(flows.wildcard),
+                "arp_answers": len(self.arp_answers),
                 "key_index_entries": len(flows.by_key),
                 "parked": len(self.parking),
                 "invalidation_ms": self.changes.invalidation_ms,

@@ -16,7 +16,7 @@ import itertools
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from kumo.datapath.layout import FlowKey
 from kumo.simulation.result import SimulationResult
@@ -40,8 +40,17 @@ class KernelFlow:
     refreshed: float = field(default_factory=time.monotonic)  # when its state was last written again
 
 
+class BookObserver(Protocol):
+    """Told of every flow booked and unbooked (kumo.agent.arpanswers)."""
+
+    def booked(self, raw: bytes, result: SimulationResult) -> None: ...
+
+    def unbooked(self, raw: bytes) -> None: ...
+
+
 class FlowBook:
     def __init__(self) -> None:
+        self.observer: BookObserver | None = None
         self._results: dict[bytes, SimulationResult] = {}  # in the order booked: oldest first
         self._created: dict[bytes, float] = {}
         self._refreshed: dict[bytes, float] = {}  # the stateful flows only
@@ -72,6 +81,8 @@ class FlowBook:
         for tag in flow.result.tags:
             self._by_tag.setdefault(tag, {})[raw] = None
         self.schedule(raw, check_at)
+        if self.observer is not None:
+            self.observer.booked(raw, flow.result)
         return raw
 
     def get(self, raw: bytes) -> KernelFlow | None:
@@ -97,6 +108,8 @@ class FlowBook:
         if result is None:
             return False
         del self._created[raw]
+        if self.observer is not None:
+            self.observer.unbooked(raw)
         self._refreshed.pop(raw, None)
         self._check_slot.pop(raw, None)
         for tag in result.tags:

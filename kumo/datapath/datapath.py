@@ -31,6 +31,8 @@ from kumo.datapath.layout import (
     STATS,
     STORM_ENTER_MS,
     STORM_LEAVE_MS,
+    ArpAnswer,
+    ArpKey,
     Config,
     FlowKey,
     FlowValue,
@@ -38,7 +40,7 @@ from kumo.datapath.layout import (
     Speaker,
 )
 from kumo.datapath.ringbuf import UpcallRing, open_ring
-from kumo.packet import int_to_ip
+from kumo.packet import int_to_ip, mac_to_bytes
 from kumo.packet.vxlan import UDP_PORT as VXLAN_PORT
 from kumo.packet.vxlan import Vxlan
 
@@ -62,8 +64,9 @@ def last_used(flows_fd: int) -> dict[bytes, int]:
 
 PROGRAM = "kumo_port_ingress"
 ADOPTED_MAPS = ("kumo_flows", "kumo_upcalls", "kumo_config", "kumo_rates", "kumo_stats")  # a restart keeps these
-# storm control starts afresh with the agent that watches it
-MAPS = (*ADOPTED_MAPS, "kumo_port_limits", "kumo_ring_lazy", "kumo_speakers")  # (speakers: kumo.edge)
+# storm control starts afresh with the agent that watches it; so do BGP speakers (kumo.edge) and ARP answers
+# (kumo.agent.arpanswers: rebuilt from the adopted flows)
+MAPS = (*ADOPTED_MAPS, "kumo_port_limits", "kumo_ring_lazy", "kumo_speakers", "kumo_arp_answers")
 INJECT_PAIR = ("kumo-inj0", "kumo-inj1")  # the agent writes into inj0; the program on inj1 reads the mark
 VXLAN_DEVICE = "kumo-vxlan"
 VXLAN_PROGRAM = "kumo_vxlan_ingress"
@@ -389,6 +392,15 @@ class Datapath:
     def clear_speaker(self, uplink_ifindex: int, speaker_ifindex: int) -> None:
         for index in (uplink_ifindex, speaker_ifindex):
             libbpf.delete(self.fds["kumo_speakers"], ctypes.c_uint32(index))
+
+    # --- ARP answered in the kernel (kumo.agent.arpanswers, lib/arp.h) ----------------------------------
+    def set_arp_answer(self, ifindex: int, ip: int, mac: str) -> None:
+        """Requests for `ip` (host order) arriving on `ifindex` are answered with `mac`."""
+        key = ArpKey(ifindex, socket.htonl(ip))
+        libbpf.update(self.fds["kumo_arp_answers"], key, ArpAnswer((ctypes.c_uint8 * 6)(*mac_to_bytes(mac)), 0))
+
+    def clear_arp_answer(self, ifindex: int, ip: int) -> None:
+        libbpf.delete(self.fds["kumo_arp_answers"], ArpKey(ifindex, socket.htonl(ip)))
 
     # --- packets --------------------------------------------------------------------------------------
     def upcalls(self) -> UpcallRing:

@@ -72,6 +72,7 @@ STATS = (
     "upcall_held",
     "speaker_in",
     "speaker_out",
+    "arp_answered",
 )
 
 Mac = ctypes.c_uint8 * 6
@@ -174,6 +175,16 @@ class Speaker(ctypes.Structure):
     ]
 
 
+class ArpKey(ctypes.Structure):
+    """A key of kumo_arp_answers (lib/arp.h): the interface a request arrives on, the address asked for."""
+
+    _fields_ = [("ifindex", ctypes.c_uint32), ("ip", ctypes.c_uint32)]  # ip in network order
+
+
+class ArpAnswer(ctypes.Structure):
+    _fields_ = [("mac", Mac), ("pad", ctypes.c_uint16)]
+
+
 class PortLimit(ctypes.Structure):
     """A bound interface's storm control state, kept by the program (kumo.agent.storms)."""
 
@@ -198,4 +209,6 @@ CHECKED = (
     (Config, "kumo_config"),
     (PortLimit, "kumo_port_limit"),
     (Speaker, "kumo_speaker"),
+    (ArpKey, "kumo_arp_key"),
+    (ArpAnswer, "kumo_arp_answer"),
 )

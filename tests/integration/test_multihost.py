@@ -267,6 +267,53 @@ def test_a_killed_agent_leaves_its_flows_forwarding_its_host_dead_and_a_restart_
     assert wait_ping(vm1, "10.0.1.13", within=8.0) and wait_ping(vm3, "10.0.1.11", within=8.0)
 
 
+def quick_neighbours(*vms: Vm) -> None:
+    """Neighbour entries that go stale within about a second and are probed a second after their next use
+    (the kernel's defaults: 15-45 s and 5 s), so that a test sees ARP refreshes within seconds."""
+    for vm in vms:
+        vm.run("sysctl", "-qw", "net.ipv4.neigh.eth0.base_reachable_time_ms=1000", check=True)
+        vm.run("sysctl", "-qw", "net.ipv4.neigh.eth0.delay_first_probe_time=1", check=True)
+
+
+def test_established_traffic_outlives_a_killed_agent_after_a_history_and_past_the_session_timeout(
+    fabric: Fabric, tenant: Tenant, api: Client
+) -> None:
+    """Issue 21: a stream stopped ~5 s after its sender's agent was killed, once the VMs' neighbour entries
+    needed refreshing: the receiver's unicast ARP probe was answered by a sender whose host had no agent to
+    forward the reply. The kernel answers such probes now (kumo.agent.arpanswers)."""
+    h1, h2, h3 = fabric.hosts
+    # the history: VMs on three hosts and two bridges, a flood across hosts, both bridges deleted
+    tenant.bridge("ha")
+    tenant.bridge("hb")
+    a1, a2 = tenant.vm("ha1", h1, "ha", "10.0.1.11/24"), tenant.vm("ha2", h2, "ha", "10.0.1.12/24")
+    tenant.vm("ha3", h3, "ha", "10.0.1.13/24")
+    b1 = tenant.vm("hb1", h1, "hb", "10.0.1.21/24")
+    tenant.vm("hb3", h3, "hb", "10.0.1.23/24")
+    assert wait_ping(a1, "10.0.1.12") and wait_ping(a2, "10.0.1.13") and wait_ping(b1, "10.0.1.23")
+    a1.ping("10.0.1.99", count=2, wait=0.5)  # ARP for nobody: a flood to every host of the bridge
+    for name in ("ha", "hb"):
+        api.collection("bridges").delete(tenant.ids.pop(name))
+    tenant.bridge("k")
+    vm1 = tenant.vm("kn1", h1, "k", "10.0.2.11/24")
+    vm2 = tenant.vm("kn2", h2, "k", "10.0.2.12/24")
+    quick_neighbours(vm1, vm2)
+    assert wait_ping(vm1, "10.0.2.12", within=8.0)
+    answered = h2.agent_stats()["datapath"]["arp_answered"]
+    srv, cli = start_iperf3(vm1, vm2, "10.0.2.12", 20)  # well past the store session timeout (10 s)
+    try:
+        time.sleep(3)
+        h1.kill_agent()
+        rates = iperf3_rates(srv, cli, timeout=60)
+        assert len(rates) >= 19 and min(rates) > 0, rates
+        assert not alive(api, h1), "host 1 shows dead (its session timed out during the stream)"
+        # the VMs' probes were answered by the kernel on both hosts (host 2's count is readable)
+        assert h2.agent_stats()["datapath"]["arp_answered"] > answered
+    finally:
+        h1.start_agent()
+    assert until(lambda: alive(api, h1), 10.0)
+    assert wait_ping(vm1, "10.0.2.12", within=8.0)
+
+
 def test_a_zookeeper_outage_does_not_stop_traffic_and_agents_reconnect(fabric: Fabric, tenant: Tenant) -> None:
     h1, _, h3 = fabric.hosts
     tenant.bridge("z")

@@ -10,6 +10,7 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
+#include "lib/arp.h"
 #include "lib/kumo.h"
 #include "lib/speakers.h"
 #include "lib/stats.h"
@@ -468,6 +469,8 @@ int kumo_port_ingress(struct __sk_buff *skb)
 	}
 	if (miss == KUMO_UPCALL_MISS) {
 		int verdict = speaker_punt(skb, in_port, &key);
+		if (verdict < 0)
+			verdict = arp_answer(skb, in_port, &key);
 		if (verdict >= 0)
 			return verdict;
 	}

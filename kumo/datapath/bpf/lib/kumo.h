@@ -144,6 +144,17 @@ struct kumo_speaker {
 	__u32 pad;
 };
 
+/* kumo_arp_answers (lib/arp.h): who answers ARP in the kernel for whom. */
+struct kumo_arp_key {
+	__u32 ifindex; /* the interface the request arrives on (a VM's) */
+	__be32 ip;     /* the address asked for */
+};
+
+struct kumo_arp_answer {
+	__u8 mac[6];
+	__u16 pad;
+};
+
 enum kumo_stat {
 	KUMO_ST_RX = 0,
 	KUMO_ST_HIT,
@@ -165,6 +176,7 @@ enum kumo_stat {
 	KUMO_ST_UPCALL_HELD,        /* upcalls of held (storming) ports, queued without waking the agent */
 	KUMO_ST_SPEAKER_IN,         /* BGP (TCP 179) and ARP of an uplink handed to its BGP speaker */
 	KUMO_ST_SPEAKER_OUT,        /* the BGP speaker's packets sent out of its uplink */
+	KUMO_ST_ARP_ANSWERED,       /* ARP requests answered in the kernel (lib/arp.h) */
 	KUMO_ST_MAX,
 };
 
