@@ -13,6 +13,7 @@ from kumo.topology.errors import InvalidInput
 from kumo.topology.store import open_store
 
 DEFAULT_LISTEN = "127.0.0.1:8181"
+DEFAULT_STORE_TIMEOUT = 2.0  # seconds an API request waits for ZooKeeper before it is answered 503
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -28,12 +29,13 @@ def serve(
     banner: str | None = None,
     agent_state_dir: Path | None = None,
     agent_options: AgentOptions | None = None,
+    store_timeout: float | None = DEFAULT_STORE_TIMEOUT,
 ) -> None:
     """Serve the API until SIGINT/SIGTERM; with `agent_state_dir`, this host's agent runs in the same process
     on the same store (`kumo up`)."""
     host, port = parse_listen(listen)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    store = open_store(store_url)
+    store = open_store(store_url, call_timeout=store_timeout)
     agent = None
     try:
         app = create_app(store)  # (before the agent: what exists when it starts is frozen out of the collector)

@@ -24,6 +24,7 @@ take the agent's one lock to touch shared state.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import sys
 import threading
@@ -243,6 +244,14 @@ class Agent:
             if close is not None:
                 close()
         self.waker.close()
+
+    def abandon_start(self) -> None:
+        """Let go of what a start that failed partway took (the store stopped answering), quietly, so that a
+        new agent can start from scratch: as a stop, and the store session closed too (it may have
+        registered the host). Kernel flows and programs stay, as on any stop."""
+        for step in (self.stop, self.store_link.close_session):
+            with contextlib.suppress(Exception):
+                step()
 
     # --- what `kumo flows` and `kumo agent stats` show (kumo.agent.control.AgentQueries) --------------
     def describe_flows(self) -> list[dict[str, Any]]:

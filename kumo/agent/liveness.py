@@ -61,6 +61,12 @@ class StoreLink:
         self._owned[(table, key)] = entry
         self._writes.put(functools.partial(self.store.state_put, table, key, entry, owner=self.session))
 
+    def close_session(self) -> None:
+        """Close the store session (an abandoned start: a running agent keeps it, see Agent.stop)."""
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
     def check_session(self) -> None:
         """(Packet thread, housekeeping) If the store expired the session since the last look, register again
         and write back what this agent owns, from the writer thread."""

@@ -8,12 +8,13 @@ import os
 import signal
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kumo.datapath.layout import DEFAULT_STORM_UPCALL_RATE, DEFAULT_UPCALL_BURST, DEFAULT_UPCALL_RATE
-from kumo.topology.errors import KumoError
+from kumo.topology.errors import KumoError, StoreUnavailable
 from kumo.topology.store.base import Store
 
 if TYPE_CHECKING:
@@ -58,6 +59,9 @@ class AgentOptions:
 class AgentNeedsRoot(KumoError):
     status = 400
     code = "agent_needs_root"
+
+
+START_RETRY_FIRST_S, START_RETRY_MAX_S = 0.5, 10.0  # back-off of a start the store does not answer
 
 
 def host_id_for(state_dir: Path, given: str | None = None) -> str:
@@ -124,14 +128,44 @@ def run_agent(
             ) from None
     check_privileges()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    store = open_store(store_url)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    agent = options.agent(store, host_id_for(state_dir, host_id), state_dir, tunnel_ip, flow_state)
+    host = host_id_for(state_dir, host_id)
+    started = start_through_outages(
+        lambda: open_store(store_url), lambda store: options.agent(store, host, state_dir, tunnel_ip, flow_state), done
+    )
+    if started is None:
+        return  # asked to stop before the store ever answered
+    store, agent = started
     try:
-        agent.start()
         done.wait()
     finally:
         agent.stop()
         store.close()
+
+
+def start_through_outages(
+    open_it: Callable[[], Store], make: Callable[[Store], Agent], done: threading.Event
+) -> tuple[Store, Agent] | None:
+    """Open the store and start the agent, riding through a store outage the way a running agent does: a
+    store that does not answer (down, no quorum, a leader election) is tried again with back-off, logged,
+    until it does or the operator stops the agent (None). Anything else is an error and goes up."""
+    delay = START_RETRY_FIRST_S
+    store: Store | None = None
+    while not done.is_set():
+        agent: Agent | None = None
+        try:
+            store = store or open_it()
+            agent = make(store)
+            agent.start()
+            return store, agent
+        except StoreUnavailable as exc:
+            if agent is not None:
+                agent.abandon_start()
+            log.warning("the store is unavailable while the agent starts (%s); trying again in %.1f s", exc, delay)
+        done.wait(delay)
+        delay = min(delay * 2, START_RETRY_MAX_S)
+    if store is not None:
+        store.close()
+    return None

@@ -110,11 +110,19 @@ def up(state_dir: Path, listen: str, no_agent: bool, **tuning: Any) -> None:
 @cli.command()
 @click.option("--store", required=True, help="sqlite:///path/kumo.db or zookeeper://host:port[,...]/chroot")
 @click.option("--listen", default="127.0.0.1:8181", show_default=True, help="ADDRESS:PORT of the REST API.")
-def api(store: str, listen: str) -> None:
+@click.option(
+    "--store-timeout",
+    type=click.FloatRange(0.1, 60),
+    default=2.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long a request waits for ZooKeeper before it is answered 503 (a store that hangs or is cut off).",
+)
+def api(store: str, listen: str, store_timeout: float) -> None:
     """The REST API server alone, on any store."""
     from kumo.server import serve
 
-    serve(store, listen)
+    serve(store, listen, store_timeout=store_timeout)
 
 
 @cli.group(invoke_without_command=True)

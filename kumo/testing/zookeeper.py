@@ -7,6 +7,7 @@ Debian services do not start on install here, so it is started by hand, as DATAP
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -115,8 +116,19 @@ class ZooKeeperServer:
             return four_letter(self.port, "ruok", address=self.address) == "imok"
 
     def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # (a frozen one cannot handle SIGTERM)
         stop_process(self.proc)
         self.proc = None
+
+    def freeze(self) -> None:
+        """SIGSTOP: a ZooKeeper that hangs without closing its connections (the silent failure)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
 
     def __enter__(self) -> ZooKeeperServer:
         self.start()

@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -466,3 +467,21 @@ def test_routes_through_a_dead_hosts_uplink_are_withdrawn_and_come_back(
     assert until(lambda: alive(api, h2), 10.0)
     via_a = {h2.tunnel_ip}
     assert until(lambda: vm.ping("203.0.113.1", wait=0.5) and tunnel_remotes(h1, "203.0.113.1") == via_a, 10.0)
+
+
+def test_an_agent_started_while_zookeeper_is_down_waits_for_it_instead_of_exiting(fabric: Fabric, api: Client) -> None:
+    """Issue 21: an agent whose start-up met a store outage (a dead leader, a lost quorum) exited with rc 1.
+    It now tries again with back-off, logs why, and comes up when the store does."""
+    h3 = fabric.hosts[2]
+    h3.stop_agent()
+    fabric.zookeeper.stop()
+    back = threading.Timer(12.0, fabric.zookeeper.start)  # longer than connecting may take (10 s)
+    back.start()
+    try:
+        started = time.monotonic()
+        h3.start_agent()  # ready once ZooKeeper is back: an agent that gave up would have exited at once
+        assert time.monotonic() - started > 11.0
+    finally:
+        back.join()
+    assert until(lambda: alive(api, h3), 20.0)
+    assert "the store is unavailable while the agent starts" in (fabric.workdir / "host-3.log").read_text()

@@ -10,8 +10,9 @@ from kumo.topology.store.base import Change, Session, StateChange, Store, Watch
 __all__ = ["Change", "Session", "StateChange", "Store", "Watch", "open_store"]
 
 
-def open_store(url: str) -> Store:
-    """`sqlite:///path/kumo.db` or `zookeeper://host:port[,host:port...]/chroot`."""
+def open_store(url: str, call_timeout: float | None = None) -> Store:
+    """`sqlite:///path/kumo.db` or `zookeeper://host:port[,host:port...]/chroot`; `call_timeout` bounds each
+    call to ZooKeeper (default: its session timeout, 10 s)."""
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
         from kumo.topology.store.sqlite import SqliteStore
@@ -26,7 +27,7 @@ def open_store(url: str) -> Store:
         hosts = parsed.netloc
         if not hosts:
             raise InvalidInput(f"store URL {url!r} names no server; use zookeeper://127.0.0.1:2181/kumo")
-        return ZookeeperStore(hosts, parsed.path or "/kumo")
+        return ZookeeperStore(hosts, parsed.path or "/kumo", call_timeout=call_timeout)
     raise InvalidInput(
         f"unknown store URL {url!r}: use sqlite:///path/kumo.db or zookeeper://host:port[,host:port]/chroot"
     )

@@ -157,19 +157,26 @@ class _ZkSession(Session):
 
 
 class ZookeeperStore(Store):
-    def __init__(self, hosts: str, chroot: str = "/kumo", *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, hosts: str, chroot: str = "/kumo", *, timeout: float = 10.0, call_timeout: float | None = None
+    ) -> None:
+        """`timeout`: the session's (and connecting's); `call_timeout` (default: the same): how long one call
+        may wait for an answer before it fails with StoreUnavailable (the API server's bound, a 503)."""
         self.hosts = hosts
         self.root = "/" + chroot.strip("/") if chroot.strip("/") else ""
         self.timeout = timeout
         self.zk = _client(hosts, timeout)
         try:
             self.zk.start(timeout=timeout)
+            self.io = _Bounded(self.zk, hosts, call_timeout or timeout)
+            for path in ("objects", "log", "state"):
+                self.io.ensure_path(self._p(path))
         except Exception as exc:
+            self.zk.stop()
             self.zk.close()
+            if isinstance(exc, StoreUnavailable):
+                raise
             raise StoreUnavailable(f"cannot reach ZooKeeper at {hosts}: {exc}") from exc
-        self.io = _Bounded(self.zk, hosts, timeout)
-        for path in ("objects", "log", "state"):
-            self.io.ensure_path(self._p(path))
         self._known_kinds: set[str] = set()
         self._hub = WatchHub(f"zookeeper:{hosts}{self.root}")
         self._reader: threading.Thread | None = None
