@@ -23,7 +23,7 @@ from kumo.edge import namespace
 from kumo.testing.netns import HostNamespace, Vm, inside, ip
 from kumo.testing.processes import AgentProcess, ApiProcess
 from kumo.testing.redis import RedisServer
-from kumo.testing.zookeeper import ZooKeeperServer
+from kumo.testing.zookeeper import ZooKeeperEnsemble, ZooKeeperServer
 
 UNDERLAY_NET = "10.99.0"
 FABRIC_ADDRESS = f"{UNDERLAY_NET}.254"  # the bridge: ZooKeeper listens here
@@ -117,12 +117,18 @@ class Fabric:
         api_servers: int = 1,
         agent_args: tuple[str, ...] = (),
         redis: bool = False,
+        ensemble: int = 1,
     ) -> None:
         self.workdir = workdir
         self.tag = uuid.uuid4().hex[:6]
         self.netns = f"kumo-f{self.tag}-u"
         self.agent_args = agent_args
-        self.zookeeper = ZooKeeperServer(address=FABRIC_ADDRESS, netns=self.netns)
+        # one ZooKeeper, or (`ensemble` > 1) an ensemble of that many on the underlay address
+        self.zookeeper: ZooKeeperServer | ZooKeeperEnsemble = (
+            ZooKeeperEnsemble(ensemble, address=FABRIC_ADDRESS, netns=self.netns)
+            if ensemble > 1
+            else ZooKeeperServer(address=FABRIC_ADDRESS, netns=self.netns)
+        )
         # with `redis`, the agents share flow state through a Redis on the underlay (--flow-state)
         self.redis = RedisServer(address=FABRIC_ADDRESS, netns=self.netns) if redis else None
         self.chroot = f"/kumo-{self.tag}"

@@ -11,11 +11,13 @@ import signal
 import socket
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from types import TracebackType
 
 from kumo.testing.common import free_port, stop_process, wait_ready
 
+ZK_MAIN = "org.apache.zookeeper.server.ZooKeeperServerMain"
 _JARS = [
     "/usr/share/java/zookeeper.jar",
     "/usr/share/java/slf4j-log4j12.jar",
@@ -37,7 +39,14 @@ class ZooKeeperServer:
     """`with ZooKeeperServer() as zk: zk.hosts` -> "127.0.0.1:PORT"; stop() and start() for outage tests.
     With `netns`, it runs inside that network namespace on `address` (multi-host tests: the underlay)."""
 
-    def __init__(self, start_timeout: float = 30.0, address: str = "127.0.0.1", netns: str | None = None) -> None:
+    def __init__(
+        self,
+        start_timeout: float = 30.0,
+        address: str = "127.0.0.1",
+        netns: str | None = None,
+        quorum: tuple[int, list[str]] | None = None,
+    ) -> None:
+        """`quorum`: (this server's id, every member's `server.N=...` line): a member of an ensemble."""
         if not Path(_JARS[0]).exists() or shutil.which("java") is None:
             raise RuntimeError(
                 "ZooKeeper is not installed: `make setup` installs Debian's zookeeper and default-jre-headless"
@@ -62,10 +71,15 @@ class ZooKeeperServer:
                     "admin.enableServer=false",
                     "4lw.commands.whitelist=ruok,srvr,mntr,stat",
                     "forceSync=no",
+                    *(["initLimit=10", "syncLimit=5", *quorum[1]] if quorum else []),
                     "",
                 ]
             )
         )
+        self.quorum = quorum
+        if quorum:
+            (self.dir / "data").mkdir()
+            (self.dir / "data" / "myid").write_text(f"{quorum[0]}\n")
         (conf / "log4j.properties").write_text(
             "log4j.rootLogger=WARN, F\nlog4j.appender.F=org.apache.log4j.FileAppender\n"
             f"log4j.appender.F.File={self.dir / 'zookeeper.log'}\n"
@@ -78,7 +92,13 @@ class ZooKeeperServer:
         return f"{self.address}:{self.port}"
 
     def start(self) -> None:
+        self.launch()
+        self.wait()
+
+    def launch(self) -> None:
+        """Start the process (wait() for it to serve: an ensemble's members serve once a quorum is up)."""
         classpath = ":".join([str(self.dir / "conf"), *[j for j in _JARS if Path(j).exists()]])
+        main = "org.apache.zookeeper.server.quorum.QuorumPeerMain" if self.quorum else ZK_MAIN
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         self.proc = subprocess.Popen(
             [
@@ -88,13 +108,16 @@ class ZooKeeperServer:
                 "-Dzookeeper.admin.enableServer=false",
                 "-cp",
                 classpath,
-                "org.apache.zookeeper.server.ZooKeeperServerMain",
+                main,
                 str(self.dir / "conf" / "zoo.cfg"),
             ],
             stdout=subprocess.DEVNULL,
             stderr=open(self.dir / "stderr.log", "wb"),  # noqa: SIM115 - closed with the process
             stdin=subprocess.DEVNULL,
         )
+
+    def wait(self) -> None:
+        assert self.proc is not None
         try:
             wait_ready(
                 self.proc,
@@ -108,12 +131,19 @@ class ZooKeeperServer:
             raise
 
     def _answers(self) -> bool:
-        if self.netns is None:
-            return four_letter(self.port, "ruok", address=self.address) == "imok"
-        from kumo.testing.netns import inside
+        return "Mode:" in self.ask("srvr") if self.quorum else self.ask("ruok") == "imok"
 
-        with inside(self.netns):
-            return four_letter(self.port, "ruok", address=self.address) == "imok"
+    def ask(self, word: str) -> str:
+        """A four-letter word's answer ("" if the server does not answer)."""
+        try:
+            if self.netns is None:
+                return four_letter(self.port, word, address=self.address)
+            from kumo.testing.netns import inside
+
+            with inside(self.netns):
+                return four_letter(self.port, word, address=self.address)
+        except OSError:
+            return ""
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -143,3 +173,44 @@ class ZooKeeperServer:
     ) -> None:
         self.stop()
         self.cleanup()
+
+
+class ZooKeeperEnsemble:
+    """`size` ZooKeeper servers forming one ensemble (QuorumPeerMain) on `address`, ports of their own; the
+    same interface as ZooKeeperServer (hosts, start, stop, cleanup) plus a member's stop/start, freeze and
+    which one leads."""
+
+    def __init__(self, size: int = 3, address: str = "127.0.0.1", netns: str | None = None) -> None:
+        lines = [f"server.{i + 1}={address}:{free_port()}:{free_port()}" for i in range(size)]
+        self.members = [ZooKeeperServer(60.0, address, netns, quorum=(i + 1, lines)) for i in range(size)]
+
+    @property
+    def hosts(self) -> str:
+        return ",".join(m.hosts for m in self.members)
+
+    def start(self) -> None:
+        for member in self.members:
+            member.launch()
+        for member in self.members:
+            member.wait()
+
+    def stop(self) -> None:
+        for member in self.members:
+            member.stop()
+
+    def cleanup(self) -> None:
+        for member in self.members:
+            member.cleanup()
+
+    def leader(self) -> ZooKeeperServer:
+        for member in self.members:
+            if "Mode: leader" in member.ask("srvr"):
+                return member
+        raise RuntimeError("no member of the ensemble leads")
+
+    def wait_for_quorum(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not any("Mode: leader" in m.ask("srvr") for m in self.members if m.proc is not None):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the ensemble has no leader after {timeout} s")
+            time.sleep(0.1)
