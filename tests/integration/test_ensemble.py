@@ -3,6 +3,7 @@ the API on it (kumo.testing.fabric with `ensemble=3`, three QuorumPeerMain on th
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -128,3 +129,19 @@ def test_a_frozen_leader_never_stalls_the_api_beyond_its_bound(fabric: Fabric) -
     finally:
         leader.thaw()
     assert until(lambda: timed_get()[0] == 200, 20.0)
+
+
+def test_an_agent_cut_off_from_the_ensemble_past_its_session_timeout_registers_again(
+    fabric: Fabric, vms: tuple[Vm, Vm]
+) -> None:
+    api = fabric.client()
+    h2 = fabric.hosts[1]
+    expired = h2.agent_stats()["agent"].get("store_session_expired", 0)
+    subprocess.run([*h2.prefix, "ip", "link", "set", "underlay0", "down"], check=True)
+    try:
+        assert until(lambda: not alive(api, h2.host_id), 25.0), "the ensemble ends the session it cannot hear"
+    finally:
+        subprocess.run([*h2.prefix, "ip", "link", "set", "underlay0", "up"], check=True)
+    assert until(lambda: alive(api, h2.host_id), 25.0), "the agent registers again under a new session"
+    assert h2.agent_stats()["agent"].get("store_session_expired", 0) == expired + 1
+    assert wait_ping(vms[0], "10.0.1.12", within=8.0)
