@@ -79,6 +79,13 @@ def intact(edge: BgpEdge) -> Iterator[BgpEdge]:
     assert within(lambda: whole(edge), 30), (edge.peer("a"), edge.peer("b"))
 
 
+def counters(edge: BgpEdge, index: int) -> dict[str, object]:
+    """A host's drop and flow counters, for a failure's message."""
+    stats = edge.fabric.hosts[index].agent_stats()
+    wanted = ("drop", "flows", "upcall", "arp", "park")
+    return {k: v for k, v in {**stats["agent"], **stats["datapath"]}.items() if any(w in k for w in wanted)}
+
+
 def spread(edge: BgpEdge, first_sport: int) -> dict[str, set[int]]:
     """FLOWS TCP connections from the VM to the external host: the source ports seen on each uplink."""
     server = serve_tcp(edge.ext, 8080, 30)
@@ -203,9 +210,10 @@ def test_killing_the_uplink_agent_drops_its_session_and_traffic_goes_on(intact: 
         assert edge.vm1.ping(EXT_HOST, count=2)
         assert within(lambda: learned_via(edge) == {"b"}, 30)  # the store session of host 2 timed out
         assert edge.peer("a")["state"] == "host_down"
-        server = serve_tcp(edge.ext, 8080, 20)
+        server = serve_tcp(edge.ext, 8080, 150)
         try:
-            assert tcp_flows(edge.vm1, EXT_HOST, 8080, 43000, FLOWS) == FLOWS
+            ok = tcp_flows(edge.vm1, EXT_HOST, 8080, 43000, FLOWS)
+            assert ok == FLOWS, (ok, counters(edge, 0), counters(edge, 2), edge.routes())
         finally:
             server.kill()
     finally:
