@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from kumo.client import Client
+from kumo.client import ApiError, Client
 from kumo.datapath.layout import MAX_OUT
 from kumo.testing.fabric import Fabric, FabricHost, two_legged, underlay_capture
 from kumo.testing.netns import Vm, inside
@@ -113,6 +113,15 @@ def tenant(fabric: Fabric, api: Client) -> Iterator[Tenant]:
         yield t
     finally:
         t.remove()
+
+
+def answers(api: Client) -> bool:
+    """Whether the API server can reach the store (it reconnects on its own after an outage)."""
+    try:
+        api.collection("hosts").list()
+    except ApiError:
+        return False
+    return True
 
 
 def upcalls(host: FabricHost) -> int:
@@ -330,6 +339,7 @@ def test_a_zookeeper_outage_does_not_stop_traffic_and_agents_reconnect(fabric: F
         fabric.zookeeper.start()
     rates = iperf3_rates(srv, cli, timeout=40)
     assert len(rates) >= 9 and min(rates) > 0, rates  # never a second without traffic
+    assert until(lambda: answers(tenant.api), 30.0), "the API server is connected to ZooKeeper again"
     # new flows again once the agents are back: new ports on both hosts, bound through the store
     vm1b = tenant.vm("z1b", h1, "z", "10.0.1.21/24")
     vm3b = tenant.vm("z3b", h3, "z", "10.0.1.23/24")
