@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,8 +155,16 @@ print(ok)
 
 
 def serve_tcp(vm: Vm, port: int, seconds: float) -> subprocess.Popen[str]:
-    """An echo server of one message per connection in `vm`, for `seconds` at most."""
-    return vm.popen(sys.executable, "-c", _SERVER, str(port), str(seconds), stdout=subprocess.DEVNULL)
+    """An echo server of one message per connection in `vm`, for `seconds` at most; returned once it listens
+    (a client that connects earlier is refused at once, and a loop of them is over before it starts)."""
+    server = vm.popen(sys.executable, "-c", _SERVER, str(port), str(seconds), stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    while f":{port} " not in vm.run("ss", "-Hltn").stdout:
+        if time.monotonic() > deadline or server.poll() is not None:
+            server.kill()
+            raise RuntimeError(f"the test's TCP server in {vm.name} is not listening on {port}")
+        time.sleep(0.05)
+    return server
 
 
 def tcp_flows(vm: Vm, host: str, port: int, first_sport: int, count: int) -> int:
