@@ -46,6 +46,9 @@ class ArpAnswers:
     counters: collections.Counter[str]
     _needs: dict[bytes, Answer] = field(default_factory=dict, init=False)  # booked flow -> the answer it needs
     _users: dict[tuple[int, int], tuple[str, int]] = field(default_factory=dict, init=False)  # -> (mac, flows)
+    # answers the topology would not give, until it changes: new flows of such a pair simulate nothing more
+    _refused: set[Answer] = field(default_factory=set, init=False)
+    _refused_in: object = field(default=None, init=False)  # the snapshot they were judged on
 
     # --- FlowBook's observer -------------------------------------------------------------------------------
     def booked(self, raw: bytes, result: SimulationResult) -> None:
@@ -55,16 +58,21 @@ class ArpAnswers:
         ifindex, ip, mac, src_mac, src_ip, port_id = wanted
         users = self._users.get((ifindex, ip))
         if users is not None:
-            if users[0] != mac:  # two MACs for one address on one port: answer neither from here on
+            if users[0] != mac:  # another MAC for an address answered already: the first stays, until its flows go
                 return
             self._users[(ifindex, ip)] = (mac, users[1] + 1)
-        elif self._exact(port_id, src_mac, src_ip, ip, mac):
+        else:
+            if self._refused_in is not self.view.snapshot:
+                self._refused, self._refused_in = set(), self.view.snapshot
+            if (ifindex, ip, mac) in self._refused:
+                return
+            if not self._exact(port_id, src_mac, src_ip, ip, mac):
+                self._refused.add((ifindex, ip, mac))
+                self.counters["arp_answers_refused"] += 1
+                return
             self.datapath.set_arp_answer(ifindex, ip, mac)
             self._users[(ifindex, ip)] = (mac, 1)
             self.counters["arp_answers_installed"] += 1
-        else:
-            self.counters["arp_answers_refused"] += 1
-            return
         self._needs[raw] = (ifindex, ip, mac)
 
     def unbooked(self, raw: bytes) -> None:
