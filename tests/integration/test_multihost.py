@@ -493,5 +493,6 @@ def test_an_agent_started_while_zookeeper_is_down_waits_for_it_instead_of_exitin
         assert time.monotonic() - started > 11.0
     finally:
         back.join()
+    assert until(lambda: answers(api), 30.0), "the API server is connected to ZooKeeper again"
     assert until(lambda: alive(api, h3), 20.0)
     assert "the store is unavailable while the agent starts" in (fabric.workdir / "host-3.log").read_text()
