@@ -329,10 +329,10 @@ class EdgeManager:
             log.warning("BGP peer %s: %s", peer.address, session.last_error)
         elif isinstance(event, Update):
             self.counters["bgp_updates"] += 1
+            looped = session.looped
             _, gone = session.on_update(event)
             self.counters["bgp_routes_withdrawn"] += len(gone)
-            if session.local_asn in event.as_path:
-                self.counters["bgp_routes_looped"] += len(event.announced)
+            self.counters["bgp_routes_looped"] += session.looped - looped  # (the session's loop check decides)
             if session.over_limit():
                 self._max_prefix(peer, session)
         elif isinstance(event, Unreadable):

@@ -36,7 +36,6 @@ class PeerSession:
     flaps: int = 0
     updates: int = 0
     looped: int = 0  # prefixes dropped because their AS path holds our own AS
-    stopped: str | None = None  # why the agent stopped the session (it stays stopped until the peer changes)
     stalled: bool = False  # stuck in connect/active (check_stalled)
     down_at: float | None = None  # when the established session last went down (wall clock)
 
@@ -94,7 +93,6 @@ class PeerSession:
         return len(self.learned) > self.max_prefixes
 
     def stop(self, why: str, error: str) -> None:
-        self.stopped = why
         self.last_error = error
         self.learned.clear()
         self.advertised.clear()
