@@ -10,12 +10,14 @@ from __future__ import annotations
 import itertools
 import os
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
 from kumo.topology.resources import SPECS, path_params
 
 DEFAULT_API = "http://127.0.0.1:8181"
+PAGE_SIZE = 500
 Obj = dict[str, Any]
 
 
@@ -59,9 +61,21 @@ class Collection:
     def item_path(self, obj_id: str) -> str:
         return f"/v1/{self.spec.kind}/{obj_id}"
 
-    def list(self, **parents: str) -> list[Obj]:
-        result: list[Obj] = self.client.request("GET", self.collection_path(self._parents(parents)))
-        return result
+    def list(self, **fields: str) -> list[Obj]:
+        """The whole collection, a page of PAGE_SIZE at a time; fields that are not path parameters filter on
+        the server (device_id, host_id, tenant_id, name)."""
+        names = {n for n, _ in path_params(self.spec)}
+        path = self.collection_path(self._parents({k: v for k, v in fields.items() if k in names}))
+        query = {k: v for k, v in fields.items() if k not in names}
+        out: list[Obj] = []
+        url: str | None = f"{path}?{urlencode({**query, 'limit': PAGE_SIZE})}"
+        while url is not None:
+            response = self.client.send("GET", url)
+            out += self.client.answer(response)
+            url = response.links.get("next", {}).get("url")
+        if self.spec.kind == "rules":  # pages come in id order; a chain's rules read in their order
+            out.sort(key=lambda r: (r["chain_id"], r.get("position") or 0))
+        return out
 
     def get(self, obj_id: str) -> Obj:
         result: Obj = self.client.request("GET", self.item_path(obj_id))
@@ -117,8 +131,11 @@ class Client:
         return coll
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
+        return self.answer(self.send(method, path, body))
+
+    def send(self, method: str, path: str, body: Any = None) -> httpx.Response:
         try:
-            response = self.http.request(method, path, json=body)
+            return self.http.request(method, path, json=body)
         except httpx.HTTPError as exc:
             raise ApiError(
                 0,
@@ -126,6 +143,10 @@ class Client:
                 f"cannot reach the Kumo API at {self.base_url}: {exc}; is `kumo up` running? "
                 "(choose the server with --api or KUMO_API)",
             ) from None
+
+    @staticmethod
+    def answer(response: httpx.Response) -> Any:
+        """The body of an answer, or ApiError for an error answer."""
         if response.status_code == 204:
             return None
         try:

@@ -7,13 +7,16 @@ signatures so that /openapi.json declares every path parameter and body schema.
 
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Body, Response
+from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from kumo.topology.errors import NotFound
+from kumo.topology.errors import InvalidInput, NotFound
+from kumo.topology.indexes import FILTER_FIELDS
 from kumo.topology.resources import SPECS, Spec, path_params
 from kumo.topology.service import Topology
 
@@ -25,12 +28,54 @@ def collection_path(spec: Spec) -> str:
     return f"{collection_path(parent)}/{{{spec.parent_field}}}/{spec.path_segment}"
 
 
-def _signature(fn: Callable[..., Any], names: list[str], body: Any = None, body_required: bool = False) -> None:
+def _signature(
+    fn: Callable[..., Any],
+    names: list[str],
+    body: Any = None,
+    body_required: bool = False,
+    query: list[str] | None = None,
+) -> None:
     params = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=str) for n in names]
+    if query is not None:  # optional query parameters, declared in /openapi.json; the request itself too
+        params.insert(0, inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, annotation=Request))
+        params += [
+            inspect.Parameter(q, inspect.Parameter.KEYWORD_ONLY, annotation=str | None, default=Query(None))
+            for q in query
+        ]
     if body is not None:
         default = Body(...) if body_required else Body(default=None)
         params.append(inspect.Parameter("body", inspect.Parameter.KEYWORD_ONLY, annotation=body, default=default))
     fn.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class PageQuery:
+    limit: int
+    marker: str | None
+
+
+MAX_LIMIT = 1000
+
+
+def _page_query(request: Request, filters: list[str]) -> PageQuery | None:
+    """`?limit=&marker=` (None: the whole collection, as before pagination existed). Unknown parameters are
+    refused rather than ignored: a misspelt filter must not silently return everything."""
+    query = request.query_params
+    unknown = sorted(set(query) - {*filters, "limit", "marker"})
+    if unknown:
+        known = ", ".join([*filters, "limit", "marker"])
+        raise InvalidInput(f"{', '.join(unknown)}: unknown query parameter; this collection takes {known}")
+    if "limit" not in query:
+        if "marker" in query:
+            raise InvalidInput("marker: only with limit (e.g. ?limit=100&marker=<last id of the previous page>)")
+        return None
+    try:
+        limit = int(query["limit"])
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidInput(f"limit: must be a whole number from 1 to {MAX_LIMIT}, got {query['limit']!r}")
+    return PageQuery(limit, query.get("marker") or None)
 
 
 def check_parents(topo: Topology, spec: Spec, params: dict[str, str]) -> None:
@@ -59,15 +104,28 @@ def add_resource_routes(router: APIRouter, spec: Spec, topo: Topology) -> None:
     update_model = spec.update_model()
     model = spec.model
 
-    async def list_items(**params: str) -> list[dict[str, Any]]:
-        def work() -> list[dict[str, Any]]:
+    filters = [f for f in FILTER_FIELDS if f in model.model_fields and f != spec.parent_field]
+
+    async def list_items(request: Request, **params: Any) -> Response:
+        page = _page_query(request, filters)
+
+        def work() -> Response:
             check_parents(topo, spec, params)
-            filters = {spec.parent_field: params[spec.parent_field]} if spec.parent_field in params else {}
-            return topo.list(spec.kind, **filters)
+            equal = {f: params[f] for f in filters if params.get(f) is not None}
+            if spec.parent_field in params:
+                equal[spec.parent_field] = params[spec.parent_field]
+            if page is None:
+                return JSONResponse(topo.list(spec.kind, **equal))
+            items, next_marker = topo.page(spec.kind, page.limit, page.marker, **equal)
+            headers = {}
+            if next_marker is not None:
+                query = urlencode({**request.query_params, "marker": next_marker})
+                headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
+            return JSONResponse(items, headers=headers)
 
         return await run_in_threadpool(work)
 
-    _signature(list_items, names)
+    _signature(list_items, names, query=[*filters, "limit", "marker"])
     router.add_api_route(
         base,
         list_items,

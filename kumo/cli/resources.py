@@ -15,6 +15,7 @@ import click
 from kumo.cli import render
 from kumo.cli.values import NONE_WORDS, field_shape, parse_scalar
 from kumo.client import ApiError, Client
+from kumo.topology.indexes import FILTER_FIELDS
 from kumo.topology.resources import SPECS, Ref, Spec, path_params
 
 Obj = dict[str, Any]
@@ -59,7 +60,7 @@ def resolve(client: Client, kinds: tuple[str, ...], token: str, *, must_exist: b
             if exc.status != 404:
                 raise
         if "name" in spec.model.model_fields:
-            matches += [(kind, o["id"]) for o in client.collection(kind).list() if o.get("name") == token]
+            matches += [(kind, o["id"]) for o in client.collection(kind).list(name=token)]
     if len(matches) == 1:
         return matches[0][1]
     what = " or ".join(SPECS[k].singular for k in kinds)
@@ -178,7 +179,7 @@ def resource_group(spec: Spec) -> click.Group:
     parents = dict(path_params(spec))
     parent_names = list(parents)
 
-    @click.command("list", help=f"List {spec.kind.replace('_', ' ')}.")
+    @click.command("list", help=f"List {spec.kind.replace('_', ' ')} (the options filter, on the server).")
     @common_options
     def list_cmd(api: str | None, as_json: bool | None, **parents: str | None) -> None:
         ctx = make_ctx(api, as_json)
@@ -199,6 +200,8 @@ def resource_group(spec: Spec) -> click.Group:
                 help=f"the {parents[pname].singular} (id or name)",
             )
         )
+    filters = [f for f in FILTER_FIELDS if f in spec.model.model_fields and f not in parent_names]
+    list_cmd.params += field_options(spec, filters, for_update=False)
     group.add_command(list_cmd)
 
     @click.command("show", help=f"Show one {spec.singular}.")

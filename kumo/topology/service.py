@@ -19,10 +19,11 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from kumo.topology.bgp import peer_view
+from kumo.topology.deletion import deletion
 from kumo.topology.errors import Conflict, InvalidInput, NotFound, VersionConflict
-from kumo.topology.resources import CLAIMS_KIND, SPECS, Ref, Spec, incoming_refs
+from kumo.topology.resources import CLAIMS_KIND, SPECS, Spec
 from kumo.topology.state import HOSTS_ALIVE, learned_routes
-from kumo.topology.store.base import Create, Delete, Obj, Store, Versioned
+from kumo.topology.store.base import Create, Obj, Store, Versioned
 from kumo.topology.transaction import Tx
 
 T = TypeVar("T")
@@ -53,6 +54,7 @@ class Topology:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        store.ensure_index()
 
     # --- reads ---------------------------------------------------------------------------------------
     def get(self, kind: str, obj_id: str) -> Obj:
@@ -67,11 +69,31 @@ class Topology:
     def list(self, kind: str, **equal: Any) -> list[Obj]:
         spec_of(kind)
         objs = self.store.list(kind, **equal)
-        if kind == "routes":  # BGP-learned routes live in a state table, and read like declared ones
-            objs += [r for r in learned_routes(self.store) if all(r.get(k) == v for k, v in equal.items())]
+        return self._views(kind, objs + self._learned_matching(kind, equal))
+
+    def page(
+        self, kind: str, limit: int, marker: str | None = None, **equal: Any
+    ) -> tuple[builtins.list[Obj], str | None]:
+        """Up to `limit` objects after id `marker`, in id order, and the next page's marker (None: the last);
+        reads only what it returns when the filters are indexed (see Store.page)."""
+        spec_of(kind)
+        learned = self._learned_matching(kind, equal)
+        if not learned:
+            objs, next_marker = self.store.page(kind, limit, marker, **equal)
+            return self._views(kind, objs, by_position=False), next_marker
+        everything = sorted(self.store.list(kind, **equal) + learned, key=lambda o: str(o["id"]))
+        rest = [o for o in everything if marker is None or o["id"] > marker]
+        return self._views(kind, rest[:limit], by_position=False), rest[limit - 1]["id"] if len(rest) > limit else None
+
+    def _learned_matching(self, kind: str, equal: dict[str, Any]) -> builtins.list[Obj]:
+        if kind != "routes":  # BGP-learned routes live in a state table, and read like declared ones
+            return []
+        return [r for r in learned_routes(self.store) if all(r.get(k) == v for k, v in equal.items())]
+
+    def _views(self, kind: str, objs: builtins.list[Obj], by_position: bool = True) -> builtins.list[Obj]:
         chains: dict[str, Obj | None] = {}  # one read per chain, however many of its rules are listed
         views = [self._view(kind, o, chains) for o in objs]
-        if kind == "rules":
+        if kind == "rules" and by_position:
             views.sort(key=lambda r: (r["chain_id"], r["position"] or 0))
         return views
 
@@ -200,54 +222,7 @@ class Topology:
         guard = getattr(self, f"_before_delete_{spec.kind}", None)
         if guard is not None:
             guard(root.value)
-        snapshot: dict[str, dict[str, Versioned]] = {}
-
-        def objects(kind: str) -> dict[str, Versioned]:
-            if kind not in snapshot:
-                snapshot[kind] = self.store.list_versioned(kind)
-            return snapshot[kind]
-
-        # The closure of what goes: the object and everything that cascades from it.
-        doomed: dict[tuple[str, str], Versioned] = {(spec.kind, obj_id): root}
-        queue = [(spec.kind, obj_id)]
-        while queue:
-            kind, oid = queue.pop()
-            for ref_spec, ref in incoming_refs(kind):
-                if ref.on_delete != "cascade":
-                    continue
-                for other_id, other in objects(ref_spec.kind).items():
-                    key = (ref_spec.kind, other_id)
-                    if key not in doomed and oid in ref.values(other.value):
-                        doomed[key] = other
-                        queue.append(key)
-
-        tx = Tx(self.store)
-        for (kind, oid), _ in doomed.items():
-            for ref_spec, ref in incoming_refs(kind):
-                if ref.on_delete == "cascade":
-                    continue
-                for other_id, other in objects(ref_spec.kind).items():
-                    if (ref_spec.kind, other_id) in doomed or oid not in ref.values(other.value):
-                        continue
-                    if ref.on_delete == "restrict":
-                        raise Conflict(
-                            f"{SPECS[kind].singular} {oid} is still used as {ref.field} of "
-                            f"{ref_spec.singular} {other_id}; remove that reference first",
-                            code="in_use",
-                        )
-                    self._clear_ref(tx, ref_spec, other_id, ref, oid)
-        for (kind, oid), versioned in doomed.items():
-            tx.deletes.append(Delete(kind, oid, versioned.version))
-            tx.release(SPECS[kind].claims(versioned.value))
-            if kind == "rules" and ("chains", versioned.value["chain_id"]) not in doomed:
-                chain = tx.modify("chains", versioned.value["chain_id"])
-                chain["rule_ids"] = [r for r in chain["rule_ids"] if r != oid]
-        tx.commit()
-
-    @staticmethod
-    def _clear_ref(tx: Tx, spec: Spec, obj_id: str, ref: Ref, target: str) -> None:
-        obj = tx.modify(spec.kind, obj_id)
-        obj[ref.field] = [v for v in obj[ref.field] if v != target] if ref.many else None
+        deletion(self.store, spec, root).commit()
 
     def _get_versioned(self, spec: Spec, obj_id: str) -> Versioned:
         try:

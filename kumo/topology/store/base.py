@@ -9,12 +9,15 @@ committed change, in commit order, with the old and the new value. State tables 
 from __future__ import annotations
 
 import abc
+import bisect
+import builtins
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kumo.topology.errors import AlreadyExists, NotFound, VersionConflict
+from kumo.topology.indexes import indexed, matches
 
 Obj = dict[str, Any]
 
@@ -243,9 +246,59 @@ class Store(abc.ABC):
         """Every object of a kind, by id."""
 
     def list(self, kind: str, **equal: Any) -> list[Obj]:
-        """Objects of a kind whose fields equal the given values (simple filters), in id order."""
-        items = self.list_versioned(kind)
-        return [v.value for _, v in sorted(items.items()) if all(v.value.get(k) == want for k, want in equal.items())]
+        """Objects of a kind whose fields equal the given values (a list field: contains it), in id order.
+        A filter on an indexed field reads only the objects indexed under that value."""
+        candidates = self._candidates(kind, equal)
+        items = self.list_versioned(kind) if candidates is None else self.get_many(kind, candidates)
+        return [v.value for _, v in sorted(items.items()) if matches(v.value, equal)]
+
+    def page(
+        self, kind: str, limit: int, marker: str | None = None, **equal: Any
+    ) -> tuple[builtins.list[Obj], str | None]:
+        """Up to `limit` objects with ids after `marker`, in id order, and the marker of the next page (None
+        on the last page). Reads only the objects it returns when the filters are indexed or absent."""
+        candidates = self._candidates(kind, equal)
+        ids = sorted(candidates) if candidates is not None else self.list_ids(kind)
+        pos = bisect.bisect_right(ids, marker) if marker else 0
+        out: list[Obj] = []
+        while pos < len(ids) and len(out) < limit:
+            chunk = ids[pos : pos + limit - len(out)]
+            pos += len(chunk)
+            found = self.get_many(kind, chunk)
+            out += [found[i].value for i in chunk if i in found and matches(found[i].value, equal)]
+        return out, (ids[pos - 1] if pos < len(ids) else None)
+
+    def _candidates(self, kind: str, equal: dict[str, Any]) -> set[str] | None:
+        for fname, want in equal.items():
+            if isinstance(want, str) and indexed(kind, fname):
+                ids = self.index_ids(kind, fname, want)
+                if ids is not None:
+                    return ids
+        return None
+
+    # --- indexes (kumo/topology/indexes.py says which fields) ------------------------------------------
+    def index_ids(self, kind: str, fname: str, value: str) -> set[str] | None:
+        """Ids of the objects of a kind indexed under field=value: a superset (check each object's field);
+        None when the field is not indexed or this store's index is not built (then scan)."""
+        return None
+
+    def ensure_index(self) -> None:
+        """Build the index if this store holds objects written before it existed (once; idempotent)."""
+        return None  # a store without an index scans instead
+
+    def get_many(self, kind: str, ids: Iterable[str]) -> dict[str, Versioned]:
+        """The objects of these ids that exist."""
+        out: dict[str, Versioned] = {}
+        for obj_id in ids:
+            try:
+                out[obj_id] = self.get_versioned(kind, obj_id)
+            except NotFound:
+                continue
+        return out
+
+    def list_ids(self, kind: str) -> builtins.list[str]:
+        """Every id of a kind, sorted."""
+        return sorted(self.list_versioned(kind))
 
     @abc.abstractmethod
     def transaction(self, ops: Sequence[Op]) -> None:

@@ -10,10 +10,11 @@ import json
 import sqlite3
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from kumo.topology.errors import KumoError
+from kumo.topology.indexes import INDEX_VERSION, index_entries, indexed
 from kumo.topology.store.base import (
     Change,
     ChangeCallback,
@@ -45,6 +46,10 @@ CREATE TABLE IF NOT EXISTS state (
     PRIMARY KEY (tbl, key)
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS idx (
+    kind TEXT NOT NULL, field TEXT NOT NULL, value TEXT NOT NULL, id TEXT NOT NULL,
+    PRIMARY KEY (kind, field, value, id)
+) WITHOUT ROWID;
 """
 
 
@@ -76,6 +81,7 @@ class SqliteStore(Store):
         # Owners of entries found on disk were sessions of a process that is gone.
         self._db.execute("DELETE FROM state WHERE owner IS NOT NULL")
         self._sessions: set[str] = set()
+        self.ensure_index()
 
     # --- objects -------------------------------------------------------------------------------------
     def get_versioned(self, kind: str, obj_id: str) -> Versioned:
@@ -90,6 +96,67 @@ class SqliteStore(Store):
             rows = self._db.execute("SELECT id, data, version FROM objects WHERE kind=?", (kind,)).fetchall()
         return {r[0]: Versioned(json.loads(r[1]), r[2]) for r in rows}
 
+    def get_many(self, kind: str, ids: Iterable[str]) -> dict[str, Versioned]:
+        wanted = list(ids)
+        out: dict[str, Versioned] = {}
+        with self._lock:
+            for start in range(0, len(wanted), 500):  # SQLite bounds the number of parameters of a query
+                chunk = wanted[start : start + 500]
+                rows = self._db.execute(
+                    f"SELECT id, data, version FROM objects WHERE kind=? AND id IN ({','.join('?' * len(chunk))})",
+                    (kind, *chunk),
+                ).fetchall()
+                out.update((r[0], Versioned(json.loads(r[1]), r[2])) for r in rows)
+        return out
+
+    def list_ids(self, kind: str) -> list[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT id FROM objects WHERE kind=? ORDER BY id", (kind,)).fetchall()
+        return [r[0] for r in rows]
+
+    # --- indexes -------------------------------------------------------------------------------------------
+    def index_ids(self, kind: str, fname: str, value: str) -> set[str] | None:
+        if not indexed(kind, fname):
+            return None
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id FROM idx WHERE kind=? AND field=? AND value=?", (kind, fname, value)
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def ensure_index(self) -> None:
+        """Rebuilt in one transaction when the file was written by a version that indexed other fields."""
+        version = int(INDEX_VERSION[:15], 16)
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE name='index'").fetchone()
+            if row is not None and row[0] == version:
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("DELETE FROM idx")
+                for kind, obj_id, data in self._db.execute("SELECT kind, id, data FROM objects").fetchall():
+                    self._reindex(kind, obj_id, None, json.loads(data))
+                self._db.execute(
+                    "INSERT INTO meta(name, value) VALUES('index', ?) "
+                    "ON CONFLICT(name) DO UPDATE SET value=excluded.value",
+                    (version,),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _reindex(self, kind: str, obj_id: str, old: Obj | None, new: Obj | None) -> None:
+        before, after = index_entries(kind, old), index_entries(kind, new)
+        self._db.executemany(
+            "DELETE FROM idx WHERE kind=? AND field=? AND value=? AND id=?",
+            [(kind, f, v, obj_id) for f, v in before - after],
+        )
+        self._db.executemany(
+            "INSERT OR IGNORE INTO idx(kind, field, value, id) VALUES(?, ?, ?, ?)",
+            [(kind, f, v, obj_id) for f, v in after - before],
+        )
+
     def transaction(self, ops: Sequence[Op]) -> None:
         changes: list[Change] = []
         with self._lock:
@@ -99,6 +166,7 @@ class SqliteStore(Store):
                     change = self._apply(op)
                     if change is not None:
                         changes.append(change)
+                        self._reindex(change.kind, change.id, change.old, change.new)
                 seq = self._seq + 1 if changes else self._seq
                 if changes:
                     self._db.execute(

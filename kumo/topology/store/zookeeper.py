@@ -5,8 +5,9 @@ Layout under the chroot:
   log/c-<seq>             one sequential znode per committed transaction: its changes with old and new
   log-floor               entries below this sequence number were trimmed
   state/<table>/<key>     state entries; owned ones are ephemeral znodes of the owner's ZooKeeper session
+  index/...               the index of kumo/topology/indexes.py (store/zkindex.py)
 
-Why a change log: kazoo's data and child watches fire once and report only the latest data, so a
+Why a change log (store/zklog.py): kazoo's data and child watches fire once and report only the latest data, so a
 watcher would miss intermediate values and never see old ones. Writing the changes of a transaction in
 the same ZooKeeper multi-op as the objects gives every watcher every change, in commit order.
 """
@@ -17,31 +18,24 @@ import contextlib
 import json
 import logging
 import threading
-import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import quote, unquote
 
-from kazoo.client import KazooClient, TransactionRequest
 from kazoo.exceptions import (
     BadVersionError,
-    ConnectionClosedError,
-    ConnectionLoss,
     KazooException,
     NodeExistsError,
     NoNodeError,
     RolledBackError,
-    SessionExpiredError,
 )
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import KazooState
 from kazoo.recipe.cache import TreeCache, TreeEvent
-from kazoo.retry import KazooRetry
 
 from kumo.topology.errors import StoreUnavailable, VersionConflict
 from kumo.topology.store.base import (
-    Change,
     ChangeCallback,
     Check,
     Create,
@@ -60,68 +54,13 @@ from kumo.topology.store.base import (
     check_expected_version,
     not_found,
 )
+from kumo.topology.store.zkcalls import Bounded, new_client
+from kumo.topology.store.zkindex import IndexOps, ZkIndex
+from kumo.topology.store.zklog import LogFollower, maybe_trim
 
 log = logging.getLogger("kumo.store.zookeeper")
 
-LOG_KEEP = 4096  # change-log entries kept for watchers that lag behind
-TRIM_EVERY = 512  # trim the log once every this many commits
 _RETRIES = 20  # internal optimistic retries when another writer touched the same objects
-
-
-# kazoo's default reconnect backoff grows to a minute; a store must be back within a second of ZooKeeper.
-_RECONNECT = {"max_tries": -1, "delay": 0.1, "backoff": 1.5, "max_delay": 1.0}
-_UNAVAILABLE = (KazooTimeoutError, ConnectionLoss, SessionExpiredError, ConnectionClosedError)
-
-
-def _client(hosts: str, timeout: float) -> KazooClient:
-    return KazooClient(hosts=hosts, timeout=timeout, connection_retry=KazooRetry(**_RECONNECT))
-
-
-class _Bounded:
-    """kazoo's synchronous calls wait forever while ZooKeeper is away; these fail fast instead
-    (StoreUnavailable, a 503 at the API), so that no caller hangs on an outage."""
-
-    def __init__(self, client: KazooClient, hosts: str, timeout: float) -> None:
-        self.client = client
-        self.hosts = hosts
-        self.timeout = timeout
-
-    def call(self, start: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Issue one request and wait for it, boundedly. Refused before sending while disconnected (so a
-        refused write is never applied later); a request that goes unanswered has an unknown outcome."""
-        if self.client.state != KazooState.CONNECTED:
-            raise StoreUnavailable(f"ZooKeeper at {self.hosts} is unreachable; retry when it is back")
-        return self.wait(start(*args, **kwargs))
-
-    def wait(self, result: Any) -> Any:
-        try:
-            return result.get(timeout=self.timeout)
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(
-                f"ZooKeeper at {self.hosts} did not answer ({type(exc).__name__}); a write may or may not "
-                "have been applied: re-read before retrying"
-            ) from None
-
-    def get(self, path: str, watch: Any = None) -> Any:
-        return self.call(self.client.get_async, path, watch=watch)
-
-    def get_children(self, path: str, watch: Any = None) -> list[str]:
-        return list(self.call(self.client.get_children_async, path, watch=watch))
-
-    def create(self, path: str, value: bytes = b"", ephemeral: bool = False) -> str:
-        return str(self.call(self.client.create_async, path, value, ephemeral=ephemeral))
-
-    def set(self, path: str, value: bytes, version: int = -1) -> Any:
-        return self.call(self.client.set_async, path, value, version=version)
-
-    def delete(self, path: str) -> None:
-        self.call(self.client.delete_async, path)
-
-    def ensure_path(self, path: str) -> None:
-        self.call(self.client.ensure_path_async, path)
-
-    def commit(self, txn: TransactionRequest) -> list[Any]:
-        return list(self.call(txn.commit_async))
 
 
 def _enc(value: Obj) -> bytes:
@@ -136,13 +75,13 @@ class _ZkSession(Session):
     """An owner session is a ZooKeeper session of its own: its ephemeral znodes die with it."""
 
     def __init__(self, hosts: str, timeout: float) -> None:
-        self.client = _client(hosts, timeout)
+        self.client = new_client(hosts, timeout)
         try:
             self.client.start(timeout=timeout)
         except KazooTimeoutError:
             self.client.close()
             raise StoreUnavailable(f"cannot reach ZooKeeper at {hosts} to open a session") from None
-        self.io = _Bounded(self.client, hosts, timeout)
+        self.io = Bounded(self.client, hosts, timeout)
         self.id = f"{self.client.client_id[0]:x}"
         self.expiries = 0
         self.client.add_listener(self._on_state)
@@ -165,10 +104,10 @@ class ZookeeperStore(Store):
         self.hosts = hosts
         self.root = "/" + chroot.strip("/") if chroot.strip("/") else ""
         self.timeout = timeout
-        self.zk = _client(hosts, timeout)
+        self.zk = new_client(hosts, timeout)
         try:
             self.zk.start(timeout=timeout)
-            self.io = _Bounded(self.zk, hosts, call_timeout or timeout)
+            self.io = Bounded(self.zk, hosts, call_timeout or timeout)
             for path in ("objects", "log", "state"):
                 self.io.ensure_path(self._p(path))
         except Exception as exc:
@@ -181,9 +120,10 @@ class ZookeeperStore(Store):
         self._hub = WatchHub(f"zookeeper:{hosts}{self.root}")
         self._reader: threading.Thread | None = None
         self._reader_lock = threading.Lock()
-        self._kick = threading.Event()
+        self._follower: LogFollower | None = None
         self._closing = False
         self._caches: dict[Watch, TreeCache] = {}
+        self.index = ZkIndex(self.zk, self.io, self.root)
 
     def _p(self, *parts: str) -> str:
         return "/".join([self.root, *parts])
@@ -219,6 +159,29 @@ class ZookeeperStore(Store):
             out[unquote(name)] = Versioned(_dec(data), stat.version)
         return out
 
+    def get_many(self, kind: str, ids: Iterable[str]) -> dict[str, Versioned]:
+        pending = [(i, self.zk.get_async(self._obj_path(kind, i))) for i in ids]
+        out: dict[str, Versioned] = {}
+        for obj_id, result in pending:
+            try:
+                data, stat = self.io.wait(result)
+            except NoNodeError:
+                continue
+            out[obj_id] = Versioned(_dec(data), stat.version)
+        return out
+
+    def list_ids(self, kind: str) -> list[str]:
+        try:
+            return sorted(unquote(n) for n in self.io.get_children(self._p("objects", kind)))
+        except NoNodeError:
+            return []
+
+    def index_ids(self, kind: str, fname: str, value: str) -> set[str] | None:
+        return self.index.ids(kind, fname, value)
+
+    def ensure_index(self) -> None:
+        self.index.build(self.list_versioned)
+
     def transaction(self, ops: Sequence[Op]) -> None:
         for kind in {op.kind for op in ops if isinstance(op, Create)}:
             self._ensure_kind(kind)
@@ -230,6 +193,7 @@ class ZookeeperStore(Store):
     def _try_transaction(self, ops: Sequence[Op]) -> bool:
         """One optimistic attempt; False when an object changed under us (and the caller named no version)."""
         txn = self.zk.transaction()
+        index = IndexOps()
         changes: list[dict[str, Any]] = []
         # What earlier operations of this transaction did, so later ones see it (ZooKeeper multi-ops
         # apply in order, but we read before committing).
@@ -243,6 +207,7 @@ class ZookeeperStore(Store):
                 txn.create(path, _enc(op.value))
                 pending[path] = (op.value, 0)
                 changes.append({"op": "create", "kind": op.kind, "id": op.id, "old": None, "new": op.value})
+                self.index.diff(index, op.kind, op.id, None, op.value)
                 continue
             current = pending[path] if path in pending else self._read(path)
             if current is None:
@@ -253,13 +218,16 @@ class ZookeeperStore(Store):
                 txn.set_data(path, _enc(op.value), version)
                 pending[path] = (op.value, version + 1)
                 changes.append({"op": "update", "kind": op.kind, "id": op.id, "old": old, "new": op.value})
+                self.index.diff(index, op.kind, op.id, old, op.value)
             elif isinstance(op, Delete):
                 txn.delete(path, version)
                 pending[path] = None
                 changes.append({"op": "delete", "kind": op.kind, "id": op.id, "old": old, "new": None})
+                self.index.diff(index, op.kind, op.id, old, None)
             else:
                 assert isinstance(op, Check)
                 txn.check(path, version)
+        self.index.add_to(txn, index)
         if changes:
             txn.create(self._p("log", "c-"), _enc({"changes": changes}), sequence=True)
         try:
@@ -271,11 +239,16 @@ class ZookeeperStore(Store):
             None,
         )
         if failure is None:
+            self.index.committed(index)
             if changes:
-                self._maybe_trim(int(str(results[-1]).rsplit("c-", 1)[1]))
+                maybe_trim(self.zk, self.io, self.root, int(str(results[-1]).rsplit("c-", 1)[1]))
             return True
-        index, error = failure
-        failed = ops[index] if index < len(ops) else None
+        position, error = failure
+        if len(ops) <= position < len(ops) + len(index.paths):
+            path = index.paths[position - len(ops)]
+            self.index.failed(path, error, deleting=path in index.deletes)
+            return False
+        failed = ops[position] if position < len(ops) else None
         if isinstance(error, NodeExistsError) and isinstance(failed, Create):
             raise already_exists(failed.kind, failed.id)
         if isinstance(error, (BadVersionError, NoNodeError)) and failed is not None:
@@ -294,75 +267,16 @@ class ZookeeperStore(Store):
             return None
         return _dec(data), stat.version
 
-    def _maybe_trim(self, seq: int) -> None:
-        if seq % TRIM_EVERY or seq < LOG_KEEP:
-            return
-        floor = seq - LOG_KEEP
-        floor_path = self._p("log-floor")
-        try:
-            self.io.create(floor_path, str(floor).encode())
-        except NodeExistsError:
-            self.io.set(floor_path, str(floor).encode())
-        for name in self.io.get_children(self._p("log")):
-            if int(name[2:]) < floor:
-                self.zk.delete_async(self._p("log", name))
-
     def watch(self, callback: ChangeCallback, kind: str | None = None, obj_id: str | None = None) -> Watch:
         with self._reader_lock:
             if self._reader is None:
-                start = self._log_tail()
-                self._reader = threading.Thread(target=self._read_log, args=(start,), name="zk-log-reader", daemon=True)
+                follower = LogFollower(self.zk, self.io, self.root, self._hub.publish, lambda: self._closing)
+                self._follower = follower
+                self._reader = threading.Thread(
+                    target=follower.run, args=(follower.tail(),), name="zk-log-reader", daemon=True
+                )
                 self._reader.start()
         return self._hub.subscribe(callback, kind, obj_id)
-
-    def _log_seqs(self, watch: Any = None) -> list[int]:
-        return sorted(int(n[2:]) for n in self.io.get_children(self._p("log"), watch=watch))
-
-    def _log_tail(self) -> int:
-        seqs = self._log_seqs()
-        return seqs[-1] + 1 if seqs else 0
-
-    def _read_log(self, next_seq: int) -> None:
-        """Follow the change log in sequence order and hand every change to the watch hub."""
-        outage = False
-        while not self._closing:
-            try:
-                try:
-                    data, _ = self.io.get(self._p("log", f"c-{next_seq:010d}"))
-                except NoNodeError:
-                    self._kick.clear()
-                    later = [s for s in self._log_seqs(watch=lambda _e: self._kick.set()) if s >= next_seq]
-                    if not later:
-                        self._kick.wait(timeout=1.0)
-                        continue
-                    if later[0] > next_seq and next_seq < self._log_floor():
-                        log.warning("change log trimmed past this watcher (at %d): resync", next_seq)
-                        self._hub.publish([Change("resync", "*", "", None, None, next_seq)])
-                    # Sequence numbers skip where trimming deleted children; nothing was lost there.
-                    next_seq = later[0]
-                    continue
-                entry = _dec(data)
-                self._hub.publish(
-                    Change(c["op"], c["kind"], c["id"], c["old"], c["new"], next_seq) for c in entry["changes"]
-                )
-                next_seq += 1
-                if outage:
-                    log.info("change-log reader: ZooKeeper is back; resuming at change %d", next_seq)
-                    outage = False
-            except Exception as exc:
-                if self._closing:
-                    return
-                if not outage:
-                    log.warning("change-log reader: %s; retrying until ZooKeeper answers", exc)
-                    outage = True
-                time.sleep(0.2)
-
-    def _log_floor(self) -> int:
-        try:
-            data, _ = self.io.get(self._p("log-floor"))
-        except NoNodeError:
-            return 0
-        return int(data.decode())
 
     # --- state tables ----------------------------------------------------------------------------------
     def _state_path(self, table: str, key: str | None = None) -> str:
@@ -473,7 +387,8 @@ class ZookeeperStore(Store):
 
     def close(self) -> None:
         self._closing = True
-        self._kick.set()
+        if self._follower is not None:
+            self._follower.kick.set()
         for cache in self._caches.values():
             cache.close()
         if self._reader is not None:
