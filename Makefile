@@ -55,6 +55,7 @@ bench: setup
 	$(PY) bench/convergence_bench.py
 	$(PY) bench/l4state_bench.py
 	$(PY) bench/edge_bench.py
+	$(PY) bench/scale_bench.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -188,7 +188,7 @@ class Agent:
             self.store.watch(queue_change),
             self.store.state_watch(MAC_TABLE, queue_change),
             self.store.state_watch(ARP_TABLE, queue_change),
-            self.store.state_watch(HOSTS_ALIVE, queue_change),
+            self.store.state_watch_keys(HOSTS_ALIVE, queue_change),
             self.store.state_watch(LEARNED_ROUTES, queue_change),
         ]
         with self.lock:

@@ -118,6 +118,7 @@ class Fabric:
         agent_args: tuple[str, ...] = (),
         redis: bool = False,
         ensemble: int = 1,
+        zookeeper_heap: str = "256m",
     ) -> None:
         self.workdir = workdir
         self.tag = uuid.uuid4().hex[:6]
@@ -127,7 +128,7 @@ class Fabric:
         self.zookeeper: ZooKeeperServer | ZooKeeperEnsemble = (
             ZooKeeperEnsemble(ensemble, address=FABRIC_ADDRESS, netns=self.netns)
             if ensemble > 1
-            else ZooKeeperServer(address=FABRIC_ADDRESS, netns=self.netns)
+            else ZooKeeperServer(address=FABRIC_ADDRESS, netns=self.netns, heap=zookeeper_heap)
         )
         # with `redis`, the agents share flow state through a Redis on the underlay (--flow-state)
         self.redis = RedisServer(address=FABRIC_ADDRESS, netns=self.netns) if redis else None

@@ -45,13 +45,16 @@ class ZooKeeperServer:
         address: str = "127.0.0.1",
         netns: str | None = None,
         quorum: tuple[int, list[str]] | None = None,
+        heap: str = "256m",
     ) -> None:
-        """`quorum`: (this server's id, every member's `server.N=...` line): a member of an ensemble."""
+        """`quorum`: (this server's id, every member's `server.N=...` line): a member of an ensemble; `heap`:
+        the JVM's -Xmx (bench/scale_bench.py gives it more)."""
         if not Path(_JARS[0]).exists() or shutil.which("java") is None:
             raise RuntimeError(
                 "ZooKeeper is not installed: `make setup` installs Debian's zookeeper and default-jre-headless"
             )
         self.start_timeout = start_timeout
+        self.heap = heap
         self.address = address
         self.netns = netns
         self.port = free_port()  # (free here; a fresh namespace has every port free)
@@ -69,8 +72,9 @@ class ZooKeeperServer:
                     f"clientPort={self.port}",
                     f"clientPortAddress={address}",
                     "admin.enableServer=false",
-                    "4lw.commands.whitelist=ruok,srvr,mntr,stat",
+                    "4lw.commands.whitelist=ruok,srvr,mntr,stat,wchs,wchp",
                     "forceSync=no",
+                    "maxClientCnxns=0",  # the scale bench's simulated hosts all connect from one address
                     *(["initLimit=10", "syncLimit=5", *quorum[1]] if quorum else []),
                     "",
                 ]
@@ -104,7 +108,7 @@ class ZooKeeperServer:
             [
                 *prefix,
                 "java",
-                "-Xmx256m",
+                f"-Xmx{self.heap}",
                 "-Dzookeeper.admin.enableServer=false",
                 "-cp",
                 classpath,
@@ -149,6 +153,13 @@ class ZooKeeperServer:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGCONT)  # (a frozen one cannot handle SIGTERM)
         stop_process(self.proc)
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: a server that dies at once (its connections reset, nothing flushed)."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=10)
         self.proc = None
 
     def freeze(self) -> None:

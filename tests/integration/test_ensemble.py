@@ -85,6 +85,37 @@ def test_the_leader_dying_while_agents_start_makes_no_agent_exit(fabric: Fabric)
         zk.wait_for_quorum()
 
 
+def test_the_leader_killed_under_traffic_leaves_traffic_hosts_and_the_api_whole(
+    fabric: Fabric, vms: tuple[Vm, Vm]
+) -> None:
+    zk = ensemble(fabric)
+    vm1, vm2 = vms
+    api = fabric.client()
+    pinger = vm1.popen("ping", "-i", "0.1", "-c", "100", "-W", "1", "10.0.1.12", stdout=-1, stderr=-1)
+    time.sleep(2)
+    leader = zk.leader()
+    leader.kill()  # kill -9 while the stream runs
+    killed_at = time.monotonic()
+    answers: list[tuple[float, int, bool | None]] = []  # (when, status, every host alive)
+    try:
+        while time.monotonic() - killed_at < 8:
+            status, _ = timed_get("/v1/hosts")
+            every = all(alive(api, h.host_id) for h in fabric.hosts) if status == 200 else None
+            answers.append((time.monotonic() - killed_at, status, every))
+            time.sleep(0.1)
+        assert vm2.ping("10.0.1.11", count=2)  # a new flow: the agents' copies, whatever the ensemble does
+    finally:
+        leader.launch()
+        leader.wait()
+    out, _ = pinger.communicate(timeout=60)
+    received = int(out.split(" received")[0].rsplit(" ", 1)[1])
+    assert received >= 99, out[-300:]  # established traffic untouched
+    assert all(every is not False for _, _, every in answers), f"a host was shown dead: {answers}"
+    unavailable = [at for at, status, _ in answers if status != 200]
+    assert not unavailable or max(unavailable) < 5.0, f"the API answered again only after {unavailable[-1]:.1f} s"
+    assert answers[-1][1] == 200
+
+
 def test_a_quorum_lost_for_ten_seconds_answers_503_and_traffic_goes_on(fabric: Fabric, vms: tuple[Vm, Vm]) -> None:
     zk = ensemble(fabric)
     vm1, vm2 = vms

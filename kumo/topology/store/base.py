@@ -345,6 +345,12 @@ class Store(abc.ABC):
     def state_watch(self, table: str, callback: StateCallback) -> Watch:
         """Deliver later changes of a state table (including entries vanishing with their session)."""
 
+    def state_watch_keys(self, table: str, callback: StateCallback) -> Watch:
+        """Like state_watch, for a caller that needs only which keys exist (a change's old/new may be `{}`):
+        on ZooKeeper one watch on the table instead of one per entry, so that a table every host watches
+        (the live hosts) costs watches in proportion to the hosts, not to their square."""
+        return self.state_watch(table, callback)
+
     @abc.abstractmethod
     def close(self) -> None: ...
 

@@ -29,6 +29,7 @@ log = logging.getLogger("kumo.store.zookeeper")
 
 LOG_KEEP = 4096  # change-log entries kept for watchers that lag behind
 TRIM_EVERY = 512  # trim the log once every this many commits
+READ_AHEAD = 64  # entries a follower that is behind asks for at once
 SAFETY_POLL = 5.0  # seconds a follower waits for a watch before it looks again (a watch lost with a session)
 
 
@@ -54,6 +55,7 @@ class LogFollower:
         self.closing = closing
         self.kick = threading.Event()
         self._seen_changes = -1  # the log's child version at the last safety poll
+        self._batch = 1
 
     def _p(self, *parts: str) -> str:
         return "/".join([self.root, *parts])
@@ -83,15 +85,13 @@ class LogFollower:
                 time.sleep(0.2)
 
     def _step(self, seq: int) -> int:
-        """Publish entry `seq` and return the next number, or wait for the entry and return `seq`."""
-        self.kick.clear()
-        if self.io.call(self.zk.exists_async, self._p("log", entry_name(seq)), watch=self._wake) is not None:
-            try:
-                data, _ = self.io.get(self._p("log", entry_name(seq)))
-            except NoNodeError:
-                return self._after_gap(seq)  # trimmed between the two calls
-            self._publish(seq, data)
-            return seq + 1
+        """Publish the entries from `seq` on that exist and return the next number, or wait for one."""
+        entries, watched = self._read_from(seq)
+        for offset, data in enumerate(entries):
+            self._publish(seq + offset, data)
+        seq += len(entries)
+        if not watched:
+            return seq
         if self.kick.wait(timeout=SAFETY_POLL):
             return seq
         changes = self.io.call(self.zk.exists_async, self._p("log")).cversion
@@ -99,6 +99,35 @@ class LogFollower:
             return seq
         self._seen_changes = changes
         return self._after_gap(seq)
+
+    def _read_from(self, seq: int) -> tuple[list[bytes], bool]:
+        """The consecutive entries from `seq` on, and whether a watch now waits for the next one.
+
+        Up to date (the last read reached the end), a follower reads the new entry together with an `exists`
+        watch on the one after, in one round trip: two requests per change. A watch is left only where no
+        entry is (on an existing entry it would stay until the entry is trimmed): a follower that is behind
+        reads without watches, doubling its batch up to READ_AHEAD entries per round trip, and arms the watch
+        where its reads found the end."""
+        self.kick.clear()
+        batch = self._batch
+        pending = [self.zk.get_async(self._p("log", entry_name(seq + i))) for i in range(batch)]
+        after = self.zk.exists_async(self._p("log", entry_name(seq + 1)), watch=self._wake) if batch == 1 else None
+        entries: list[bytes] = []
+        for result in pending:
+            try:
+                data, _ = self.io.wait(result)
+            except NoNodeError:
+                break
+            entries.append(data)
+        next_exists = after is not None and self.io.wait(after) is not None
+        if len(entries) == batch and (batch > 1 or next_exists):
+            self._batch = min(READ_AHEAD, batch * 2)  # behind: read more at once
+            return entries, False
+        self._batch = 1
+        if len(entries) == batch:
+            return entries, True  # up to date, and the watch on the next entry is armed
+        missing = self._p("log", entry_name(seq + len(entries)))
+        return entries, self.io.call(self.zk.exists_async, missing, watch=self._wake) is None
 
     def _after_gap(self, seq: int) -> int:
         """The entry `seq` may never come: the next existing one (or `seq` while none is later)."""

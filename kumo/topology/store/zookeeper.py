@@ -33,6 +33,7 @@ from kazoo.exceptions import (
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import KazooState
 from kazoo.recipe.cache import TreeCache, TreeEvent
+from kazoo.recipe.watchers import ChildrenWatch
 
 from kumo.topology.errors import StoreUnavailable, VersionConflict
 from kumo.topology.store.base import (
@@ -279,7 +280,7 @@ class ZookeeperStore(Store):
         return self._hub.subscribe(callback, kind, obj_id)
 
     # --- state tables ----------------------------------------------------------------------------------
-    def _state_path(self, table: str, key: str | None = None) -> str:
+    def state_path(self, table: str, key: str | None = None) -> str:
         parts = ["state", quote(table, safe="")]
         if key is not None:
             parts.append(quote(key, safe=""))
@@ -290,8 +291,8 @@ class ZookeeperStore(Store):
 
     def state_put(self, table: str, key: str, value: Obj, owner: Session | None = None) -> None:
         io = owner.io if isinstance(owner, _ZkSession) else self.io
-        path = self._state_path(table, key)
-        self.io.ensure_path(self._state_path(table))
+        path = self.state_path(table, key)
+        self.io.ensure_path(self.state_path(table))
         data = _enc(value)
         owner_id = owner.client.client_id[0] if isinstance(owner, _ZkSession) else 0
         for _ in range(_RETRIES):
@@ -319,23 +320,23 @@ class ZookeeperStore(Store):
 
     def state_claim(self, table: str, key: str, value: Obj, owner: Session) -> bool:
         assert isinstance(owner, _ZkSession)
-        self.io.ensure_path(self._state_path(table))
+        self.io.ensure_path(self.state_path(table))
         try:
-            owner.io.create(self._state_path(table, key), _enc(value), ephemeral=True)
+            owner.io.create(self.state_path(table, key), _enc(value), ephemeral=True)
         except NodeExistsError:
             return False
         return True
 
     def state_delete(self, table: str, key: str) -> None:
         with contextlib.suppress(NoNodeError):
-            self.io.delete(self._state_path(table, key))
+            self.io.delete(self.state_path(table, key))
 
     def state_list(self, table: str) -> dict[str, Obj]:
         try:
-            names = self.io.get_children(self._state_path(table))
+            names = self.io.get_children(self.state_path(table))
         except NoNodeError:
             return {}
-        pending = [(n, self.zk.get_async(self._state_path(table) + "/" + n)) for n in names]
+        pending = [(n, self.zk.get_async(self.state_path(table) + "/" + n)) for n in names]
         out: dict[str, Obj] = {}
         for name, result in pending:
             try:
@@ -346,13 +347,13 @@ class ZookeeperStore(Store):
 
     def state_get(self, table: str, key: str) -> Obj | None:
         try:
-            data, _ = self.io.get(self._state_path(table, key))
+            data, _ = self.io.get(self.state_path(table, key))
         except NoNodeError:
             return None
         return dict(_dec(data))
 
     def state_watch(self, table: str, callback: StateCallback) -> Watch:
-        base = self._state_path(table)
+        base = self.state_path(table)
         self.io.ensure_path(base)
         watch = self._hub.subscribe_state(table, callback)
         cache = TreeCache(self.zk, base)
@@ -383,6 +384,31 @@ class ZookeeperStore(Store):
         cache.start()
         ready.wait(timeout=self.timeout)
         self._caches[watch] = cache
+        return watch
+
+    def state_watch_keys(self, table: str, callback: StateCallback) -> Watch:
+        base = self.state_path(table)
+        self.io.ensure_path(base)
+        watch = self._hub.subscribe_state(table, callback)
+        known: set[str] | None = None
+        ready = threading.Event()
+
+        def on_children(children: list[str]) -> bool | None:
+            nonlocal known
+            if watch.cancelled or self._closing:
+                return False  # ends kazoo's ChildrenWatch
+            keys = {unquote(c) for c in children}
+            if known is not None:
+                self._hub.publish(
+                    [StateChange(table, k, None, {}) for k in sorted(keys - known)]
+                    + [StateChange(table, k, {}, None) for k in sorted(known - keys)]
+                )
+            known = keys
+            ready.set()
+            return None
+
+        ChildrenWatch(self.zk, base, on_children)
+        ready.wait(timeout=self.timeout)
         return watch
 
     def close(self) -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
+
+from kumo import client as client_module
+from kumo.client import Client
 
 
 def walk(api: TestClient, url: str) -> list[list[str]]:
@@ -24,7 +28,7 @@ def test_pages_follow_the_link_header_and_cover_the_collection_once(api: TestCli
     api.post("/v1/ports", json={"device_id": other["id"], "name": "x"})
     pages = walk(api, f"/v1/ports?limit=3&device_id={bridge['id']}")
     assert [len(p) for p in pages] == [3, 3, 1]
-    assert sum(pages, []) == ids
+    assert [i for page in pages for i in page] == ids
     # Without limit the collection is one bare array, as the contract says.
     assert len(api.get("/v1/ports").json()) == 8
     assert [p["name"] for p in api.get("/v1/ports?name=x").json()] == ["x"]
@@ -45,3 +49,20 @@ def test_bad_page_queries_say_how_to_fix_them(api: TestClient) -> None:
     assert response.status_code == 422
     assert "devce_id: unknown query parameter" in response.json()["message"]
     assert "device_id" in response.json()["message"]
+
+
+def test_the_client_pages_through_a_collection_and_filters_on_the_server(
+    api: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "PAGE_SIZE", 2)
+    client = Client("http://testserver")
+    client.http = api  # the API in this process
+    bridge = client.bridges.create(name="b")
+    made = sorted(client.ports.create(device_id=bridge["id"], name=f"p{n}")["id"] for n in range(5))
+    client.ports.create(device_id=client.bridges.create()["id"], name="elsewhere")
+    assert [p["id"] for p in client.ports.list(device_id=bridge["id"])] == made
+    assert [p["name"] for p in client.ports.list(name="elsewhere")] == ["elsewhere"]
+    chain = client.chains.create()
+    rules = [client.rules.create(chain_id=chain["id"], type="accept", position=1)["id"] for _ in range(5)]
+    # pages come in id order; the client gives a chain's rules back in their order
+    assert [r["id"] for r in client.rules.list(chain_id=chain["id"])] == rules[::-1]

@@ -260,3 +260,16 @@ def _creates(store: Store, obj_id: str) -> bool:
     except Conflict as exc:
         assert exc.code == "already_exists"
     return True
+
+
+def test_a_keys_watch_sees_entries_come_and_go(store: Store) -> None:
+    changes: list[StateChange] = []
+    store.state_put("hosts_alive_test", "h0", {"since": 0})
+    store.state_watch_keys("hosts_alive_test", changes.append)
+    session = store.open_session()
+    store.state_put("hosts_alive_test", "h1", {"since": 1}, owner=session)
+    h1 = lambda: [c.new is None for c in changes if c.key == "h1"]  # noqa: E731
+    assert wait_for(lambda: h1() == [False])
+    session.close()  # vanishes with its owner
+    assert wait_for(lambda: h1() == [False, True])
+    assert store.state_list("hosts_alive_test").keys() == {"h0"}
