@@ -55,7 +55,7 @@ class LogFollower:
         self.closing = closing
         self.kick = threading.Event()
         self._seen_changes = -1  # the log's child version at the last safety poll
-        self._batch = 1
+        self._batch = 2  # (a follower that starts does not know yet whether it is behind: no watch at first)
 
     def _p(self, *parts: str) -> str:
         return "/".join([self.root, *parts])

@@ -66,3 +66,27 @@ def test_a_follower_trimmed_past_is_told_to_resync(zookeeper: ZooKeeperServer, m
         assert seq > start
     finally:
         writer.close()
+
+
+def test_a_follower_catching_up_leaves_no_watch_behind(
+    zookeeper: ZooKeeperServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Watches only where no entry is: one on the next entry, however far behind the follower started (a
+    watch on an existing entry stays until the entry is trimmed: thousands per host). (A follower that was up
+    to date when a burst came leaves one, on the first entry of the burst.)"""
+    monkeypatch.setattr(zklog, "SAFETY_POLL", 0.1)  # (the last step waits for the next entry)
+    chroot = new_chroot()
+    writer = ZookeeperStore(zookeeper.hosts, chroot)
+    published: list[Change] = []
+    follower = zklog.LogFollower(writer.zk, writer.io, writer.root, published.extend, lambda: False)
+    try:
+        for n in range(300):
+            writer.create("bridges", str(n), {})
+        seq = 0
+        for _ in range(40):  # read-ahead batches of 1, 2, 4, ... 64
+            seq = follower._step(seq) if seq < 300 else seq
+        assert [int(c.id) for c in published] == list(range(300))
+        watched = [line for line in zookeeper.ask("wchp").splitlines() if line.startswith(f"{chroot}/log/")]
+        assert watched == [f"{chroot}/log/{zklog.entry_name(300)}"], watched
+    finally:
+        writer.close()
