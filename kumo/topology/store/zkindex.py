@@ -58,7 +58,9 @@ class ZkIndex:
 
     def diff(self, ops: IndexOps, kind: str, obj_id: str, old: Any, new: Any) -> None:
         before, after = index_entries(kind, old), index_entries(kind, new)
-        ops.creates += [self.entry_path(kind, f, v, obj_id) for f, v in sorted(after - before)]
+        creates = [self.entry_path(kind, f, v, obj_id) for f, v in sorted(after - before)]
+        self.absent.difference_update(creates)  # (present again once this commits)
+        ops.creates += creates
         ops.deletes += [
             p for f, v in sorted(before - after) if (p := self.entry_path(kind, f, v, obj_id)) not in self.absent
         ]
