@@ -129,8 +129,8 @@ class SimulatedHosts:
             with self.lock:
                 if "ready" in message:
                     self.ready += message["ready"]
-                else:
-                    self.applied.setdefault(message["name"], {})[message["host"]] = message["at"]
+                else:  # the first time a host applied it (a follower that retried may report it again)
+                    self.applied.setdefault(message["name"], {}).setdefault(message["host"], message["at"])
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

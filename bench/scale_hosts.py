@@ -51,6 +51,8 @@ class SimulatedHost:
         self.alive_path = alive_path
         self.cache = TopologyCache()
         self.alive: set[str] = set()
+        self.errors = 0
+        self.seq = 0  # the next change-log entry to read
 
     async def start(self) -> int:
         await self.client.start()
@@ -60,8 +62,19 @@ class SimulatedHost:
 
     async def follow(self, seq: int) -> None:
         """kumo/topology/store/zklog.py's LogFollower, on asyncio: up to date, read the new entry with an
-        `exists` watch on the next; behind, read batches without watches; watch where the reads ended."""
-        batch = 1
+        `exists` watch on the next; behind, read batches without watches; watch where the reads ended.
+        Like the agent's, it rides through errors (a request that timed out on an overloaded machine)."""
+        self.seq = seq
+        while True:
+            try:
+                await self._follow_from(self.seq)
+            except (exc.ZKError, TimeoutError, ConnectionError) as error:
+                self.errors += 1
+                print(f"{self.host_id}: {error!r}; following again from {self.seq}", file=sys.stderr)
+                await asyncio.sleep(0.5)
+
+    async def _follow_from(self, seq: int) -> None:
+        batch = 2
         while True:
             paths = [f"log/{entry_name(seq + i)}" for i in range(batch)]
             after = f"log/{entry_name(seq + 1)}"
@@ -79,6 +92,7 @@ class SimulatedHost:
                 self._apply(seq + got, answer)
                 got += 1
             seq += got
+            self.seq = seq
             next_exists = batch == 1 and answers[-1] is True
             if got == batch and (batch > 1 or next_exists):
                 batch = min(64, batch * 2)
@@ -108,7 +122,13 @@ class SimulatedHost:
     async def watch_alive(self, table_path: str) -> None:
         while True:
             changed = self.client.wait_for_events([WatchEvent.CHILDREN_CHANGED], table_path)
-            self.alive = set(await self.client.get_children(table_path, watch=True))
+            try:
+                self.alive = set(await self.client.get_children(table_path, watch=True))
+            except (exc.ZKError, TimeoutError, ConnectionError) as error:
+                self.errors += 1
+                print(f"{self.host_id}: {error!r}; watching the live hosts again", file=sys.stderr)
+                await asyncio.sleep(0.5)
+                continue
             await self._wait(changed)
 
 
@@ -138,6 +158,8 @@ async def run(args: argparse.Namespace) -> None:
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the bench closes it
         for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        print(f"errors ridden through: {sum(h.errors for h in hosts)}", file=sys.stderr)
     finally:
         for host in hosts:
             try:
