@@ -6,11 +6,12 @@ of this process only: entries left by a previous process are dropped on open (th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from kumo.topology.errors import KumoError
@@ -131,20 +132,28 @@ class SqliteStore(Store):
             row = self._db.execute("SELECT value FROM meta WHERE name='index'").fetchone()
             if row is not None and row[0] == version:
                 return
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._immediate():
                 self._db.execute("DELETE FROM idx")
                 for kind, obj_id, data in self._db.execute("SELECT kind, id, data FROM objects").fetchall():
                     self._reindex(kind, obj_id, None, json.loads(data))
-                self._db.execute(
-                    "INSERT INTO meta(name, value) VALUES('index', ?) "
-                    "ON CONFLICT(name) DO UPDATE SET value=excluded.value",
-                    (version,),
-                )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                self._set_meta("index", version)
+
+    def _set_meta(self, name: str, value: int) -> None:
+        self._db.execute(
+            "INSERT INTO meta(name, value) VALUES(?, ?) ON CONFLICT(name) DO UPDATE SET value=excluded.value",
+            (name, value),
+        )
+
+    @contextlib.contextmanager
+    def _immediate(self) -> Iterator[None]:
+        """One write transaction of the file (the caller holds the lock): committed, or rolled back on error."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def _reindex(self, kind: str, obj_id: str, old: Obj | None, new: Obj | None) -> None:
         before, after = index_entries(kind, old), index_entries(kind, new)
@@ -160,8 +169,7 @@ class SqliteStore(Store):
     def transaction(self, ops: Sequence[Op]) -> None:
         changes: list[Change] = []
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._immediate():
                 for op in ops:
                     change = self._apply(op)
                     if change is not None:
@@ -169,15 +177,7 @@ class SqliteStore(Store):
                         self._reindex(change.kind, change.id, change.old, change.new)
                 seq = self._seq + 1 if changes else self._seq
                 if changes:
-                    self._db.execute(
-                        "INSERT INTO meta(name, value) VALUES('seq', ?) "
-                        "ON CONFLICT(name) DO UPDATE SET value=excluded.value",
-                        (seq,),
-                    )
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                    self._set_meta("seq", seq)
             self._seq = seq
             # Published under the lock that serialises commits, so watchers see commit order.
             self._hub.publish(Change(c.op, c.kind, c.id, c.old, c.new, seq) for c in changes)

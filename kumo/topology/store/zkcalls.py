@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kazoo.client import KazooClient, TransactionRequest
-from kazoo.exceptions import ConnectionClosedError, ConnectionLoss, SessionExpiredError
+from kazoo.exceptions import ConnectionClosedError, ConnectionLoss, NodeExistsError, SessionExpiredError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import KazooState
 from kazoo.retry import KazooRetry
@@ -58,6 +58,13 @@ class Bounded:
 
     def set(self, path: str, value: bytes, version: int = -1) -> Any:
         return self.call(self.client.set_async, path, value, version=version)
+
+    def put(self, path: str, value: bytes) -> None:
+        """Create the node with this value, or set it if it exists."""
+        try:
+            self.create(path, value)
+        except NodeExistsError:
+            self.set(path, value)
 
     def delete(self, path: str) -> None:
         self.call(self.client.delete_async, path)

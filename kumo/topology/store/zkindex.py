@@ -129,8 +129,5 @@ class ZkIndex:
                 self.io.wait(result)
             except NodeExistsError:
                 continue
-        try:
-            self.io.create(self._p("index-version"), INDEX_VERSION.encode())
-        except NodeExistsError:
-            self.io.set(self._p("index-version"), INDEX_VERSION.encode())
+        self.io.put(self._p("index-version"), INDEX_VERSION.encode())
         self._ready = True

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import NodeExistsError, NoNodeError
+from kazoo.exceptions import NoNodeError
 
 from kumo.topology.store.base import Change
 
@@ -159,12 +159,7 @@ def maybe_trim(zk: KazooClient, io: Any, root: str, seq: int) -> None:
     """Once every TRIM_EVERY commits, delete entries older than the last LOG_KEEP."""
     if seq % TRIM_EVERY or seq < LOG_KEEP:
         return
-    new_floor = str(seq - LOG_KEEP).encode()
-    path = f"{root}/log-floor"
-    try:
-        io.create(path, new_floor)
-    except NodeExistsError:
-        io.set(path, new_floor)
+    io.put(f"{root}/log-floor", str(seq - LOG_KEEP).encode())
     for name in io.get_children(f"{root}/log"):
         if int(name[2:]) < seq - LOG_KEEP:
             zk.delete_async(f"{root}/log/{name}")  # not waited for: the writer's request goes on

@@ -146,19 +146,7 @@ class ZookeeperStore(Store):
         return Versioned(_dec(data), stat.version)
 
     def list_versioned(self, kind: str) -> dict[str, Versioned]:
-        try:
-            names = self.io.get_children(self._p("objects", kind))
-        except NoNodeError:
-            return {}
-        pending = [(n, self.zk.get_async(self._p("objects", kind, n))) for n in names]
-        out: dict[str, Versioned] = {}
-        for name, result in pending:
-            try:
-                data, stat = self.io.wait(result)
-            except NoNodeError:
-                continue  # deleted between the listing and the read
-            out[unquote(name)] = Versioned(_dec(data), stat.version)
-        return out
+        return self.get_many(kind, self.list_ids(kind))  # (one deleted between listing and reading is left out)
 
     def get_many(self, kind: str, ids: Iterable[str]) -> dict[str, Versioned]:
         pending = [(i, self.zk.get_async(self._obj_path(kind, i))) for i in ids]
