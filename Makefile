@@ -52,6 +52,7 @@ bench: setup
 	$(PY) bench/store_bench.py
 	$(PY) bench/sim_bench.py
 	$(PY) bench/datapath_bench.py
+	$(PY) bench/crr_bench.py
 	$(PY) bench/convergence_bench.py
 	$(PY) bench/l4state_bench.py
 	$(PY) bench/edge_bench.py

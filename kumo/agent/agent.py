@@ -53,6 +53,7 @@ from kumo.agent.storms import StormMonitor
 from kumo.agent.topology import TopologyCache
 from kumo.agent.view import HostView
 from kumo.datapath.datapath import Datapath
+from kumo.datapath.layout import DEFAULT_MAX_MASKS_PER_PORT
 from kumo.edge.manager import EdgeManager
 from kumo.flowstate.local import LocalFlowState
 from kumo.flowstate.redis import RedisFlowState
@@ -75,6 +76,7 @@ class Agent:
         idle_timeout: float = 60.0,
         stateful_idle_timeout: float = 30.0,
         max_flows: int = 100_000,
+        max_masks_per_port: int = DEFAULT_MAX_MASKS_PER_PORT,
         datapath: Datapath | None = None,
         tunnel_ip: str | None = None,
         flow_state: LocalFlowState | RedisFlowState | None = None,
@@ -97,9 +99,10 @@ class Agent:
         self.view = view = HostView()
         self.topology = TopologyCache()
         self.learned = AgentLearned()
-        self.flows = flows = KernelFlows(datapath, counters, idle_timeout, stateful_idle_timeout)
+        self.flows = flows = KernelFlows(datapath, counters, idle_timeout, stateful_idle_timeout, max_masks_per_port)
         # the kernel answers ARP for the paths of booked flows (kumo.agent.arpanswers)
-        flows.book.observer = self.arp_answers = ArpAnswers(datapath, view, self.learned, flow_state, counters)
+        self.arp_answers = ArpAnswers(datapath, view, self.learned, flow_state, counters)
+        flows.book.observers.append(self.arp_answers)
         self.egress = egress = Egress(host_id, view, datapath, counters)
         self.parking = Parking(counters)
         self.sharing = StateSharing(host_id, view, flows, flow_state, counters)
@@ -256,7 +259,7 @@ class Agent:
     # --- what `kumo flows` and `kumo agent stats` show (kumo.agent.control.AgentQueries) --------------
     def describe_flows(self) -> list[dict[str, Any]]:
         with self.lock:
-            return flow_rows(self.datapath, self.view, self.flows.book)
+            return flow_rows(self.datapath, self.view, self.flows.book, self.flows.masks)
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
@@ -270,6 +273,7 @@ class Agent:
                 "wildcard_flows": len(flows.wildcard),
                 "arp_answers": len(self.arp_answers),
                 "key_index_entries": len(flows.by_key),
+                "megaflow_masks": flows.masks.report(),
                 "parked": len(self.parking),
                 "invalidation_ms": self.changes.invalidation_ms,
                 "topology_changes_applied": list(self.changes.topology_applied),

@@ -6,7 +6,8 @@ with the agent of either VM's host down, the probe goes unanswered, the entry fa
 connection stops although every one of its kernel flows is in place (issue 21: a TCP receiver's entry for its
 sender is never confirmed by TCP itself). So each booked IPv4 flow out of a local bridge port whose next hop
 is an address on that bridge (the destination VM, or a router port) has the kernel answer ARP for that
-address, on that port, with the MAC the flow already sends to.
+address, on that port, with the MAC the flow already sends to. (A megaflow's address is that of the packet it
+was made for: its key may not hold it.)
 
 Exact, not a shortcut around the firewalls: before an answer goes in, the agent simulates what the VM's
 own probe and the reply would do (the request from the port, and the reply from where the request went);
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from kumo.agent.view import HostView
 from kumo.datapath.actions import match_fields
 from kumo.datapath.datapath import Datapath
+from kumo.datapath.flowmaps import is_megaflow
 from kumo.datapath.layout import FlowKey
 from kumo.flowstate.local import LocalFlowState
 from kumo.flowstate.redis import RedisFlowState
@@ -51,8 +53,10 @@ class ArpAnswers:
     _refused_in: object = field(default=None, init=False)  # the snapshot they were judged on
 
     # --- FlowBook's observer -------------------------------------------------------------------------------
-    def booked(self, raw: bytes, result: SimulationResult) -> None:
-        wanted = self._wanted(raw, result)
+    def booked(self, raw: bytes, result: SimulationResult, sample: bytes) -> None:
+        if is_megaflow(raw) and not sample:
+            return  # (an adopted megaflow: the fields of its mask may not say which address its path needs)
+        wanted = self._wanted(sample or raw, result)
         if wanted is None:
             return
         ifindex, ip, mac, src_mac, src_ip, port_id = wanted

@@ -38,19 +38,20 @@ class KernelFlow:
     created: float = field(default_factory=time.monotonic)  # (also tells it from a later flow of its key)
     stateful: bool = False  # it wrote flow state (conntrack, NAT): shorter idle timeout, state refreshed
     refreshed: float = field(default_factory=time.monotonic)  # when its state was last written again
+    sample: bytes = b""  # a megaflow's: the exact key of the packet it was made for (observers may read it)
 
 
 class BookObserver(Protocol):
-    """Told of every flow booked and unbooked (kumo.agent.arpanswers)."""
+    """Told of every flow booked and unbooked (kumo.agent.arpanswers, kumo.agent.masks)."""
 
-    def booked(self, raw: bytes, result: SimulationResult) -> None: ...
+    def booked(self, raw: bytes, result: SimulationResult, sample: bytes) -> None: ...
 
     def unbooked(self, raw: bytes) -> None: ...
 
 
 class FlowBook:
     def __init__(self) -> None:
-        self.observer: BookObserver | None = None
+        self.observers: list[BookObserver] = []  # told of every flow booked and unbooked
         self._results: dict[bytes, SimulationResult] = {}  # in the order booked: oldest first
         self._created: dict[bytes, float] = {}
         self._refreshed: dict[bytes, float] = {}  # the stateful flows only
@@ -81,8 +82,8 @@ class FlowBook:
         for tag in flow.result.tags:
             self._by_tag.setdefault(tag, {})[raw] = None
         self.schedule(raw, check_at)
-        if self.observer is not None:
-            self.observer.booked(raw, flow.result)
+        for observer in self.observers:
+            observer.booked(raw, flow.result, flow.sample)
         return raw
 
     def get(self, raw: bytes) -> KernelFlow | None:
@@ -108,8 +109,8 @@ class FlowBook:
         if result is None:
             return False
         del self._created[raw]
-        if self.observer is not None:
-            self.observer.unbooked(raw)
+        for observer in self.observers:
+            observer.unbooked(raw)
         self._refreshed.pop(raw, None)
         self._check_slot.pop(raw, None)
         for tag in result.tags:

@@ -15,8 +15,10 @@ from typing import Any
 
 from kumo.agent.flows import FlowBook, KernelFlow, in_port_of
 from kumo.agent.keyindex import KernelKeyIndex
+from kumo.agent.masks import MaskTable
 from kumo.agent.values import KernelValues
 from kumo.datapath.datapath import Datapath
+from kumo.datapath.flowmaps import is_megaflow, mask_id_of
 from kumo.datapath.offload import complete_checksum
 from kumo.simulation.result import SimulationResult
 from kumo.simulation.wildcard import WildcardTable
@@ -32,6 +34,7 @@ class KernelFlows:
         counters: collections.Counter[str],
         idle_timeout: float,
         stateful_idle_timeout: float,
+        max_masks_per_port: int,
     ) -> None:
         self.datapath = datapath
         self.counters = counters
@@ -41,6 +44,8 @@ class KernelFlows:
         self.by_key = KernelKeyIndex()  # the wildcard table's IPv4 TCP/UDP results, by the kernel's key
         self.values = KernelValues(datapath, counters)
         self.book = FlowBook()
+        self.masks = MaskTable(datapath, counters, max_masks_per_port)  # which flows are megaflows
+        self.book.observers.append(self.masks)
         # the round's flows: installed at its end, entered in the book once their first packets are out
         self.pending: dict[bytes, tuple[KernelFlow, bytes]] = {}  # key -> (flow, the kernel value's bytes)
         self._injects: list[tuple[bytes, int, int, bytes]] = []  # (frame, ifindex, queued_ns, flow) once installed
@@ -58,8 +63,12 @@ class KernelFlows:
         queued_ns: int,
         truncated: bool,
     ) -> None:
-        """The flow goes in at the end of the round (install_round), and its first packet after it."""
-        flow = KernelFlow(raw_key, result, stateful=bool(result.state_writes))
+        """The flow goes in at the end of the round (install_round), and its first packet after it: as a
+        megaflow if the result is about its path and not about this connection (kumo.agent.masks)."""
+        sample = raw_key
+        if not result.state_writes:
+            raw_key = self.masks.key_for(raw_key, result) or raw_key
+        flow = KernelFlow(raw_key, result, stateful=bool(result.state_writes), sample=sample)
         self.pending[raw_key] = (flow, value)
         self.values.note_flow(raw_key, value)
         self.counters["flows_installed"] += 1
@@ -91,6 +100,10 @@ class KernelFlows:
             for flow, _ in self.pending.values():
                 self.book.add(flow, self.next_look(flow, flow.created))
             self.pending.clear()
+
+    def maintain_masks(self) -> None:
+        """Masks no megaflow uses leave the program's probe order; the others are tried most used first."""
+        self.masks.maintain({mask_id_of(raw) for raw in self.pending if is_megaflow(raw)})
 
     # --- when a flow is looked at again (kumo.agent.expiry) -----------------------------------------------
     def timeout(self, flow: KernelFlow) -> float:

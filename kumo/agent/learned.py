@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from kumo.packet import ip_to_int
+from kumo.simulation.result import LearnWrite, SimulationResult
 from kumo.topology.state import ARP_TABLE, MAC_TABLE, parse_arp_key, parse_mac_key
 from kumo.topology.store.base import StateChange, Store
 
@@ -60,3 +61,14 @@ def mac_tag(bridge: str, mac: str, vlan: int | None) -> str:
 
 def arp_tag(router: str, ip: int) -> str:
     return f"arp:{router}/{ip}"  # as kumo.simulation.router tags a next-hop lookup
+
+
+def learn_tag(write: LearnWrite) -> str:
+    """The tag of what a learned entry changes (the lookups that read it)."""
+    return mac_tag(*write.key) if write.kind == "mac" else arp_tag(*write.key)
+
+
+def stale_by_own_learning(result: SimulationResult) -> bool:
+    """Whether `result` read an entry its own simulation then learned (a frame to its sender's own MAC, still
+    unknown: flooded, where the entry learned from it says hairpin): it no longer holds once learned."""
+    return any(learn_tag(write) in result.tags for write in result.learn_writes)

@@ -9,36 +9,45 @@ import time
 from typing import Any
 
 from kumo.agent.flows import FlowBook
+from kumo.agent.masks import MaskTable
 from kumo.agent.view import HostView
 from kumo.datapath.actions import describe_actions, describe_key
 from kumo.datapath.datapath import Datapath
-from kumo.datapath.layout import LINK_PORT
+from kumo.datapath.flowmaps import is_megaflow, mask_id_of, masked_fields
+from kumo.datapath.layout import LINK_PORT, FlowKey
 from kumo.simulation.result import SimulationResult
 from kumo.simulation.view import Snapshot
 
 
-def flow_rows(datapath: Datapath, view: HostView, book: FlowBook) -> list[dict[str, Any]]:
+def flow_rows(datapath: Datapath, view: HostView, book: FlowBook, masks: MaskTable) -> list[dict[str, Any]]:
+    """Every kernel flow: the exact ones, then the megaflows (whose match shows only the fields of their mask,
+    and `megaflow`: the mask's id)."""
     names = view.interface_names()
     now_ns = time.monotonic_ns()
     rows = []
     flows = list(datapath.flows())
     links = {(key.ip_src, key.ip_dst): value.act for key, value in flows if key.in_port == LINK_PORT}
-    for key, value in flows:
+    megaflows = [(FlowKey.from_buffer_copy(raw), raw, value) for raw, value in datapath.maps.megaflows()]
+    for key, raw, value in [(key, bytes(key), value) for key, value in flows] + megaflows:
         if key.in_port == LINK_PORT:
             continue  # (shown within the floods that follow them)
-        flow = book.get(bytes(key))
-        rows.append(
-            {
-                "in_port": names.get(key.in_port, str(key.in_port)),
-                "match": describe_key(key),
-                "actions": describe_actions(value.act, names, links),
-                "packets": value.packets,
-                "bytes": value.bytes,
-                "age_s": round(time.monotonic() - flow.created, 1) if flow else None,
-                "idle_s": round((now_ns - value.last_used_ns) / 1e9, 1) if value.last_used_ns else None,
-                "why": why(view.snapshot, flow.result) if flow else ["(not known to this agent)"],
-            }
-        )
+        flow = book.get(raw)
+        row = {
+            "in_port": names.get(key.in_port, str(key.in_port)),
+            "match": describe_key(key),
+            "actions": describe_actions(value.act, names, links),
+            "packets": value.packets,
+            "bytes": value.bytes,
+            "age_s": round(time.monotonic() - flow.created, 1) if flow else None,
+            "idle_s": round((now_ns - value.last_used_ns) / 1e9, 1) if value.last_used_ns else None,
+            "why": why(view.snapshot, flow.result) if flow else ["(not known to this agent)"],
+        }
+        if is_megaflow(raw):
+            mask_id = mask_id_of(raw)
+            covered = masked_fields(masks.mask_of(mask_id) or 0)
+            row["match"] = {k: v for k, v in row["match"].items() if k in covered}
+            row["megaflow"] = mask_id
+        rows.append(row)
     return rows
 
 

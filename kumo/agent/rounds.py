@@ -7,7 +7,8 @@ Each round, under the agent's lock:
      (kumo.agent.serve): other ports' first, then those of ports storm control holds;
   3. end the round: its new flow state made durable and pushed, its flows installed in one system call,
      their first packets executed, the flows booked (kumo.agent.kernelflows);
-  4. now and then, housekeeping: the store session, interfaces, flood link sets, storms, parked packets.
+  4. now and then, housekeeping: the store session, interfaces, flood link sets, megaflow masks, storms,
+     parked packets.
 Then, outside the lock, Python's garbage collector runs if due (kumo.agent.collector)."""
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ HOUSEKEEPING_PERIOD = 0.1  # seconds between housekeeping rounds (parked packets
 POLL_TIMEOUT = 0.05  # s; also the longest a held port's upcall waits unread (kumo_ring_lazy)
 FOLLOW_INTERFACES_EVERY = 1.0  # seconds between looks for interfaces that appeared or went
 LINK_SETS_COLLECTED_EVERY = 5.0  # seconds between looks for flood link sets no flow names any more
+MASKS_ORDERED_EVERY = 1.0  # seconds between two orderings of the megaflow masks by use (kumo.agent.masks)
 
 
 class Waker:
@@ -83,6 +85,7 @@ class PacketLoop:
     counters: collections.Counter[str]
     _next_follow: float = field(default=0.0, init=False)
     _next_link_collection: float = field(default=0.0, init=False)
+    _next_mask_order: float = field(default=0.0, init=False)
 
     def run(self) -> None:
         ring = self.datapath.upcalls()
@@ -143,5 +146,8 @@ class PacketLoop:
         if now >= self._next_link_collection:
             self.flows.collect_link_sets()
             self._next_link_collection = now + LINK_SETS_COLLECTED_EVERY
+        if now >= self._next_mask_order:
+            self.flows.maintain_masks()
+            self._next_mask_order = now + MASKS_ORDERED_EVERY
         self.storms.sample_if_due(now)
         self.parking.expire(now)

@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kumo.datapath.layout import DEFAULT_STORM_UPCALL_RATE, DEFAULT_UPCALL_BURST, DEFAULT_UPCALL_RATE
+from kumo.datapath.layout import (
+    DEFAULT_MAX_MASKS_PER_PORT,
+    DEFAULT_STORM_UPCALL_RATE,
+    DEFAULT_UPCALL_BURST,
+    DEFAULT_UPCALL_RATE,
+)
 from kumo.topology.errors import KumoError, StoreUnavailable
 from kumo.topology.store.base import Store
 
@@ -33,6 +38,7 @@ class AgentOptions:
     upcall_rate: int = DEFAULT_UPCALL_RATE  # upcalls per second per VM interface (BPF token bucket)
     upcall_burst: int = DEFAULT_UPCALL_BURST
     storm_upcall_rate: int = DEFAULT_STORM_UPCALL_RATE  # upcalls/s of a VM interface that storms (0: no holding)
+    max_masks_per_port: int = DEFAULT_MAX_MASKS_PER_PORT  # megaflow masks one VM interface may use (0: none)
 
     def agent(
         self, store: Store, host_id: str, state_dir: Path, tunnel_ip: str | None = None, flow_state: str = "local"
@@ -48,6 +54,7 @@ class AgentOptions:
             idle_timeout=self.idle_timeout,
             stateful_idle_timeout=self.stateful_idle_timeout,
             max_flows=self.max_flows,
+            max_masks_per_port=self.max_masks_per_port,
             datapath=Datapath(self.upcall_rate, self.upcall_burst, self.storm_upcall_rate),
             tunnel_ip=tunnel_ip,
             flow_state=RedisFlowState(flow_state, ttl=self.stateful_idle_timeout * 2)

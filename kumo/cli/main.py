@@ -17,7 +17,7 @@ from kumo.cli import render
 from kumo.cli.resources import resource_groups
 from kumo.cli.trace import trace_cmd
 from kumo.client import ApiError
-from kumo.datapath.layout import DEFAULT_STORM_UPCALL_RATE, DEFAULT_UPCALL_RATE
+from kumo.datapath.layout import DEFAULT_MAX_MASKS_PER_PORT, DEFAULT_STORM_UPCALL_RATE, DEFAULT_UPCALL_RATE, MAX_MASKS
 from kumo.topology.errors import KumoError
 
 
@@ -74,6 +74,14 @@ def agent_options(fn: Any) -> Any:
             help="What a VM interface that storms (over --upcall-rate for 0.5 s) keeps until it has stayed "
             "under it for 5 s (0: storm control off).",
         ),
+        click.option(
+            "--max-masks-per-port",
+            type=click.IntRange(0, MAX_MASKS),
+            default=DEFAULT_MAX_MASKS_PER_PORT,
+            show_default=True,
+            help="Megaflow masks one VM interface's flows may use (0: exact flows only); beyond, its new paths get "
+            "exact flows and the counter megaflow_port_mask_limit rises.",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -81,10 +89,20 @@ def agent_options(fn: Any) -> Any:
 
 
 def _options(
-    idle_timeout: float, stateful_idle_timeout: float, max_flows: int, upcall_rate: int, storm_upcall_rate: int
+    idle_timeout: float,
+    stateful_idle_timeout: float,
+    max_flows: int,
+    upcall_rate: int,
+    storm_upcall_rate: int,
+    max_masks_per_port: int,
 ) -> AgentOptions:
     return AgentOptions(
-        idle_timeout, stateful_idle_timeout, max_flows, upcall_rate, storm_upcall_rate=storm_upcall_rate
+        idle_timeout,
+        stateful_idle_timeout,
+        max_flows,
+        upcall_rate,
+        storm_upcall_rate=storm_upcall_rate,
+        max_masks_per_port=max_masks_per_port,
     )
 
 

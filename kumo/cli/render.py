@@ -77,6 +77,8 @@ def flows(rows: list[dict[str, Any]], as_json: bool = False) -> None:
         return
     for row in sorted(rows, key=lambda r: (r["in_port"], -r["packets"])):
         match = " ".join(f"{k}={v}" for k, v in row["match"].items() if k != "in_port")
+        if row.get("megaflow") is not None:  # (matches every packet that agrees on these fields)
+            match = f"{match} * (megaflow, mask {row['megaflow']})"
         out.print(f"[bold]in {row['in_port']}[/bold] {match}")
         out.print(f"    actions: {', '.join(row['actions'])}")
         age = "-" if row["age_s"] is None else f"{row['age_s']}s"

@@ -23,6 +23,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from kumo.datapath import build, libbpf
+from kumo.datapath.flowmaps import FlowMaps
 from kumo.datapath.layout import (
     DEFAULT_STORM_UPCALL_RATE,
     DEFAULT_UPCALL_BURST,
@@ -44,26 +45,22 @@ from kumo.packet import int_to_ip, mac_to_bytes
 from kumo.packet.vxlan import UDP_PORT as VXLAN_PORT
 from kumo.packet.vxlan import Vxlan
 
-# last_used_ns read straight out of a batch of values, as 64-bit words (the layout keeps it 8-byte aligned)
-_VALUE_WORDS, _LAST_USED_WORD = ctypes.sizeof(FlowValue) // 8, FlowValue.last_used_ns.offset // 8
-
 log = logging.getLogger("kumo.datapath")
 
 
-def last_used(flows_fd: int) -> dict[bytes, int]:
-    """Every kernel flow's last use (bpf_ktime_get_ns; 0: unused since installed), by its key's bytes. What
-    idle expiry needs, read a few thousand flows per system call with no Python object per flow but the
-    entry: one lookup per flow took ~1 s of CPU (and of the GIL) per pass at 100,000 flows."""
-    key_size = ctypes.sizeof(FlowKey)
-    out: dict[bytes, int] = {}
-    for keys, values, count in libbpf.entries(flows_fd, key_size, ctypes.sizeof(FlowValue)):
-        used = memoryview(values).cast("Q")[_LAST_USED_WORD::_VALUE_WORDS].tolist()
-        out.update(zip([keys[i : i + key_size] for i in range(0, count * key_size, key_size)], used, strict=True))
-    return out
-
-
 PROGRAM = "kumo_port_ingress"
-ADOPTED_MAPS = ("kumo_flows", "kumo_upcalls", "kumo_config", "kumo_rates", "kumo_stats")  # a restart keeps these
+# a restart keeps these (the megaflows' masks and order with them)
+ADOPTED_MAPS = (
+    "kumo_flows",
+    "kumo_megaflows",
+    "kumo_masks",
+    "kumo_mask_list",
+    "kumo_mask_hits",
+    "kumo_upcalls",
+    "kumo_config",
+    "kumo_rates",
+    "kumo_stats",
+)
 # storm control starts afresh with the agent that watches it; so do BGP speakers (kumo.edge) and ARP answers
 # (kumo.agent.arpanswers: rebuilt from the adopted flows)
 MAPS = (*ADOPTED_MAPS, "kumo_port_limits", "kumo_ring_lazy", "kumo_speakers", "kumo_arp_answers")
@@ -103,6 +100,7 @@ class Datapath:
         self.ipr = IPRoute()
         self.obj: libbpf.BpfObject | None = None
         self.fds: dict[str, int] = {}
+        self.maps: FlowMaps  # (set by start)
         self.prog_fd = -1
         self.adopted = False  # the maps (and flows) of an earlier agent were taken over
         self.inject_ifindex = 0
@@ -127,6 +125,7 @@ class Datapath:
         self.adopted = "kumo_flows" in self.obj.reused
         self.fds = {name: self.obj.map_fd(name) for name in MAPS}
         self.prog_fd = self.obj.program_fd(PROGRAM)
+        self.maps = FlowMaps(self.fds)
         self.configure()
         self.attach_index(self.inject_ifindex)
         self._inject_sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
@@ -301,39 +300,28 @@ class Datapath:
                 return int(prog["id"])
         return None
 
-    # --- flows ----------------------------------------------------------------------------------------
+    # --- flows (kumo.datapath.flowmaps: a key's length says which table) --------------------------------
     def install(self, key: FlowKey | bytes, value: FlowValue | bytes) -> None:
-        libbpf.update(self.fds["kumo_flows"], key, value)
+        self.maps.install(key, value)
 
     def install_many(self, flows: list[tuple[bytes, bytes]]) -> None:
-        """Install flows given as (key, value) bytes, in one system call. (Joining bytes costs ~0.6 us a flow;
-        building ctypes arrays of FlowKey and FlowValue from them cost ~2.3 us.)"""
-        if len(flows) == 1:
-            self.install(*flows[0])
-        elif flows:
-            keys, values = zip(*flows, strict=True)
-            libbpf.update_batch(self.fds["kumo_flows"], b"".join(keys), b"".join(values), len(flows))
+        self.maps.install_many(flows)
 
     def remove(self, key: FlowKey | bytes) -> bool:
-        return libbpf.delete(self.fds["kumo_flows"], key)
+        return self.maps.remove(key)
 
-    def lookup(self, key: FlowKey) -> FlowValue | None:
-        value = FlowValue()
-        return value if libbpf.lookup(self.fds["kumo_flows"], key, value) else None
+    def lookup(self, key: FlowKey | bytes) -> FlowValue | None:
+        return self.maps.lookup(bytes(key))
 
     def flows(self) -> Iterator[tuple[FlowKey, FlowValue]]:
-        key_size, value_size = ctypes.sizeof(FlowKey), ctypes.sizeof(FlowValue)
-        for keys, values, count in libbpf.entries(self.fds["kumo_flows"], key_size, value_size):
-            for i in range(count):
-                yield FlowKey.from_buffer_copy(keys, i * key_size), FlowValue.from_buffer_copy(values, i * value_size)
+        """The exact flows (and flood links); megaflows: self.maps.megaflows()."""
+        return self.maps.exact()
 
     def last_used(self) -> dict[bytes, int]:
-        return last_used(self.fds["kumo_flows"])
+        return self.maps.last_used()
 
     def last_used_of(self, raw_key: bytes) -> int | None:
-        """One flow's last use (as in last_used), None if it is not in the kernel."""
-        value = self.lookup(FlowKey.from_buffer_copy(raw_key))
-        return None if value is None else int(value.last_used_ns)
+        return self.maps.last_used_of(raw_key)
 
     def stats(self) -> dict[str, int]:
         """The BPF counters, summed over CPUs."""

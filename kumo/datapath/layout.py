@@ -13,6 +13,8 @@ import struct
 MAX_OUT = 16  # outputs of one value; a longer flood continues in links (bpf/lib/kumo.h)
 LINK_PORT = 0xFFFFFFFF  # the in_port of a flood link's key
 MAX_LINKS = 16  # values in a flood's chain, its flow's own included
+MAX_MASKS = 32  # megaflow masks in use at once (bpf/lib/kumo.h)
+DEFAULT_MAX_MASKS_PER_PORT = 8  # masks one input port's megaflows may use (kumo.agent.masks)
 SNAP = 1600
 INJECT_MARK = 0x80000000
 
@@ -73,6 +75,8 @@ STATS = (
     "speaker_in",
     "speaker_out",
     "arp_answered",
+    "megaflow_hit",
+    "mask_probes",
 )
 
 Mac = ctypes.c_uint8 * 6
@@ -96,6 +100,18 @@ class FlowKey(ctypes.Structure):
         ("icmp_id", ctypes.c_uint16),
         ("pad1", ctypes.c_uint16),
     ]
+
+
+class MegaflowKey(ctypes.Structure):
+    """A megaflow's key: a packet's FlowKey ANDed with a mask, and the mask's id (bpf/lib/megaflows.h)."""
+
+    _fields_ = [("key", FlowKey), ("mask_id", ctypes.c_uint32)]
+
+
+class MaskList(ctypes.Structure):
+    """The masks in the order the program tries them."""
+
+    _fields_ = [("n", ctypes.c_uint32), ("ids", ctypes.c_uint32 * MAX_MASKS)]
 
 
 class Output(ctypes.Structure):
@@ -202,6 +218,8 @@ class PortLimit(ctypes.Structure):
 # (ctypes structure, C struct name) pairs the layout test checks.
 CHECKED = (
     (FlowKey, "kumo_flow_key"),
+    (MegaflowKey, "kumo_megaflow_key"),
+    (MaskList, "kumo_mask_list"),
     (Output, "kumo_output"),
     (FlowActions, "kumo_flow_actions"),
     (FlowValue, "kumo_flow_value"),

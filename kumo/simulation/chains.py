@@ -216,9 +216,9 @@ def compile_rule(rule: dict[str, Any], snap: Snapshot, prefix: str = "r") -> Com
     if rule.get("traversed_device"):
         g.require(f"{g.const(rule['traversed_device'])} in ctx.traversed")
     if rule.get("match_return_flow"):
-        g.require("conntrack.is_return_flow(ctx, ctx.traversed[-1])")
+        g.require("conntrack.is_return_flow(ctx, ctx.device)")
     if rule.get("match_forward_flow"):
-        g.require("not conntrack.is_return_flow(ctx, ctx.traversed[-1])")
+        g.require("not conntrack.is_return_flow(ctx, ctx.device)")
     predicate, source = g.build(bool(rule.get("inv")))
     return CompiledRule(
         rule["id"],

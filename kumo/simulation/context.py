@@ -38,6 +38,7 @@ class Context:
     generated: list[Generated] = field(default_factory=list)
     ttl_decrement: int = 0
     ingress_port: str = ""  # the port through which the packet entered the current device
+    device: str = ""  # the device being entered or crossed (its ports' filters included): where conntrack looks
     egress_port: str | None = None  # known while outbound chains run
     park_until: tuple[str, ...] | None = None
     forward_key: tuple[Any, ...] | None = None

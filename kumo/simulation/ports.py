@@ -27,6 +27,7 @@ def enter(ctx: Context, port: PortView) -> None:
         ctx.step(port["id"], "port", Stage.PORT_ADMIN, "port is administratively down: drop")
         raise ctx.finish(Verdict.DROP, Reason.PORT_ADMIN_DOWN)
     ctx.ingress_port = port["id"]
+    ctx.device = port["device_id"]
     ctx.egress_port = None
     if ctx.tracing:
         ctx.step(port["id"], "port", Stage.PORT_ADMIN, f"enter {port['device_id']} through this port")

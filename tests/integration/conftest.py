@@ -28,3 +28,12 @@ def host(tmp_path: Path) -> Iterator[VirtualHost]:
 @pytest.fixture
 def cloud(host: VirtualHost) -> Cloud:
     return build_cloud(host)
+
+
+@pytest.fixture
+def exact_cloud(tmp_path: Path) -> Iterator[Cloud]:
+    """The cloud on an agent that installs exact flows only (`--max-masks-per-port 0`): every new 5-tuple
+    goes to the agent, as every new connection through a stateful firewall does. For tests of what happens
+    to flows one by one (storms, eviction)."""
+    with VirtualHost(tmp_path, kumo_args=("--max-masks-per-port", "0")) as h, inside(h.netns):
+        yield build_cloud(h)

@@ -17,7 +17,7 @@ import pytest
 
 from kumo.datapath import build, libbpf
 from kumo.datapath.actions import Out, flood_chunks, flood_links, flow_key, flow_value
-from kumo.datapath.datapath import last_used
+from kumo.datapath.flowmaps import FLOW_KEY_SIZE, last_used
 from kumo.datapath.layout import SNAP, STATS, Config, PortLimit, UpcallHeader
 from kumo.datapath.ringbuf import CallbackRing, SharedMemoryRing
 from kumo.packet import ip_to_int
@@ -200,7 +200,7 @@ def test_a_batch_read_gives_every_flow_once_with_its_last_use() -> None:
         before = time.monotonic_ns()  # the clock of bpf_ktime_get_ns
         assert libbpf.test_run(obj.program_fd("kumo_port_ingress"), packets[4321])[0] == TC_ACT_REDIRECT
         after = time.monotonic_ns()
-        used = last_used(flows)
+        used = last_used(flows, FLOW_KEY_SIZE)
     finally:
         obj.close()
     assert sorted(used) == sorted(bytes(key) for key in keys)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from kumo.testing.cloud import Cloud, build_cloud
+from kumo.testing.frames import storm_command
 from kumo.testing.netns import VirtualHost, inside
 from tests.integration.helpers import until, wait_ping
 
@@ -40,6 +41,66 @@ def test_a_change_removes_exactly_the_flows_that_depended_on_it(cloud: Cloud) ->
     assert all(json.dumps(f["match"], sort_keys=True) in kept for f in on_web), "a web flow was removed"
     assert not any(json.dumps(f["match"], sort_keys=True) in kept for f in on_db), "a db flow survived"
     assert wait_ping(db1, "10.0.2.12")  # and db works again, through new flows
+
+
+CONNECT_FROM_PORTS = """
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+for sport in range(int(sys.argv[3]), int(sys.argv[4])):  # one new connection each
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", sport))
+    s.settimeout(2); s.connect((host, port)); s.sendall(b"x"); s.recv(1); s.close()
+"""
+ECHO_ONCE_EACH = """
+import socket
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); srv.bind(("0.0.0.0", 8080))
+srv.listen(64)
+while True:
+    c, _ = srv.accept(); c.sendall(c.recv(1)); c.close()
+"""
+
+
+def megaflows(cloud: Cloud) -> list[dict[str, Any]]:
+    return [f for f in kernel_flows(cloud) if f.get("megaflow") is not None]
+
+
+def test_new_connections_on_a_known_path_hit_megaflows_until_what_they_read_changes(cloud: Cloud) -> None:
+    """Routed TCP: after the first connection, new connections (new source ports) find megaflows in the kernel
+    and never reach the agent; a megaflow's match shows only what its simulation read. A rule on the path, a
+    route and a MAC entry each remove the megaflows that read them, and new connections work again."""
+    vm1 = cloud.attach("vm1", "web", "10.0.1.11/24", gateway="10.0.1.1")
+    vm3 = cloud.attach("vm3", "db", "10.0.2.13/24", gateway="10.0.2.1")
+    assert wait_ping(vm1, "10.0.2.13")
+    server = vm3.popen(sys.executable, "-c", ECHO_ONCE_EACH)
+    try:
+        time.sleep(0.5)
+        vm1.run(sys.executable, "-c", CONNECT_FROM_PORTS, "10.0.2.13", "8080", "30000", "30002", check=True)
+        before = cloud.host.agent_stats()
+        vm1.run(sys.executable, "-c", CONNECT_FROM_PORTS, "10.0.2.13", "8080", "30002", "30052", check=True)
+        after = cloud.host.agent_stats()
+        assert after["agent"]["upcalls"] - before["agent"]["upcalls"] <= 2, "new connections went to the agent"
+        assert after["datapath"]["megaflow_hit"] - before["datapath"]["megaflow_hit"] >= 150  # 50 x 3+ packets
+        shown = megaflows(cloud)
+        assert {f["in_port"] for f in shown} >= {vm1.interface, vm3.interface}
+        assert all("tp_src" not in f["match"] for f in shown), shown  # (the ports were not read)
+        chain = cloud.api.chains.create(name="rtr-in")
+        cloud.api.rules.create(chain_id=chain["id"], type="accept", nw_proto=6)
+        cloud.api.routers.update(cloud.ids["rtr"], inbound_filter_id=chain["id"])  # a rule on the path
+        assert until(lambda: not megaflows(cloud), within=3), megaflows(cloud)
+        vm1.run(sys.executable, "-c", CONNECT_FROM_PORTS, "10.0.2.13", "8080", "30052", "30054", check=True)
+        assert megaflows(cloud)
+        cloud.api.routes.create(
+            router_id=cloud.ids["rtr"], dst_cidr="10.0.2.13/32", next_hop_port_id=cloud.ports["rtr-db"]["id"]
+        )
+        assert until(lambda: not [f for f in megaflows(cloud) if f["in_port"] == vm1.interface], within=3)
+        vm1.run(sys.executable, "-c", CONNECT_FROM_PORTS, "10.0.2.13", "8080", "30054", "30056", check=True)
+        assert [f for f in megaflows(cloud) if f["in_port"] == vm1.interface]
+        # vm3's MAC seen on another port of db (a move, or a spoof): the db bridge's entry for it changes
+        vm4 = cloud.attach("vm4", "db", "10.0.2.14/24")
+        vm4.run(*storm_command(vm3.mac, "ff:ff:ff:ff:ff:ff", "10.0.2.14", "10.0.2.255", 1, count=1), check=True)
+        assert until(lambda: not [f for f in megaflows(cloud) if f["in_port"] == vm1.interface], within=3)
+    finally:
+        server.kill()
+        server.wait()
 
 
 @pytest.fixture
@@ -69,7 +130,11 @@ for port in range(int(sys.argv[1]), int(sys.argv[2])):  # one new flow each, in 
 
 
 def test_beyond_the_maximum_the_oldest_flows_go(tmp_path: Path) -> None:
-    with VirtualHost(tmp_path, kumo_args=("--max-flows", "20")) as host, inside(host.netns):
+    # (exact flows only, so that each new 5-tuple is a flow of its own)
+    with (
+        VirtualHost(tmp_path, kumo_args=("--max-flows", "20", "--max-masks-per-port", "0")) as host,
+        inside(host.netns),
+    ):
         cloud = build_cloud(host, router=False)
         vm1, _ = cloud.attach("vm1", "web", "10.0.1.11/24"), cloud.attach("vm2", "web", "10.0.1.12/24")
         assert wait_ping(vm1, "10.0.1.12")

@@ -37,10 +37,12 @@ def test_thousands_of_malformed_frames_leave_the_agent_answering(cloud: Cloud) -
     assert cloud.host.api is not None and cloud.host.api.proc is not None and cloud.host.api.proc.poll() is None
 
 
-def test_an_upcall_storm_does_not_stop_an_established_stream(cloud: Cloud) -> None:
+def test_an_upcall_storm_does_not_stop_an_established_stream(exact_cloud: Cloud) -> None:
     """The stream keeps flowing, every second, while another VM opens new flows as fast as it can; the storming
     interface is held to the storm rate, then given its whole limit back once it has calmed down. (How much
-    throughput the stream keeps is a performance figure: bench/datapath_bench.py measures it, "storm".)"""
+    throughput the stream keeps is a performance figure: bench/datapath_bench.py measures it, "storm".) Exact
+    flows only: with megaflows, new 5-tuples on a known path do not reach the agent at all."""
+    cloud = exact_cloud
     vm1 = cloud.attach("vm1", "web", "10.0.1.11/24")
     vm2 = cloud.attach("vm2", "web", "10.0.1.12/24")
     storm = cloud.attach("storm", "web", "10.0.1.13/24")

@@ -1,8 +1,9 @@
 /* TC ingress on every bound VM interface and on the re-injection interface.
  *
- * Parse the frame into a kumo_flow_key, look the exact flow up, apply its actions; on a miss, copy the
- * packet into the upcall ring (rate-limited per input port) and drop it: the agent simulates, installs
- * the flow and re-injects the packet, which then takes this same path and hits. */
+ * Parse the frame into a kumo_flow_key, look the exact flow up, then the megaflows (lib/megaflows.h), apply
+ * the actions found; on a miss, copy the packet into the upcall ring (rate-limited per input port) and drop
+ * it: the agent simulates, installs the flow and re-injects the packet, which then takes this same path and
+ * hits. */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
@@ -12,6 +13,7 @@
 
 #include "lib/arp.h"
 #include "lib/kumo.h"
+#include "lib/megaflows.h"
 #include "lib/speakers.h"
 #include "lib/stats.h"
 
@@ -475,6 +477,8 @@ int kumo_port_ingress(struct __sk_buff *skb)
 			return verdict;
 	}
 	struct kumo_flow_value *v = bpf_map_lookup_elem(&kumo_flows, &key);
+	if (!v)
+		v = megaflow_lookup(&key);
 	if (!v)
 		return upcall(skb, &key, miss, cfg);
 	if (p.l3 && v->act.ttl_dec && p.ttl <= v->act.ttl_dec) {

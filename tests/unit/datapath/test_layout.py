@@ -30,6 +30,7 @@ def assertions() -> str:
     lines.append(f'_Static_assert(KUMO_MAX_OUT == {layout.MAX_OUT}, "MAX_OUT");')
     lines.append(f'_Static_assert(KUMO_LINK_PORT == {layout.LINK_PORT}u, "LINK_PORT");')
     lines.append(f'_Static_assert(KUMO_MAX_LINKS == {layout.MAX_LINKS}, "MAX_LINKS");')
+    lines.append(f'_Static_assert(KUMO_MAX_MASKS == {layout.MAX_MASKS}, "MAX_MASKS");')
     lines.append(f'_Static_assert(KUMO_INJECT_MARK == {layout.INJECT_MARK}u, "INJECT_MARK");')
     lines.append(f'_Static_assert(KUMO_ST_MAX == {len(layout.STATS)}, "STATS");')
     for action in layout.Action:

@@ -88,6 +88,15 @@ class Cloud:
 def cloud() -> Iterator[Cloud]:
     """Two bridges (web 10.0.1.0/24, db 10.0.2.0/24) behind a router with an uplink to 192.0.2.0/24.
     VMs: vm1, vm2 on web; vm3 on db. Ports are bound (exterior), router links are interior."""
+    c = build_cloud()
+    try:
+        yield c
+    finally:
+        c.topo.store.close()
+
+
+def build_cloud() -> Cloud:
+    """The `cloud` fixture's cloud, on a store in memory (close c.topo.store when done)."""
     store = SqliteStore(":memory:")
     topo = Topology(store)
     c = Cloud(topo)
@@ -125,7 +134,4 @@ def cloud() -> Iterator[Cloud]:
             "next_hop_gateway": "192.0.2.1",
         },
     )["id"]
-    try:
-        yield c
-    finally:
-        store.close()
+    return c

@@ -101,3 +101,17 @@ def test_return_flows_are_admitted_and_new_inbound_connections_are_not(cloud: Cl
     assert reply.verdict is Verdict.OUTPUT and reply.state_writes == []  # a reply is not a new forward flow
     unsolicited = cloud.send("vm2", tcp_frame(VM2_MAC, VM1_MAC, "10.0.1.12", "10.0.1.11", 5555, 22))
     assert (unsolicited.verdict, unsolicited.reason) == (Verdict.DROP, Reason.CHAIN_DROP)
+
+
+def test_return_flows_are_recognised_in_the_ingress_ports_own_inbound_filter(cloud: Cloud) -> None:
+    """The ingress port's inbound filter runs before its device is crossed: conntrack looks at the device being
+    entered (the simulation used to fail there on an empty list of traversed devices)."""
+    stateful = chain(cloud, {"type": "accept", "match_return_flow": True}, {"type": "drop", "nw_proto": 6})
+    cloud.topo.update("ports", cloud["vm2"], {"inbound_filter_id": stateful})  # what vm2 sends
+    cloud.learned.macs[(cloud["web"], VM1_MAC, None)] = cloud["vm1"]
+    cloud.learned.macs[(cloud["web"], VM2_MAC, None)] = cloud["vm2"]
+    unsolicited = cloud.send("vm2", tcp_frame(VM2_MAC, VM1_MAC, "10.0.1.12", "10.0.1.11", 22, 4242))
+    assert (unsolicited.verdict, unsolicited.reason) == (Verdict.DROP, Reason.CHAIN_DROP)
+    assert to_vm2(cloud, 22, sport=4242).verdict is Verdict.OUTPUT  # vm1 opens: recorded at web
+    reply = cloud.send("vm2", tcp_frame(VM2_MAC, VM1_MAC, "10.0.1.12", "10.0.1.11", 22, 4242))
+    assert reply.verdict is Verdict.OUTPUT

@@ -135,6 +135,22 @@ struct kumo_port_limit {
 	__u64 storms;            /* times it was held */
 };
 
+/* Megaflows (lib/megaflows.h): a flow that matches every packet agreeing with it on the bytes of a mask. Its
+ * key is the packet's kumo_flow_key ANDed with the mask, followed by the mask's id, so that two masks never
+ * share a key. The first KUMO_FLOW_KEY_SIZE bytes keep the input port (every mask holds it). */
+#define KUMO_MAX_MASKS 32
+
+struct kumo_megaflow_key {
+	struct kumo_flow_key key; /* masked */
+	__u32 mask_id;
+};
+
+/* The masks in the order the program tries them (the agent puts the most used first). */
+struct kumo_mask_list {
+	__u32 n;
+	__u32 ids[KUMO_MAX_MASKS];
+};
+
 /* Counters (per-CPU array indexes); the names are in layout.py STATS. */
 /* An entry of kumo_speakers (lib/speakers.h): an uplink's BGP speaker, keyed by either of its interfaces. */
 struct kumo_speaker {
@@ -177,6 +193,8 @@ enum kumo_stat {
 	KUMO_ST_SPEAKER_IN,         /* BGP (TCP 179) and ARP of an uplink handed to its BGP speaker */
 	KUMO_ST_SPEAKER_OUT,        /* the BGP speaker's packets sent out of its uplink */
 	KUMO_ST_ARP_ANSWERED,       /* ARP requests answered in the kernel (lib/arp.h) */
+	KUMO_ST_MEGAFLOW_HIT,       /* packets that found no exact flow and a megaflow (lib/megaflows.h) */
+	KUMO_ST_MASK_PROBES,        /* masked lookups made (per packet that missed the exact flows: masks tried) */
 	KUMO_ST_MAX,
 };
 

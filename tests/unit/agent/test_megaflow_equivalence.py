@@ -1,0 +1,272 @@
+"""A megaflow never forwards a packet differently from the simulation (a too wide one would be a firewall
+bypass or a tenant leak).
+
+Random topologies (the test cloud's bridges and router, random chains of random rules on random ports and
+devices, static NAT, a port group) and random packet sequences go through a model of the datapath: the agent's
+choice of exact flow or megaflow (kumo.agent.masks, the real MaskTable), installed keys as the agent makes them
+(kumo.datapath.actions.flow_key, kumo.datapath.flowmaps.megaflow_key) and the kernel's lookup (the exact table,
+then each mask in the program's order: the key ANDed with the mask, with the mask's id). A packet that finds a
+flow must get what a fresh simulation gives it: the same verdict, egress ports, rewrites, TTL decrement and
+path MTU, and no flow state the hit would fail to record. A packet that finds none is served as the agent
+serves it: simulated, its learning and flow state applied (invalidating what depended on them), its flow
+installed. (That the BPF program's masked lookup is this model's is tested against the kernel by
+tests/integration/test_actions_in_the_kernel.py.)"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
+
+from kumo.agent.learned import learn_tag, stale_by_own_learning
+from kumo.agent.masks import MaskTable
+from kumo.datapath.actions import flow_key
+from kumo.datapath.flowmaps import FLOW_KEY_SIZE, is_megaflow, mask_id_of, megaflow_key
+from kumo.datapath.layout import MAX_MASKS
+from kumo.packet import ip_to_int
+from kumo.packet.flowmatch import BIT
+from kumo.packet.frame import parse_frame
+from kumo.simulation import SimulationResult, Verdict, simulate
+from kumo.simulation.view import snapshot_of
+from tests.unit.simulation.conftest import VM1_MAC, VM2_MAC, VM3_MAC, Cloud, build_cloud, tcp_frame, udp_frame
+
+PORTS = ("vm1", "vm2", "vm3", "uplink")
+IFINDEX = {name: i + 10 for i, name in enumerate(PORTS)}
+GATEWAY_MAC = "02:00:00:00:00:99"
+ADDRESSES = ("10.0.1.11", "10.0.1.12", "10.0.2.13", "192.0.2.1", "203.0.113.5", "10.0.1.1", "10.0.2.1")
+CIDRS = (None, "10.0.1.0/24", "10.0.1.11/32", "10.0.2.0/24", "192.0.2.0/24", "203.0.113.0/24")
+L4_PORTS = (80, 443, 1000, 1001, 5555)
+RANGES = (None, {"start": 80, "end": 80}, {"start": 1000, "end": 2000}, {"start": 1, "end": 100})
+_TTL = BIT["ip_ttl"]
+
+
+class FakeMaps:
+    """What MaskTable writes to the kernel, kept for the model's lookups."""
+
+    def __init__(self, megaflows: dict[bytes, SimulationResult]) -> None:
+        self.masks: dict[int, int] = {}
+        self.order: list[int] = []
+        self._megaflows = megaflows
+
+    def set_mask(self, mask_id: int, mask: int) -> None:
+        self.masks[mask_id] = mask
+
+    def set_mask_order(self, ids: list[int]) -> None:
+        self.order = list(ids)
+
+    def megaflows(self) -> list[tuple[bytes, None]]:
+        return [(raw, None) for raw in self._megaflows]
+
+    def remove(self, raw: bytes) -> bool:
+        return self._megaflows.pop(raw, None) is not None
+
+    def mask_hits(self) -> list[int]:
+        return [0] * MAX_MASKS
+
+
+class FakeDatapath:
+    def __init__(self, maps: FakeMaps) -> None:
+        self.maps = maps
+
+
+class Kernel:
+    """The exact table and the megaflows, with the agent's booking (tags) and the masks."""
+
+    def __init__(self) -> None:
+        self.exact: dict[bytes, SimulationResult] = {}
+        self.mega: dict[bytes, SimulationResult] = {}
+        self.maps = FakeMaps(self.mega)
+        self.masks = MaskTable(FakeDatapath(self.maps), collections.Counter(), max_per_port=4)  # type: ignore[arg-type]
+        self.by_tag: dict[Any, set[bytes]] = collections.defaultdict(set)
+
+    def lookup(self, raw: bytes) -> SimulationResult | None:
+        hit = self.exact.get(raw)
+        if hit is not None:
+            return hit
+        for mask_id in self.maps.order:
+            hit = self.mega.get(megaflow_key(raw, self.maps.masks[mask_id], mask_id))
+            if hit is not None:
+                return hit
+        return None
+
+    def install(self, raw: bytes, result: SimulationResult) -> None:
+        key = raw if result.state_writes else self.masks.key_for(raw, result) or raw
+        self.remove(key)
+        (self.mega if is_megaflow(key) else self.exact)[key] = result
+        self.masks.booked(key, result, raw)
+        for tag in result.tags:
+            self.by_tag[tag].add(key)
+
+    def remove(self, key: bytes) -> None:
+        table = self.mega if is_megaflow(key) else self.exact
+        if table.pop(key, None) is not None:
+            self.masks.unbooked(key)
+
+    def invalidate(self, tag: Any) -> None:
+        for key in self.by_tag.pop(tag, set()):
+            self.remove(key)
+
+
+def outcome(result: SimulationResult) -> tuple[Any, ...]:
+    return (
+        result.verdict,
+        sorted(result.egress_port_ids),
+        sorted(result.rewrites.items()),
+        result.ttl_decrement,
+        result.path_mtu,
+    )
+
+
+rule_st = st.fixed_dictionaries(
+    {
+        "type": st.sampled_from(["accept", "drop", "reject", "return", "jump", "dnat"]),
+        "nw_proto": st.sampled_from([None, 6, 17]),
+        "nw_src": st.sampled_from(CIDRS),
+        "nw_dst": st.sampled_from(CIDRS),
+        "tp_src": st.sampled_from(RANGES),
+        "tp_dst": st.sampled_from(RANGES),
+        "dl_src": st.sampled_from([None, VM1_MAC, VM3_MAC]),
+        "conntrack": st.sampled_from([None, None, "match_forward_flow", "match_return_flow"]),
+        "in_group": st.booleans(),
+        "inv": st.booleans(),
+        "inv_nw_dst": st.booleans(),
+    }
+)
+chains_st = st.lists(st.lists(rule_st, min_size=1, max_size=4), min_size=1, max_size=3)
+ATTACH_POINTS = ("vm1", "vm2", "vm3", "uplink", "web", "db", "rtr")
+attach_st = st.lists(
+    st.tuples(st.sampled_from(ATTACH_POINTS), st.sampled_from(["inbound_filter_id", "outbound_filter_id"])),
+    min_size=1,
+    max_size=4,
+)
+packet_st = st.tuples(
+    st.sampled_from(PORTS),
+    st.sampled_from([VM1_MAC, VM2_MAC, VM3_MAC, GATEWAY_MAC, "rtr-web", "rtr-db", "uplink", "ff:ff:ff:ff:ff:ff"]),
+    st.sampled_from(ADDRESSES),
+    st.sampled_from(ADDRESSES),
+    st.sampled_from(["tcp", "udp"]),
+    st.sampled_from(L4_PORTS),
+    st.sampled_from(L4_PORTS),
+)
+
+
+def build(chains: list[list[dict[str, Any]]], attach: list[tuple[str, str]]) -> Cloud:
+    cloud = build_cloud()
+    topo = cloud.topo
+    group = topo.create("port_groups", {"name": "g"})["id"]
+    for member in ("vm1", "vm3"):
+        topo.update("ports", cloud[member], {"port_group_ids": [group]})
+    chain_ids = [topo.create("chains", {"name": f"c{i}"})["id"] for i in range(len(chains))]
+    for i, rules in enumerate(chains):
+        for spec in rules:
+            rule: dict[str, Any] = {"chain_id": chain_ids[i], "type": spec["type"], "inv": spec["inv"]}
+            for field in ("nw_proto", "nw_src", "nw_dst", "tp_src", "tp_dst", "dl_src"):
+                if spec[field] is not None:
+                    rule[field] = spec[field]
+            if spec["nw_dst"] is not None:
+                rule["inv_nw_dst"] = spec["inv_nw_dst"]
+            if spec["conntrack"]:
+                rule[spec["conntrack"]] = True
+            if spec["in_group"]:
+                rule["port_group_id"] = group
+            if spec["type"] == "jump":
+                if i + 1 >= len(chain_ids):
+                    rule["type"] = "accept"
+                else:
+                    rule["jump_chain_id"] = chain_ids[i + 1]  # (forward only: no loops)
+            if spec["type"] == "dnat":
+                rule["nat_targets"] = [{"address_from": "10.0.2.13", "address_to": "10.0.2.13"}]
+                rule["flow_action"] = "accept"
+            topo.create("rules", rule)
+    for n, (point, direction) in enumerate(attach):
+        kind = "ports" if point in ("vm1", "vm2", "vm3", "uplink") else "routers" if point == "rtr" else "bridges"
+        topo.update(kind, cloud[point], {direction: chain_ids[n % len(chain_ids)]})
+    router = cloud["rtr"]
+    for address, mac in (("10.0.1.11", VM1_MAC), ("10.0.1.12", VM2_MAC), ("10.0.2.13", VM3_MAC)):
+        cloud.learned.arps[(router, ip_to_int(address))] = mac
+    cloud.learned.arps[(router, ip_to_int("192.0.2.1"))] = GATEWAY_MAC
+    return cloud
+
+
+def frame_of(cloud: Cloud, packet: tuple[Any, ...]) -> bytes:
+    port, dst_mac, src, dst, proto, sport, dport = packet
+    src_mac = {"vm1": VM1_MAC, "vm2": VM2_MAC, "vm3": VM3_MAC, "uplink": GATEWAY_MAC}[port]
+    if dst_mac in ("rtr-web", "rtr-db", "uplink"):
+        dst_mac = cloud.obj("ports", dst_mac)["port_mac"]
+    make = tcp_frame if proto == "tcp" else udp_frame
+    return make(src_mac, dst_mac, src, dst, sport, dport)
+
+
+def serve(cloud: Cloud, kernel: Kernel, frame: bytes, port: str, counts: collections.Counter[str]) -> None:
+    match = parse_frame(frame, cloud[port])
+    raw = bytes(flow_key(match, IFINDEX[port]))
+    assert len(raw) == FLOW_KEY_SIZE
+    snapshot = snapshot_of(cloud.topo.store)
+    fresh = simulate(match, snapshot, cloud.learned, cloud.state, frame, trace=False)
+    hit = kernel.lookup(raw)
+    if hit is not None:
+        counts["hit"] += 1
+        assert outcome(hit) == outcome(fresh), (hit.describe(), fresh.describe())
+        assert set(fresh.state_writes) <= set(hit.state_writes), "a hit would not record this flow's state"
+        return
+    counts["miss"] += 1
+    for write in fresh.learn_writes:  # as kumo.agent.serve: learned at once, dependent flows removed
+        (cloud.learned.macs if write.kind == "mac" else cloud.learned.arps)[write.key] = write.value
+        kernel.invalidate(learn_tag(write))
+    if stale_by_own_learning(fresh):
+        fresh = simulate(parse_frame(frame, cloud[port]), snapshot, cloud.learned, cloud.state, frame, trace=False)
+    for write in fresh.state_writes:
+        cloud.state.record(write.kind, write.key, write.value)
+        kernel.invalidate((write.kind, write.key))
+    installable = fresh.verdict in (Verdict.OUTPUT, Verdict.FLOOD, Verdict.DROP)
+    if installable and not (fresh.one_off or fresh.generated or fresh.match is None or fresh.match.mask & _TTL):
+        kernel.install(raw, fresh)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(chains=chains_st, attach=attach_st, packets=st.lists(packet_st, min_size=5, max_size=40))
+def test_every_hit_gives_what_the_simulation_gives(
+    chains: list[list[dict[str, Any]]], attach: list[tuple[str, str]], packets: list[tuple[Any, ...]]
+) -> None:
+    note(f"chains={chains!r}\nattach={attach!r}\npackets={packets!r}")
+    cloud = build(chains, attach)
+    try:
+        kernel = Kernel()
+        counts: collections.Counter[str] = collections.Counter()
+        for packet in packets + packets:  # (the second time through, flows made the first time are hit)
+            serve(cloud, kernel, frame_of(cloud, packet), packet[0], counts)
+    finally:
+        cloud.topo.store.close()
+
+
+def test_the_model_hits_megaflows_for_new_connections_on_a_known_path() -> None:
+    """The property above is not vacuous: on a plain routed path, new connections hit a megaflow."""
+    cloud = build([[{**_ACCEPT}]], [("rtr", "inbound_filter_id")])
+    try:
+        kernel = Kernel()
+        counts: collections.Counter[str] = collections.Counter()
+        rmac = cloud.obj("ports", "rtr-web")["port_mac"]
+        for sport in range(2000, 2010):
+            serve(cloud, kernel, tcp_frame(VM1_MAC, rmac, "10.0.1.11", "10.0.2.13", sport, 80), "vm1", counts)
+        assert counts == {"miss": 1, "hit": 9}
+        assert kernel.mega and not kernel.exact
+        assert all(is_megaflow(key) and mask_id_of(key) in kernel.maps.order for key in kernel.mega)
+    finally:
+        cloud.topo.store.close()
+
+
+_ACCEPT = {
+    "type": "accept",
+    "nw_proto": 6,
+    "nw_src": None,
+    "nw_dst": "10.0.2.0/24",
+    "tp_src": None,
+    "tp_dst": {"start": 80, "end": 80},
+    "dl_src": None,
+    "conntrack": None,
+    "in_group": False,
+    "inv": False,
+    "inv_nw_dst": False,
+}
