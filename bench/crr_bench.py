@@ -38,7 +38,7 @@ from typing import Any
 from kumo.client import Client
 from kumo.testing.cloud import build_cloud
 from kumo.testing.fabric import Fabric, FabricHost
-from kumo.testing.netns import HostNamespace, VirtualHost, Vm, inside, ip
+from kumo.testing.netns import HostNamespace, VirtualHost, Vm, inside, ip, veth_pair
 
 PORT = 5001
 SERVICE_PORTS = 64  # the server listens on PORT .. PORT+63; each run uses the next (below)
@@ -85,23 +85,10 @@ def crr(client: Vm, binary: Path, address: str, seconds: float, workers: int) ->
 
 
 @contextlib.contextmanager
-def veth_pair(binary: Path) -> Iterator[Vm]:
+def veth_baseline(binary: Path) -> Iterator[Vm]:
     """Two fresh namespaces joined by a veth pair (10.9.0.1 -> 10.9.0.2), the server running in the second."""
-    tag = uuid.uuid4().hex[:6]
-    a, b = f"kumo-crr-a{tag}", f"kumo-crr-b{tag}"
-    try:
-        ip("netns", "add", a)
-        ip("netns", "add", b)
-        ip("-n", a, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b)
-        for ns, addr in ((a, "10.9.0.1/24"), (b, "10.9.0.2/24")):
-            ip("-n", ns, "link", "set", "lo", "up")
-            ip("-n", ns, "link", "set", "eth0", "mtu", str(MTU), "up")
-            ip("-n", ns, "addr", "add", addr, "dev", "eth0")
-        with crr_server(Vm("b", b, "", ""), binary):
-            yield Vm("a", a, "", "")
-    finally:
-        ip("netns", "del", a, check=False)
-        ip("netns", "del", b, check=False)
+    with veth_pair(MTU) as (a, b), crr_server(b, binary):
+        yield a
 
 
 def firewall(api: Client, server_port_id: str) -> None:
@@ -165,7 +152,7 @@ def one_host(binary: Path, args: argparse.Namespace) -> dict[str, Any]:
                 break
 
         def baseline(seconds: float, workers: int) -> dict[str, Any]:
-            with veth_pair(binary) as a:
+            with veth_baseline(binary) as a:
                 return crr(a, binary, "10.9.0.2", seconds, workers)
 
         with crr_server(cloud.vms["vm2"], binary), crr_server(cloud.vms["vm3"], binary):

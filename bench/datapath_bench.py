@@ -36,7 +36,7 @@ from typing import Any
 
 from kumo.testing.cloud import Cloud, build_cloud
 from kumo.testing.frames import storm_command
-from kumo.testing.netns import VirtualHost, Vm, inside, ip
+from kumo.testing.netns import VirtualHost, Vm, inside, ip, veth_pair
 
 MTU = 1450
 CONTROL_DEVICE = "kumo-ctl0"  # the storm measure's control device, inside the generator's namespace
@@ -139,25 +139,14 @@ def percentile(values: list[float], q: float) -> float:
 
 def veth_baseline(seconds: int) -> float:
     """iperf3 over a plain veth pair between two fresh namespaces."""
-    tag = str(int(time.time() * 1000) % 100000)
-    a, b = f"kumo-bench-a{tag}", f"kumo-bench-b{tag}"
-    try:
-        ip("netns", "add", a)
-        ip("netns", "add", b)
-        ip("-n", a, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", b)
-        for ns, addr in ((a, "10.9.0.1/24"), (b, "10.9.0.2/24")):
-            ip("-n", ns, "link", "set", "eth0", "mtu", str(MTU), "up")
-            ip("-n", ns, "addr", "add", addr, "dev", "eth0")
-        server = subprocess.Popen(["ip", "netns", "exec", b, "iperf3", "-s", "-1"], stdout=subprocess.DEVNULL)
+    with veth_pair(MTU) as (a, b):
+        server = b.popen("iperf3", "-s", "-1", stdout=subprocess.DEVNULL)
         try:
             time.sleep(0.5)
-            return Vm("a", a, "", "").iperf3("10.9.0.2", seconds)
+            return a.iperf3("10.9.0.2", seconds)
         finally:
             server.kill()
             server.wait()
-    finally:
-        ip("netns", "del", a, check=False)
-        ip("netns", "del", b, check=False)
 
 
 def storm(

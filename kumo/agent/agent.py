@@ -52,6 +52,7 @@ from kumo.agent.sharing import StateSharing
 from kumo.agent.storms import StormMonitor
 from kumo.agent.topology import TopologyCache
 from kumo.agent.view import HostView
+from kumo.datapath.conntrack import KernelConntrack
 from kumo.datapath.datapath import Datapath
 from kumo.datapath.layout import DEFAULT_MAX_MASKS_PER_PORT
 from kumo.edge.manager import EdgeManager
@@ -184,7 +185,11 @@ class Agent:
         # default; expiry may have thousands of flows due at once). Given back on stop.
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         self.store_link.open()
+        self.datapath.ct_timeout_s = int(self.flow_state.ttl)
         self.datapath.start()
+        if isinstance(self.flow_state, LocalFlowState):  # (shared state: the agent keeps tracking, Redis holds it)
+            self.flow_state.kernel = KernelConntrack(self.datapath.fds["kumo_conntrack"], self.flow_state.ttl)
+            self.flows.kernel_conntrack = True
         self.sharing.open()
         queue_change = self.changes.queue
         self._watches = [

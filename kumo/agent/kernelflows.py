@@ -10,6 +10,7 @@ the kernel values (kumo.agent.values)."""
 from __future__ import annotations
 
 import collections
+import dataclasses
 import time
 from typing import Any
 
@@ -17,6 +18,8 @@ from kumo.agent.flows import FlowBook, KernelFlow, in_port_of
 from kumo.agent.keyindex import KernelKeyIndex
 from kumo.agent.masks import MaskTable
 from kumo.agent.values import KernelValues
+from kumo.datapath.actions import ct_query_value, with_ct_record
+from kumo.datapath.conntrack import zone_of
 from kumo.datapath.datapath import Datapath
 from kumo.datapath.flowmaps import is_megaflow, mask_id_of
 from kumo.datapath.offload import complete_checksum
@@ -25,6 +28,13 @@ from kumo.simulation.wildcard import WildcardTable
 
 REFRESH_EVERY = 10.0  # seconds between two writes of a flow's state while it is in use (it lives 60 s)
 LATENCY_SAMPLES = 4096  # upcall -> re-injection times kept for `kumo agent stats`
+
+
+def _without_conntrack_tags(result: SimulationResult) -> SimulationResult:
+    """`result` as a conntrack megaflow books it: the kernel answers its query per packet (the answer is in
+    the key), so the conntrack entries it was simulated with do not invalidate it."""
+    tags = {tag for tag in result.tags if not (isinstance(tag, tuple) and tag[0] == "conntrack")}
+    return dataclasses.replace(result, tags=tags)
 
 
 class KernelFlows:
@@ -45,6 +55,7 @@ class KernelFlows:
         self.values = KernelValues(datapath, counters)
         self.book = FlowBook()
         self.masks = MaskTable(datapath, counters, max_masks_per_port)  # which flows are megaflows
+        self.kernel_conntrack = False  # the kernel tracks connections (local flow state: set by the agent)
         self.book.observers.append(self.masks)
         # the round's flows: installed at its end, entered in the book once their first packets are out
         self.pending: dict[bytes, tuple[KernelFlow, bytes]] = {}  # key -> (flow, the kernel value's bytes)
@@ -62,11 +73,24 @@ class KernelFlows:
         ifindex: int,
         queued_ns: int,
         truncated: bool,
+        shared: bool = False,
     ) -> None:
         """The flow goes in at the end of the round (install_round), and its first packet after it: as a
-        megaflow if the result is about its path and not about this connection (kumo.agent.masks)."""
+        megaflow if the result is about its path and not about this connection (kumo.agent.masks), or as two
+        when its connection tracking is left to the kernel (not when its state is `shared` with peers)."""
         sample = raw_key
-        if not result.state_writes:
+        staged = None
+        if self.kernel_conntrack and result.conntrack is not None and not shared:
+            staged = self.masks.conntrack_keys(raw_key, result)
+        if staged is not None:
+            assert result.conntrack is not None
+            first, raw_key = staged
+            device, _, _, record = result.conntrack
+            result = _without_conntrack_tags(result)
+            self.pending[first] = (KernelFlow(first, result, sample=sample), ct_query_value(zone_of(device)))
+            if record is not None:
+                value = with_ct_record(value, zone_of(record))
+        elif not result.state_writes:
             raw_key = self.masks.key_for(raw_key, result) or raw_key
         flow = KernelFlow(raw_key, result, stateful=bool(result.state_writes), sample=sample)
         self.pending[raw_key] = (flow, value)

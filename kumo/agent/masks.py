@@ -30,13 +30,14 @@ from kumo.agent.flows import in_port_of
 from kumo.agent.keyindex import byte_mask
 from kumo.datapath.datapath import Datapath
 from kumo.datapath.flowmaps import FlowMaps, is_megaflow, mask_id_of, masked_fields, megaflow_key
-from kumo.datapath.layout import MAX_MASKS, FlowKey
+from kumo.datapath.layout import CT_ESTABLISHED, CT_NEW, MAX_MASKS, FlowKey
 from kumo.packet.flowmatch import BIT, FIELDS
 from kumo.simulation.result import SimulationResult, Verdict
 
 _FIVE_TUPLE = BIT["ip_src"] | BIT["ip_dst"] | BIT["ip_proto"] | BIT["tp_src"] | BIT["tp_dst"]
 _IPV4, _TCP, _UDP = 0x0800, 6, 17
-_ETH_TYPE_AT, _PROTO_AT = FlowKey.eth_type.offset, FlowKey.ip_proto.offset
+_ETH_TYPE_AT, _PROTO_AT, _CT_AT = FlowKey.eth_type.offset, FlowKey.ip_proto.offset, FlowKey.ct.offset
+_CT_MASK = 0xFF << (8 * _CT_AT)  # the key's conntrack answer, in a second-stage megaflow's mask
 _KINDS = (Verdict.OUTPUT, Verdict.FLOOD, Verdict.DROP)
 
 
@@ -52,6 +53,23 @@ def megaflow_mask(raw: bytes, result: SimulationResult) -> int | None:
     if eth_type != _IPV4 or raw[_PROTO_AT] not in (_TCP, _UDP):
         return None
     return byte_mask(match.mask)
+
+
+def conntrack_mask(raw: bytes, result: SimulationResult) -> int | None:
+    """The byte mask of a result whose connection tracking the kernel can take over, or None. As
+    megaflow_mask, but over the fields read apart from the conntrack query, and the only state allowed is the
+    record of this very flow at its ingress device (the kernel records it)."""
+    ct = result.conntrack
+    if ct is None or result.one_off or result.generated or result.verdict not in _KINDS:
+        return None
+    if any(write.kind != "conntrack" for write in result.state_writes) or (result.state_writes and not ct.record):
+        return None
+    if ct.seen & _FIVE_TUPLE == _FIVE_TUPLE:
+        return None
+    eth_type = int.from_bytes(raw[_ETH_TYPE_AT : _ETH_TYPE_AT + 2], "little")
+    if eth_type != _IPV4 or raw[_PROTO_AT] not in (_TCP, _UDP):
+        return None
+    return byte_mask(ct.seen)
 
 
 class MaskTable:
@@ -78,23 +96,49 @@ class MaskTable:
         mask = megaflow_mask(raw, result)
         if mask is None:
             return None
+        assert result.match is not None
+        mask_id = self._id_for(mask, raw, result.match.mask)
+        if mask_id is None:
+            return None
+        self.counters["megaflows_queued"] += 1
+        return megaflow_key(raw, mask, mask_id)
+
+    def conntrack_keys(self, raw: bytes, result: SimulationResult) -> tuple[bytes, bytes] | None:
+        """The two megaflow keys of a result whose connection tracking the kernel takes over
+        (bpf/lib/conntrack.h), or None: the first stage's (key.ct untracked: query the device's zone), and the
+        second's (key.ct: the answer this result was simulated with). One mask for both, which holds the ct
+        byte: so a first-stage megaflow never matches a packet's second lookup."""
+        mask = conntrack_mask(raw, result)
+        if mask is None or result.conntrack is None:
+            return None
+        mask_id = self._id_for(mask | _CT_MASK, raw, result.conntrack.seen)
+        if mask_id is None:
+            return None
+        answered = bytearray(raw)
+        answered[_CT_AT] = CT_ESTABLISHED if result.conntrack.found else CT_NEW
+        self.counters["megaflows_queued"] += 2
+        first = megaflow_key(raw, mask | _CT_MASK, mask_id)
+        return first, megaflow_key(bytes(answered), mask | _CT_MASK, mask_id)
+
+    def _id_for(self, mask: int, raw: bytes, seen: int) -> int | None:
+        """The id of `mask` for a megaflow of the port of `raw` (allocated if new, put back in the probe order if
+        idle), or None past a limit."""
         mask_id = self._ids.get(mask)
         port = self._ports.get(in_port_of(raw)) or collections.Counter()
         if (mask_id is None or mask_id not in port) and len(port) >= self.max_per_port:
             self.counters["megaflow_port_mask_limit"] += 1
             return None
         if mask_id is None:
-            mask_id = self._allocate(mask, result)
+            mask_id = self._allocate(mask, seen)
             if mask_id is None:
                 self.counters["megaflow_masks_full"] += 1
                 return None
         if mask_id not in self._order:  # (idle since the last maintain(): tried again)
             self._order.append(mask_id)
             self.maps.set_mask_order(self._order)
-        self.counters["megaflows_queued"] += 1
-        return megaflow_key(raw, mask, mask_id)
+        return mask_id
 
-    def _allocate(self, mask: int, result: SimulationResult) -> int | None:
+    def _allocate(self, mask: int, seen: int) -> int | None:
         """An id for a new mask: one never used, else one whose mask is idle (no megaflow, not in the probe
         order), its left-overs deleted first."""
         unused = [i for i in range(MAX_MASKS) if i not in self._masks]
@@ -111,8 +155,7 @@ class MaskTable:
         self.maps.set_mask(mask_id, mask)
         self._ids[mask] = mask_id
         self._masks[mask_id] = mask
-        assert result.match is not None
-        self._seen[mask_id] = result.match.mask
+        self._seen[mask_id] = seen
         self._dirty.add(mask_id)  # (from now on the kernel may hold megaflows of it)
         self.counters["megaflow_masks_added"] += 1
         return mask_id

@@ -25,7 +25,7 @@ from kumo.agent.liveness import StoreLink
 from kumo.agent.sharing import StateSharing
 from kumo.agent.view import HostView
 from kumo.datapath.actions import flow_key
-from kumo.datapath.layout import UPCALL_HEAD, UPCALL_INJECT_MISS, UPCALL_MISS, UpcallHeader
+from kumo.datapath.layout import UPCALL_HEAD, UPCALL_INJECT_MISS, UPCALL_MISS, FlowKey, UpcallHeader
 from kumo.flowstate.local import LocalFlowState
 from kumo.flowstate.redis import RedisFlowState
 from kumo.packet import PacketError, int_to_ip
@@ -39,6 +39,7 @@ log = logging.getLogger("kumo.agent")
 
 _HEADER = ctypes.sizeof(UpcallHeader)
 _KEY_AT = UpcallHeader.key.offset
+_CT_AT = FlowKey.ct.offset
 _TTL = BIT["ip_ttl"]
 
 
@@ -75,6 +76,8 @@ class UpcallServer:
             self.counters["drop.unbound_interface"] += 1
             return
         key = raw[_KEY_AT : _KEY_AT + KEY_SIZE]
+        if key[_CT_AT]:  # (a second lookup's miss: the flows the agent installs are keyed as parsed)
+            key = key[:_CT_AT] + b"\0" + key[_CT_AT + 1 :]
         frame = raw[_HEADER : _HEADER + cap_len]
         truncated = length > cap_len
         flows = self.flows
@@ -134,11 +137,12 @@ class UpcallServer:
         outputs = self.egress.outputs(result)
         raw_key = kernel_key if kernel_key is not None else bytes(flow_key(match, ifindex))
         value = flows.values.value_of(result, outputs)
+        shared = False
         if result.state_writes:
-            self.sharing.note(raw_key, port_id, result)
+            shared = self.sharing.note(raw_key, port_id, result)
         elif kernel_key is not None and flows.wildcard.holds(result):  # the next such packet: found by its key
             flows.by_key.add(kernel_key, Indexed(result, value, bool(outputs), drop_counter))
-        flows.queue(raw_key, result, value, bool(outputs), frame, ifindex, queued_ns, truncated)
+        flows.queue(raw_key, result, value, bool(outputs), frame, ifindex, queued_ns, truncated, shared)
 
     def learn(self, writes: list[LearnWrite]) -> None:
         """MAC and ARP entries the simulation learned: seen at once here, written to the store behind."""

@@ -42,11 +42,14 @@ class StateSharing:
         """What the packet thread polls for pushes from peers (-1: none)."""
         return self.push.fileno() if self.push is not None else -1
 
-    def note(self, raw_key: bytes, port_id: str, result: SimulationResult) -> None:
-        """A flow of this round wrote state: it is durable before the flow is installed, and pushed."""
+    def note(self, raw_key: bytes, port_id: str, result: SimulationResult) -> bool:
+        """A flow of this round wrote state: it is durable before the flow is installed, and pushed. True if
+        it goes to other hosts (pushed, or written to a shared store)."""
         self._round_stateful.add(raw_key)
-        for host in self._push_targets(port_id, result):
+        targets = self._push_targets(port_id, result)
+        for host in targets:
             self._pushes.setdefault(host, []).extend(result.state_writes)
+        return bool(targets) or isinstance(self.flow_state, RedisFlowState)
 
     def end_round(self) -> set[bytes]:
         """Make the round's new state durable (shared store) and push it to the peers that may see the

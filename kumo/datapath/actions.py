@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from kumo.datapath.layout import (
+    CT_ESTABLISHED,
+    CT_NEW,
     FRAGMENT_CODES,
     LINK_PORT,
     MAX_LINKS,
@@ -194,6 +196,27 @@ def flow_value(result: SimulationResult, outputs: Sequence[Out], next_link: tupl
     return value
 
 
+_FLAGS = struct.Struct("=I")  # FlowActions.flags, at the value's start
+_ZONE = struct.Struct("=Q")
+
+
+def ct_query_value(zone: int) -> bytes:
+    """A first-stage megaflow's value: query conntrack zone `zone`, then look up again (bpf/lib/conntrack.h)."""
+    value = FlowValue()
+    value.act.flags = Action.CT_QUERY
+    value.act.ct_zone = zone
+    return bytes(value)
+
+
+def with_ct_record(value: bytes, zone: int) -> bytes:
+    """`value` that also records its packets' connection in conntrack zone `zone`."""
+    out = bytearray(value)
+    flags = _FLAGS.unpack_from(out, FlowActions.flags.offset)[0]
+    _FLAGS.pack_into(out, FlowActions.flags.offset, flags | Action.CT_RECORD)
+    _ZONE.pack_into(out, FlowActions.ct_zone.offset, zone)
+    return bytes(out)
+
+
 def describe_key(key: FlowKey) -> dict[str, Any]:
     out: dict[str, Any] = {
         "in_port": key.in_port,
@@ -203,6 +226,8 @@ def describe_key(key: FlowKey) -> dict[str, Any]:
     }
     if key.vlan:
         out["vlan"] = key.vlan & 0xFFF
+    if key.ct:
+        out["ct"] = {CT_ESTABLISHED: "established", CT_NEW: "new"}.get(key.ct, key.ct)
     if key.eth_type == 0x0806:
         out.update(arp_op=key.tp_src, arp_spa=_ip(key.ip_src), arp_tpa=_ip(key.ip_dst))
     elif key.eth_type == 0x0800:
@@ -243,7 +268,11 @@ def describe_actions(
     flags = Action(act.flags)
     if Action.DROP in flags:
         return ["drop"]
+    if Action.CT_QUERY in flags:
+        return [f"ct_query zone={act.ct_zone:#x}, look up again with its answer"]
     out = [show(act) for flag, show in _SHOWN if flag in flags]
+    if Action.CT_RECORD in flags:
+        out.insert(0, f"ct_record zone={act.ct_zone:#x}")
     if act.mtu:
         out.append(f"mtu {act.mtu}")
     targets = [_target(act.out[i], names) for i in range(act.n_out)]

@@ -56,6 +56,7 @@ ADOPTED_MAPS = (
     "kumo_masks",
     "kumo_mask_list",
     "kumo_mask_hits",
+    "kumo_conntrack",
     "kumo_upcalls",
     "kumo_config",
     "kumo_rates",
@@ -97,6 +98,7 @@ class Datapath:
         self.upcall_rate = upcall_rate
         self.upcall_burst = upcall_burst
         self.storm_rate = storm_rate  # upcalls/s of an interface that storms; 0: storm control off
+        self.ct_timeout_s = 60  # a connection recorded in the kernel and idle this long is gone
         self.ipr = IPRoute()
         self.obj: libbpf.BpfObject | None = None
         self.fds: dict[str, int] = {}
@@ -195,6 +197,7 @@ class Datapath:
             storm_rate=self.storm_rate,
             storm_enter_ms=STORM_ENTER_MS,
             storm_leave_ms=STORM_LEAVE_MS,
+            ct_timeout_s=self.ct_timeout_s,
         )
         libbpf.update(self.fds["kumo_config"], ctypes.c_uint32(0), cfg)
 

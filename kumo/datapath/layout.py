@@ -33,6 +33,7 @@ STORM_ENTER_MS = 500
 STORM_LEAVE_MS = 5000
 
 UPCALL_MISS, UPCALL_TTL, UPCALL_MTU, UPCALL_INJECT_MISS = 0, 1, 2, 3
+CT_UNTRACKED, CT_ESTABLISHED, CT_NEW = 0, 1, 2  # FlowKey.ct (bpf/lib/conntrack.h)
 
 
 class Action(enum.IntFlag):
@@ -50,6 +51,8 @@ class Action(enum.IntFlag):
     OUTPUT = 1 << 11
     TUNNEL = 1 << 12
     MORE_OUT = 1 << 13
+    CT_QUERY = 1 << 14
+    CT_RECORD = 1 << 15
 
 
 # Counter names, in the order of enum kumo_stat.
@@ -77,6 +80,9 @@ STATS = (
     "arp_answered",
     "megaflow_hit",
     "mask_probes",
+    "ct_established",
+    "ct_new",
+    "ct_recorded",
 )
 
 Mac = ctypes.c_uint8 * 6
@@ -94,7 +100,7 @@ class FlowKey(ctypes.Structure):
         ("ip_proto", ctypes.c_uint8),
         ("ip_tos", ctypes.c_uint8),
         ("fragment", ctypes.c_uint8),
-        ("pad0", ctypes.c_uint8),
+        ("ct", ctypes.c_uint8),  # CT_*: what the kernel's conntrack answered (0 as parsed)
         ("tp_src", ctypes.c_uint16),
         ("tp_dst", ctypes.c_uint16),
         ("icmp_id", ctypes.c_uint16),
@@ -112,6 +118,24 @@ class MaskList(ctypes.Structure):
     """The masks in the order the program tries them."""
 
     _fields_ = [("n", ctypes.c_uint32), ("ids", ctypes.c_uint32 * MAX_MASKS)]
+
+
+class CtKey(ctypes.Structure):
+    """A connection in kumo_conntrack (bpf/lib/conntrack.h): zone, then the 5-tuple as the flow key has it."""
+
+    _fields_ = [
+        ("zone", ctypes.c_uint64),
+        ("src", ctypes.c_uint32),
+        ("dst", ctypes.c_uint32),
+        ("sport", ctypes.c_uint16),
+        ("dport", ctypes.c_uint16),
+        ("proto", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 3),
+    ]
+
+
+class CtEntry(ctypes.Structure):
+    _fields_ = [("last_ns", ctypes.c_uint64)]
 
 
 class Output(ctypes.Structure):
@@ -138,6 +162,7 @@ class FlowActions(ctypes.Structure):
         ("ttl_dec", ctypes.c_uint8),
         ("n_out", ctypes.c_uint8),
         ("mtu", ctypes.c_uint16),
+        ("ct_zone", ctypes.c_uint64),
         ("out", Output * MAX_OUT),
     ]
 
@@ -177,6 +202,7 @@ class Config(ctypes.Structure):
         ("storm_rate", ctypes.c_uint32),
         ("storm_enter_ms", ctypes.c_uint32),
         ("storm_leave_ms", ctypes.c_uint32),
+        ("ct_timeout_s", ctypes.c_uint32),
     ]
 
 
@@ -220,6 +246,8 @@ CHECKED = (
     (FlowKey, "kumo_flow_key"),
     (MegaflowKey, "kumo_megaflow_key"),
     (MaskList, "kumo_mask_list"),
+    (CtKey, "kumo_ct_key"),
+    (CtEntry, "kumo_ct_entry"),
     (Output, "kumo_output"),
     (FlowActions, "kumo_flow_actions"),
     (FlowValue, "kumo_flow_value"),

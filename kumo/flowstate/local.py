@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from kumo.packet.flowhash import flow_hash
 from kumo.simulation.view import NatTarget
@@ -26,6 +26,14 @@ def snat_port_key(fwd_key: tuple[Any, ...], chosen: tuple[Any, ...]) -> tuple[An
     return (router, proto, chosen[0], chosen[1], dst, dport)
 
 
+class ConntrackMirror(Protocol):
+    """The kernel's connection tracking (kumo.datapath.conntrack.KernelConntrack)."""
+
+    def has(self, key: tuple[Any, ...]) -> bool: ...
+
+    def record(self, key: tuple[Any, ...]) -> None: ...
+
+
 @dataclass
 class LocalFlowState:
     ttl: float = DEFAULT_TTL
@@ -33,10 +41,20 @@ class LocalFlowState:
     nat: dict[tuple[Any, ...], tuple[tuple[Any, ...], float]] = field(default_factory=dict)
     snat_used: dict[tuple[Any, ...], float] = field(default_factory=dict)  # (router, proto, ip, port, dst, dport)
     reserve: bool = True  # False for traces: look, but write and reserve nothing
+    # The kernel's connections (an agent's): what the kernel recorded counts, and what is recorded here goes
+    # there too, so that the kernel's answers and the simulation's agree (docs/megaflows.md).
+    kernel: ConntrackMirror | None = field(default=None, repr=False)
 
     def conntrack_has(self, key: tuple[Any, ...]) -> bool:
         expiry = self.conntrack.get(key)
-        return expiry is not None and expiry > time.monotonic()
+        here = expiry is not None and expiry > time.monotonic()
+        if self.kernel is None:
+            return here
+        if self.kernel.has(key):
+            return True
+        if here:
+            self.kernel.record(key)  # (known here first: pushed by a peer, read from Redis)
+        return here
 
     def nat_get(self, key: tuple[Any, ...]) -> tuple[Any, ...] | None:
         entry = self.nat.get(key)
@@ -88,6 +106,8 @@ class LocalFlowState:
         expiry = time.monotonic() + self.ttl
         if kind == "conntrack":
             self.conntrack[key] = expiry
+            if self.kernel is not None:
+                self.kernel.record(key)
         elif kind == "nat":
             self.nat[key] = (value, expiry)
             if key[0] == "snat-fwd":

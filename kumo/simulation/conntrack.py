@@ -13,6 +13,7 @@ from typing import Any
 
 from kumo.packet import PacketError
 from kumo.packet.ethernet import Ethernet
+from kumo.packet.flowmatch import BIT
 from kumo.packet.icmp import ECHO_REPLY, ECHO_REQUEST, ERROR_TYPES, Icmp
 from kumo.packet.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP, IPv4
 from kumo.simulation.context import Context
@@ -66,10 +67,36 @@ def return_key(flow: tuple[int, int, int, int, int], device_id: str) -> tuple[An
     return proto, dst, dport, src, sport, device_id
 
 
+_QUIET = BIT["ip_src"] | BIT["ip_dst"] | BIT["tp_src"] | BIT["tp_dst"]
+
+
+def tracked_tuple(ctx: Context, device_id: str) -> tuple[int, int, int, int, int] | None:
+    """five_tuple() for a conntrack query or record at `device_id`. A TCP/UDP tuple still as it entered (no NAT
+    before) is read without marking its addresses and ports, and the device noted (Context.ct_devices): the
+    kernel can answer such a query itself (the result then holds for every connection with the same answer,
+    docs/megaflows.md). Any other is read, and marked, as five_tuple() does."""
+    match = ctx.match
+    if match.get("eth_type") != 0x0800 or match.get("ip_proto") not in (PROTO_TCP, PROTO_UDP):
+        return five_tuple(ctx)
+    if match.get("fragment") == "later" or match.dirty & _QUIET:
+        return five_tuple(ctx)
+    ctx.ct_devices.add(device_id)
+    ctx.ct_quiet |= _QUIET
+    return (
+        match.peek("ip_proto"),
+        match.peek("ip_src"),
+        match.peek("tp_src"),
+        match.peek("ip_dst"),
+        match.peek("tp_dst"),
+    )
+
+
 def is_return_flow(ctx: Context, device_id: str) -> bool:
-    flow = five_tuple(ctx)
+    flow = tracked_tuple(ctx, device_id)
     if flow is None:
         return False
     key = return_key(flow, device_id)
     ctx.tags.add(("conntrack", key))
-    return ctx.flow_state.conntrack_has(key)
+    found = ctx.flow_state.conntrack_has(key)
+    ctx.ct_answers[device_id] = found
+    return found

@@ -48,6 +48,12 @@ class Context:
     inner_rewrites: dict[str, Any] = field(default_factory=dict)  # of the header quoted in an ICMP error
     path_mtu: int | None = None
     one_off: bool = False  # the result depends on more than the match (e.g. an ICMP error's quote): never cache
+    # conntrack queries the kernel could answer (conntrack.tracked_tuple): their devices, the fields read for
+    # them without marking, and each device's answer
+    ct_devices: set[str] = field(default_factory=set)
+    ct_quiet: int = 0
+    ct_answers: dict[str, bool] = field(default_factory=dict)
+    ct_record: str | None = None  # the device this flow is recorded at as a forward flow
     last_drop: Reason | None = None  # why the last egress port refused the packet
 
     def step(

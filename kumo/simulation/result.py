@@ -105,6 +105,17 @@ class LearnWrite(NamedTuple):
     value: Any
 
 
+class KernelConntrack(NamedTuple):
+    """How the kernel can take a result's connection tracking over (docs/megaflows.md): the result depends
+    on the packet's 5-tuple only through one query at `device` (answered `found`) and perhaps a record there;
+    `seen` are the fields it read otherwise (its megaflow's mask)."""
+
+    device: str
+    found: bool
+    seen: int
+    record: str | None
+
+
 @dataclass(slots=True)
 class SimulationResult:
     verdict: Verdict
@@ -122,6 +133,7 @@ class SimulationResult:
     inner_rewrites: dict[str, Any] = field(default_factory=dict)  # inside an ICMP error's quoted header
     one_off: bool = False  # about this packet only (not its flow): the wildcard table does not keep it
     path_mtu: int | None = None  # smallest MTU on the way: the datapath punts larger DF packets of the flow
+    conntrack: KernelConntrack | None = None  # the kernel can answer its conntrack query (kumo.agent.masks)
 
     def describe(self) -> str:
         where = f" to {', '.join(self.egress_port_ids)}" if self.egress_port_ids else ""

@@ -13,7 +13,7 @@ from kumo.simulation import bridge, conntrack, ports, router
 from kumo.simulation.chains import chain_uses_conntrack
 from kumo.simulation.context import MAX_DEVICES, Context, Finished
 from kumo.simulation.pipeline import Stage
-from kumo.simulation.result import Reason, SimulationResult, StateWrite, Verdict
+from kumo.simulation.result import KernelConntrack, Reason, SimulationResult, StateWrite, Verdict
 from kumo.simulation.view import FlowState, LearnedTables, PortView, Snapshot
 
 Obj = dict[str, Any]
@@ -44,6 +44,8 @@ def simulate(
     except Finished as done:
         verdict, reason, egress = done.verdict, done.reason, []
     rewrites = match.changed(ignore=_TTL)  # the TTL travels as a relative decrement
+    kernel_seen = match.seen  # (before the fields read for conntrack queries are added)
+    match.seen |= ctx.ct_quiet  # the wildcard match holds them: the agent's caches stay per connection
     writes = ctx.state_writes if verdict in (Verdict.OUTPUT, Verdict.FLOOD) else []
     result = SimulationResult(
         verdict,
@@ -62,6 +64,10 @@ def simulate(
     result.inner_rewrites = ctx.inner_rewrites if egress else {}
     result.one_off = ctx.one_off
     result.path_mtu = ctx.path_mtu if egress else None
+    if len(ctx.ct_devices) == 1:  # (queries at two devices: two answers, more than one key byte holds)
+        (device,) = ctx.ct_devices
+        if device in ctx.ct_answers:
+            result.conntrack = KernelConntrack(device, ctx.ct_answers[device], kernel_seen, ctx.ct_record)
     return result
 
 
@@ -71,11 +77,12 @@ def _record_forward_flow(ctx: Context, port: PortView) -> None:
     device_id = port["device_id"]
     if device_id not in _stateful_devices(ctx.topology):
         return
-    flow = conntrack.five_tuple(ctx)
+    flow = conntrack.tracked_tuple(ctx, device_id)
     if flow is None:
         return
     if not conntrack.is_return_flow(ctx, device_id):
         ctx.state_writes.append(StateWrite("conntrack", conntrack.forward_key(flow, device_id)))
+        ctx.ct_record = device_id
 
 
 def _stateful_devices(snap: Snapshot) -> frozenset[str]:

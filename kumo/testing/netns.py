@@ -207,3 +207,23 @@ class VirtualHost(HostNamespace):
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def veth_pair(mtu: int = 1450) -> Iterator[tuple[Vm, Vm]]:
+    """Two fresh namespaces joined by a plain veth pair (10.9.0.1/24 and 10.9.0.2/24 on eth0): the baseline
+    the benchmarks measure Kumo against. Deleted on exit."""
+    tag = uuid.uuid4().hex[:6]
+    names = (f"kumo-pair-a{tag}", f"kumo-pair-b{tag}")
+    try:
+        for name in names:
+            ip("netns", "add", name)
+        ip("-n", names[0], "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", names[1])
+        for name, address in zip(names, ("10.9.0.1/24", "10.9.0.2/24"), strict=True):
+            ip("-n", name, "link", "set", "lo", "up")
+            ip("-n", name, "link", "set", "eth0", "mtu", str(mtu), "up")
+            ip("-n", name, "addr", "add", address, "dev", "eth0")
+        yield Vm("a", names[0], "", ""), Vm("b", names[1], "", "")
+    finally:
+        for name in names:
+            ip("netns", "del", name, check=False)

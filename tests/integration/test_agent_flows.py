@@ -51,8 +51,9 @@ for sport in range(int(sys.argv[3]), int(sys.argv[4])):  # one new connection ea
     s.settimeout(2); s.connect((host, port)); s.sendall(b"x"); s.recv(1); s.close()
 """
 ECHO_ONCE_EACH = """
-import socket
-srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); srv.bind(("0.0.0.0", 8080))
+import socket, sys
+port = int(sys.argv[1]) if len(sys.argv) > 1 else 8080
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); srv.bind(("0.0.0.0", port))
 srv.listen(64)
 while True:
     c, _ = srv.accept(); c.sendall(c.recv(1)); c.close()
@@ -101,6 +102,38 @@ def test_new_connections_on_a_known_path_hit_megaflows_until_what_they_read_chan
     finally:
         server.kill()
         server.wait()
+
+
+def test_connections_through_a_stateful_firewall_are_tracked_in_the_kernel(cloud: Cloud) -> None:
+    """A match_return_flow firewall on the server's port (replies accepted, new connections to 8080 accepted,
+    the rest dropped): once the path is known, new connections and their replies are tracked and recognised by
+    the kernel (no upcall); a new connection to another port of the server is still refused."""
+    vm1 = cloud.attach("vm1", "web", "10.0.1.11/24", gateway="10.0.1.1")
+    vm3 = cloud.attach("vm3", "db", "10.0.2.13/24", gateway="10.0.2.1")
+    assert wait_ping(vm1, "10.0.2.13")
+    chain = cloud.api.chains.create(name="vm3-in")
+    cloud.api.rules.create(chain_id=chain["id"], type="accept", match_return_flow=True)
+    cloud.api.rules.create(chain_id=chain["id"], type="accept", nw_proto=6, tp_dst={"start": 8080, "end": 8080})
+    cloud.api.rules.create(chain_id=chain["id"], type="drop")
+    cloud.api.ports.update(cloud.ports["vm3"]["id"], outbound_filter_id=chain["id"])
+    servers = [vm3.popen(sys.executable, "-c", ECHO_ONCE_EACH, port) for port in ("8080", "8081")]
+    try:
+        time.sleep(0.5)
+        vm1.run(sys.executable, "-c", CONNECT_FROM_PORTS, "10.0.2.13", "8080", "31000", "31003", check=True)
+        before = cloud.host.agent_stats()
+        vm1.run(sys.executable, "-c", CONNECT_FROM_PORTS, "10.0.2.13", "8080", "31003", "31053", check=True)
+        after = cloud.host.agent_stats()
+        assert after["agent"]["upcalls"] - before["agent"]["upcalls"] <= 3, "new connections went to the agent"
+        recorded = after["datapath"]["ct_recorded"] - before["datapath"]["ct_recorded"]
+        established = after["datapath"]["ct_established"] - before["datapath"]["ct_established"]
+        assert recorded >= 50 and established >= 50, after["datapath"]
+        assert any("ct_query" in " ".join(f["actions"]) for f in megaflows(cloud))
+        assert not vm1.connects("10.0.2.13", 8081), "a new connection to another port went through the firewall"
+        assert vm1.connects("10.0.2.13", 8080)
+    finally:
+        for server in servers:
+            server.kill()
+            server.wait()
 
 
 @pytest.fixture

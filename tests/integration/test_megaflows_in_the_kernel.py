@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import ctypes
 import random
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from kumo.agent.keyindex import byte_mask
 from kumo.datapath import build, libbpf
-from kumo.datapath.actions import Out, flow_key, flow_value
+from kumo.datapath.actions import Out, ct_query_value, flow_key, flow_value, with_ct_record
+from kumo.datapath.conntrack import KernelConntrack, zone_of
 from kumo.datapath.flowmaps import FlowMaps, megaflow_key
-from kumo.datapath.layout import STATS
+from kumo.datapath.layout import CT_ESTABLISHED, CT_NEW, STATS, Config, FlowKey
 from kumo.packet import ip_to_int
 from kumo.packet.ethernet import ETH_P_IP, Ethernet
 from kumo.packet.flowmatch import BIT
@@ -138,3 +140,64 @@ def test_a_mask_out_of_the_order_is_not_tried_and_megaflows_go_and_come(datapath
     assert key in maps.last_used()
     assert maps.remove(key)
     assert libbpf.test_run(prog, frame)[0] == TC_ACT_SHOT
+
+
+def test_connection_tracking_in_the_kernel_records_forward_packets_and_answers_their_replies() -> None:
+    """A stateful path's two stages (bpf/lib/conntrack.h): a first-stage megaflow queries its zone, and the
+    second lookup finds the megaflow of the answer. A forward packet through a recording megaflow is recorded,
+    so its reply is answered "established" (and the agent reads the same from the map, and the kernel what the
+    agent records); a reply of a connection never recorded, or recorded in another zone, or idle past the
+    timeout, is answered "new"."""
+    obj = libbpf.BpfObject(str(build.object_path("port_ingress")))
+    names = ("kumo_flows", "kumo_megaflows", "kumo_masks", "kumo_mask_list", "kumo_mask_hits")
+    try:
+        prog, maps = obj.program_fd("kumo_port_ingress"), FlowMaps({n: obj.map_fd(n) for n in names})
+        libbpf.update(obj.map_fd("kumo_config"), ctypes.c_uint32(0), Config(ct_timeout_s=1))
+        kernel = KernelConntrack(obj.map_fd("kumo_conntrack"), 1)
+        seen = BIT["in_port"] | BIT["eth_src"] | BIT["ip_proto"]  # (addresses and ports: conntrack's)
+        mask = (byte_mask(seen) or 0) | (0xFF << (8 * FlowKey.ct.offset))
+        maps.set_mask(0, mask)
+        maps.set_mask_order([0])
+        zone = zone_of("bridge-db")
+
+        def tcp(forward: bool, sport: int) -> bytes:
+            s, d = ip_to_int("10.0.1.11"), ip_to_int("10.0.2.13")
+            if forward:
+                l4 = Tcp(sport, 80).build(s, d)
+                return Ethernet(MACS[1], MACS[0], ETH_P_IP, IPv4(s, d, PROTO_TCP, l4).build()).build()
+            l4 = Tcp(80, sport).build(d, s)
+            return Ethernet(MACS[0], MACS[1], ETH_P_IP, IPv4(d, s, PROTO_TCP, l4).build()).build()
+
+        def stage(frame: bytes, ct: int) -> bytes:
+            raw = bytearray(key_of(frame))
+            raw[FlowKey.ct.offset] = ct
+            return megaflow_key(bytes(raw), mask, 0)
+
+        for forward, new, established in ((True, 2, 1), (False, 3, 4)):
+            frame = tcp(forward, 1)
+            maps.install(stage(frame, 0), ct_query_value(zone))
+            new_value = with_ct_record(marked(new), zone) if forward else marked(new)  # the forward one records
+            maps.install(stage(frame, CT_NEW), new_value)
+            maps.install(stage(frame, CT_ESTABLISHED), marked(established))
+
+        def answer(frame: bytes) -> int:
+            verdict, out = libbpf.test_run(prog, frame)
+            assert verdict == TC_ACT_REDIRECT
+            return int(parse_frame(out, "p").peek("tp_dst"))
+
+        def key(sport: int, device: str = "bridge-db") -> tuple[int, int, int, int, int, str]:
+            return PROTO_TCP, ip_to_int("10.0.1.11"), sport, ip_to_int("10.0.2.13"), 80, device
+
+        assert answer(tcp(False, 40000)) == 3  # a reply of nothing: new
+        assert answer(tcp(True, 40000)) == 2  # the forward packet: new, recorded
+        assert kernel.has(key(40000)) and not kernel.has(key(40000, "bridge-web"))
+        assert answer(tcp(False, 40000)) == 4  # its reply: established
+        assert answer(tcp(True, 40000)) == 2  # (the forward direction's own reply is not recorded: new again)
+        kernel.record(key(40001))
+        assert answer(tcp(False, 40001)) == 4  # what the agent records, the kernel answers
+        assert answer(tcp(False, 40002)) == 3
+        time.sleep(1.2)
+        assert not kernel.has(key(40001))
+        assert answer(tcp(False, 40001)) == 3  # idle past the timeout: new
+    finally:
+        obj.close()

@@ -13,6 +13,7 @@
 
 #include "lib/arp.h"
 #include "lib/kumo.h"
+#include "lib/limits.h"
 #include "lib/megaflows.h"
 #include "lib/speakers.h"
 #include "lib/stats.h"
@@ -39,32 +40,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct kumo_config);
 } kumo_config SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u32);
-	__type(value, struct kumo_rate);
-} kumo_rates SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u32);
-	__type(value, struct kumo_port_limit);
-} kumo_port_limits SEC(".maps");
-
-/* 1 while an upcall of a held (storming) port may wait in the ring unread. Such upcalls do not wake the agent:
- * it reads them with the next upcall that does, or at its next poll (50 ms), so a held storm costs it one
- * wake-up per batch instead of one per upcall. The ring by itself wakes the reader only for a record at the
- * reader's position, so the next upcall of any other port, queued behind them, forces the wake-up. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
-} kumo_ring_lazy SEC(".maps");
-
 
 #define ETH_P_8021Q_ 0x8100
 #define ETH_P_ARP_ 0x0806
@@ -173,114 +148,6 @@ static __always_inline int parse(struct __sk_buff *skb, struct kumo_flow_key *ke
 		p->l4 = l4;
 	}
 	return 0;
-}
-
-/* Close a window of a watched port (struct kumo_port_limit) that opened at `started`, ended at `end` and
- * held `misses`: was the port over its limit in it; does it start or stop storming. */
-static __always_inline void storm_judge(struct kumo_port_limit *p, __u64 started, __u64 end, __u64 misses,
-					struct kumo_config *cfg)
-{
-	if (misses * 1000000000ull > (__u64)cfg->upcall_rate * (end - started)) {
-		p->calm_since_ns = 0;
-		if (!p->over_since_ns)
-			p->over_since_ns = started;
-		if (!p->storming_since_ns && end - p->over_since_ns >= (__u64)cfg->storm_enter_ms * 1000000ull) {
-			p->storming_since_ns = end;
-			p->storms++;
-		}
-	} else {
-		p->over_since_ns = 0;
-		if (!p->calm_since_ns)
-			p->calm_since_ns = started;
-		if (p->storming_since_ns && end - p->calm_since_ns >= (__u64)cfg->storm_leave_ms * 1000000ull)
-			p->storming_since_ns = 0;
-	}
-}
-
-/* One more miss on a watched port, at `now`; its previous miss came at `previous` (0: none known). A window
- * lasts half of storm_enter_ms and is closed by the first miss after its end. */
-static __always_inline void storm_control(struct kumo_port_limit *p, __u64 now, __u64 previous,
-					  struct kumo_config *cfg)
-{
-	__u64 offered = __sync_fetch_and_add(&p->offered, 1) + 1;
-	__u64 started = p->window_ns;
-	__u64 span = (__u64)cfg->storm_enter_ms * 500000ull; /* half of storm_enter_ms, in ns */
-	if (!started) { /* the port's first miss opens its first window */
-		p->window_ns = now;
-		p->window_offered = offered;
-		return;
-	}
-	if (previous > started && now - previous >= span) {
-		/* The port fell silent after `previous`, for a window or longer: the open window's misses all came
-		 * before the silence, so it is judged over its own span, and the silence (with this miss) on its own.
-		 * Averaged over the silence, a fast storm's last misses could find a port calm for the whole leave
-		 * time still over its limit, and hold it for another leave time. */
-		__u64 end = previous - started < span ? started + span : previous;
-		storm_judge(p, started, end, offered - 1 - p->window_offered, cfg);
-		storm_judge(p, end, now, 1, cfg);
-	} else if (now - started < span) {
-		return;
-	} else { /* the one closing the window is counted in it */
-		storm_judge(p, started, now, offered - p->window_offered, cfg);
-	}
-	p->window_ns = now;
-	p->window_offered = offered;
-}
-
-#define RATE_REFUSED 0
-#define RATE_OK 1
-#define RATE_OK_HELD 2 /* within the storm rate of a held port */
-
-static __always_inline int rate_ok(__u32 in_port, struct kumo_config *cfg)
-{
-	if (!cfg || !cfg->upcall_rate)
-		return RATE_OK;
-	__u64 now = bpf_ktime_get_ns();
-	__u32 rate = cfg->upcall_rate;
-	struct kumo_rate *r = bpf_map_lookup_elem(&kumo_rates, &in_port); /* (its last_ns: the previous miss) */
-	struct kumo_port_limit *limit = bpf_map_lookup_elem(&kumo_port_limits, &in_port);
-	if (limit && cfg->storm_rate && cfg->storm_rate < rate) {
-		storm_control(limit, now, r ? r->last_ns : 0, cfg);
-		if (limit->storming_since_ns)
-			rate = cfg->storm_rate;
-	}
-	__u64 cost = 1000000000ull / rate;
-	__u64 cap = cost * (cfg->upcall_burst ? cfg->upcall_burst : 1);
-	int ok = rate == cfg->upcall_rate ? RATE_OK : RATE_OK_HELD;
-	if (!r) {
-		struct kumo_rate fresh = {.last_ns = now, .credit_ns = cap - cost};
-		bpf_map_update_elem(&kumo_rates, &in_port, &fresh, BPF_ANY);
-		return ok;
-	}
-	__u64 credit = r->credit_ns + (now - r->last_ns);
-	if (credit > cap)
-		credit = cap;
-	r->last_ns = now;
-	if (credit < cost) {
-		r->credit_ns = credit;
-		return RATE_REFUSED;
-	}
-	r->credit_ns = credit - cost;
-	return ok;
-}
-
-/* The ring's wake-up flags for an upcall (kumo_ring_lazy). */
-static __always_inline __u64 wake_flags(int rate)
-{
-	__u32 zero = 0;
-	__u32 *lazy = bpf_map_lookup_elem(&kumo_ring_lazy, &zero);
-	if (!lazy)
-		return 0;
-	if (rate == RATE_OK_HELD) {
-		if (!*lazy)
-			*lazy = 1;
-		count(KUMO_ST_UPCALL_HELD);
-		return BPF_RB_NO_WAKEUP;
-	}
-	if (!*lazy)
-		return 0;
-	*lazy = 0;
-	return BPF_RB_FORCE_WAKEUP;
 }
 
 static __always_inline int upcall(struct __sk_buff *skb, struct kumo_flow_key *key, __u32 reason,
@@ -395,9 +262,11 @@ static __always_inline int output(struct __sk_buff *skb, struct kumo_flow_action
 	return TC_ACT_SHOT;
 }
 
-static __always_inline int apply(struct __sk_buff *skb, struct kumo_flow_actions *a, struct parsed *p,
-				 __u8 proto)
+/* A function of its own (a BPF subprogram, verified once, not once per map the actions come from). */
+__attribute__((noinline)) int apply(struct __sk_buff *skb, struct kumo_flow_actions *a, struct parsed *p, __u8 proto)
 {
+	if (!skb || !a || !p)
+		return TC_ACT_SHOT;
 	__u32 f = a->flags;
 	if (f & KUMO_A_DROP) {
 		count(KUMO_ST_FLOW_DROP);
@@ -478,7 +347,7 @@ int kumo_port_ingress(struct __sk_buff *skb)
 	}
 	struct kumo_flow_value *v = bpf_map_lookup_elem(&kumo_flows, &key);
 	if (!v)
-		v = megaflow_lookup(&key);
+		v = megaflow_lookup(&key, cfg);
 	if (!v)
 		return upcall(skb, &key, miss, cfg);
 	if (p.l3 && v->act.ttl_dec && p.ttl <= v->act.ttl_dec) {
@@ -490,6 +359,8 @@ int kumo_port_ingress(struct __sk_buff *skb)
 		return upcall(skb, &key, KUMO_UPCALL_MTU, cfg);
 	}
 	count(KUMO_ST_HIT);
+	if ((v->act.flags & KUMO_A_CT_RECORD) && !(v->act.flags & KUMO_A_DROP))
+		conntrack_record(v->act.ct_zone, &key);
 	__sync_fetch_and_add(&v->packets, 1);
 	__sync_fetch_and_add(&v->bytes, skb->len);
 	v->last_used_ns = bpf_ktime_get_ns();

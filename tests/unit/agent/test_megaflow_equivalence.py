@@ -15,20 +15,24 @@ tests/integration/test_actions_in_the_kernel.py.)"""
 from __future__ import annotations
 
 import collections
+import os
 from typing import Any
 
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
+from kumo.agent.kernelflows import _without_conntrack_tags
 from kumo.agent.learned import learn_tag, stale_by_own_learning
 from kumo.agent.masks import MaskTable
 from kumo.datapath.actions import flow_key
 from kumo.datapath.flowmaps import FLOW_KEY_SIZE, is_megaflow, mask_id_of, megaflow_key
-from kumo.datapath.layout import MAX_MASKS
+from kumo.datapath.layout import CT_ESTABLISHED, CT_NEW, MAX_MASKS, FlowKey
+from kumo.flowstate.local import LocalFlowState
 from kumo.packet import ip_to_int
-from kumo.packet.flowmatch import BIT
+from kumo.packet.flowmatch import BIT, FlowMatch
 from kumo.packet.frame import parse_frame
 from kumo.simulation import SimulationResult, Verdict, simulate
+from kumo.simulation.conntrack import forward_key, return_key
 from kumo.simulation.view import snapshot_of
 from tests.unit.simulation.conftest import VM1_MAC, VM2_MAC, VM3_MAC, Cloud, build_cloud, tcp_frame, udp_frame
 
@@ -74,17 +78,31 @@ class FakeDatapath:
 class Kernel:
     """The exact table and the megaflows, with the agent's booking (tags) and the masks."""
 
-    def __init__(self) -> None:
+    def __init__(self, state: LocalFlowState) -> None:
+        self.state = state  # the kernel's conntrack answers: what the agent's flow state holds (LocalFlowState.kernel)
         self.exact: dict[bytes, SimulationResult] = {}
-        self.mega: dict[bytes, SimulationResult] = {}
+        self.mega: dict[bytes, SimulationResult | str] = {}  # a device's id: a first stage (query its zone)
         self.maps = FakeMaps(self.mega)
         self.masks = MaskTable(FakeDatapath(self.maps), collections.Counter(), max_per_port=4)  # type: ignore[arg-type]
         self.by_tag: dict[Any, set[bytes]] = collections.defaultdict(set)
 
-    def lookup(self, raw: bytes) -> SimulationResult | None:
-        hit = self.exact.get(raw)
-        if hit is not None:
-            return hit
+    def lookup(self, raw: bytes, match: FlowMatch) -> SimulationResult | None:
+        """As the program: the exact flow, else the megaflows; a first stage's query answered, then the
+        megaflows again with the answer in the key; a hit that records, recorded."""
+        hit = self.exact.get(raw) or self._mega(raw)
+        if isinstance(hit, str):
+            flow = (match.peek("ip_proto"), match.peek("ip_src"), match.peek("tp_src"), match.peek("ip_dst"))
+            found = self.state.conntrack_has(return_key((*flow, match.peek("tp_dst")), hit))
+            answered = bytearray(raw)
+            answered[FlowKey.ct.offset] = CT_ESTABLISHED if found else CT_NEW
+            hit = self._mega(bytes(answered))
+            assert not isinstance(hit, str)
+        if hit is not None and hit.conntrack is not None and hit.conntrack.record is not None:
+            flow = (match.peek("ip_proto"), match.peek("ip_src"), match.peek("tp_src"), match.peek("ip_dst"))
+            self.state.record("conntrack", forward_key((*flow, match.peek("tp_dst")), hit.conntrack.record))
+        return hit
+
+    def _mega(self, raw: bytes) -> SimulationResult | str | None:
         for mask_id in self.maps.order:
             hit = self.mega.get(megaflow_key(raw, self.maps.masks[mask_id], mask_id))
             if hit is not None:
@@ -92,10 +110,25 @@ class Kernel:
         return None
 
     def install(self, raw: bytes, result: SimulationResult) -> None:
+        """As kumo.agent.kernelflows.KernelFlows.queue."""
+        staged = self.masks.conntrack_keys(raw, result) if result.conntrack is not None else None
+        if staged is not None:
+            assert result.conntrack is not None
+            result = _without_conntrack_tags(result)
+            self._put(staged[0], result, result.conntrack.device if result.conntrack else "")
+            self._put(staged[1], result, result)
+            return
         key = raw if result.state_writes else self.masks.key_for(raw, result) or raw
+        self._put(key, result, result)
+
+    def _put(self, key: bytes, result: SimulationResult, entry: SimulationResult | str) -> None:
         self.remove(key)
-        (self.mega if is_megaflow(key) else self.exact)[key] = result
-        self.masks.booked(key, result, raw)
+        if is_megaflow(key):
+            self.mega[key] = entry
+        else:
+            assert isinstance(entry, SimulationResult)
+            self.exact[key] = entry
+        self.masks.booked(key, result, key)
         for tag in result.tags:
             self.by_tag[tag].add(key)
 
@@ -205,11 +238,15 @@ def serve(cloud: Cloud, kernel: Kernel, frame: bytes, port: str, counts: collect
     assert len(raw) == FLOW_KEY_SIZE
     snapshot = snapshot_of(cloud.topo.store)
     fresh = simulate(match, snapshot, cloud.learned, cloud.state, frame, trace=False)
-    hit = kernel.lookup(raw)
+    hit = kernel.lookup(raw, match)
     if hit is not None:
         counts["hit"] += 1
         assert outcome(hit) == outcome(fresh), (hit.describe(), fresh.describe())
-        assert set(fresh.state_writes) <= set(hit.state_writes), "a hit would not record this flow's state"
+        recorded = set(hit.state_writes)
+        if hit.conntrack is not None and hit.conntrack.record is not None:  # (the kernel records it: above)
+            recorded |= {w for w in fresh.state_writes if w.kind == "conntrack"}
+            counts["kernel_conntrack_hit"] += 1
+        assert set(fresh.state_writes) <= recorded, "a hit would not record this flow's state"
         return
     counts["miss"] += 1
     for write in fresh.learn_writes:  # as kumo.agent.serve: learned at once, dependent flows removed
@@ -225,7 +262,11 @@ def serve(cloud: Cloud, kernel: Kernel, frame: bytes, port: str, counts: collect
         kernel.install(raw, fresh)
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("KUMO_EXAMPLES", "500")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(chains=chains_st, attach=attach_st, packets=st.lists(packet_st, min_size=5, max_size=40))
 def test_every_hit_gives_what_the_simulation_gives(
     chains: list[list[dict[str, Any]]], attach: list[tuple[str, str]], packets: list[tuple[Any, ...]]
@@ -233,7 +274,7 @@ def test_every_hit_gives_what_the_simulation_gives(
     note(f"chains={chains!r}\nattach={attach!r}\npackets={packets!r}")
     cloud = build(chains, attach)
     try:
-        kernel = Kernel()
+        kernel = Kernel(cloud.state)
         counts: collections.Counter[str] = collections.Counter()
         for packet in packets + packets:  # (the second time through, flows made the first time are hit)
             serve(cloud, kernel, frame_of(cloud, packet), packet[0], counts)
@@ -245,7 +286,7 @@ def test_the_model_hits_megaflows_for_new_connections_on_a_known_path() -> None:
     """The property above is not vacuous: on a plain routed path, new connections hit a megaflow."""
     cloud = build([[{**_ACCEPT}]], [("rtr", "inbound_filter_id")])
     try:
-        kernel = Kernel()
+        kernel = Kernel(cloud.state)
         counts: collections.Counter[str] = collections.Counter()
         rmac = cloud.obj("ports", "rtr-web")["port_mac"]
         for sport in range(2000, 2010):
@@ -270,3 +311,30 @@ _ACCEPT = {
     "inv": False,
     "inv_nw_dst": False,
 }
+
+
+def test_the_model_leaves_a_firewalls_connection_tracking_to_the_kernel() -> None:
+    """The property is not vacuous for stateful paths either: through a match_return_flow firewall on the
+    server's port, new connections and their replies hit the two stages of conntrack megaflows, and the kernel
+    records them; an unsolicited packet from the server is still dropped."""
+    firewall = [
+        {**_ACCEPT, "nw_proto": None, "nw_dst": None, "tp_dst": None, "conntrack": "match_return_flow"},
+        {**_ACCEPT, "nw_dst": None, "nw_src": None, "tp_dst": {"start": 80, "end": 80}},
+        {**_ACCEPT, "type": "drop", "nw_proto": None, "nw_dst": None, "tp_dst": None},
+    ]
+    cloud = build([firewall], [("vm3", "outbound_filter_id")])
+    try:
+        kernel = Kernel(cloud.state)
+        counts: collections.Counter[str] = collections.Counter()
+        to_rtr = cloud.obj("ports", "rtr-web")["port_mac"]
+        from_rtr = cloud.obj("ports", "rtr-db")["port_mac"]
+        for sport in range(3000, 3010):
+            serve(cloud, kernel, tcp_frame(VM1_MAC, to_rtr, "10.0.1.11", "10.0.2.13", sport, 80), "vm1", counts)
+            serve(cloud, kernel, tcp_frame(VM3_MAC, from_rtr, "10.0.2.13", "10.0.1.11", 80, sport), "vm3", counts)
+            serve(cloud, kernel, tcp_frame(VM1_MAC, to_rtr, "10.0.1.11", "10.0.2.13", sport, 80), "vm1", counts)
+        unsolicited = tcp_frame(VM1_MAC, to_rtr, "10.0.1.11", "10.0.2.13", 4000, 22)
+        serve(cloud, kernel, unsolicited, "vm1", counts)
+        assert counts["miss"] <= 6, counts
+        assert counts["kernel_conntrack_hit"] >= 9, counts
+    finally:
+        cloud.topo.store.close()

@@ -35,6 +35,8 @@ def assertions() -> str:
     lines.append(f'_Static_assert(KUMO_ST_MAX == {len(layout.STATS)}, "STATS");')
     for action in layout.Action:
         lines.append(f'_Static_assert(KUMO_A_{action.name} == {action.value}u, "{action.name}");')
+    for name in ("UNTRACKED", "ESTABLISHED", "NEW"):
+        lines.append(f'_Static_assert(KUMO_CT_{name} == {getattr(layout, "CT_" + name)}, "{name}");')
     for name in ("MISS", "TTL", "MTU", "INJECT_MISS"):
         lines.append(f'_Static_assert(KUMO_UPCALL_{name} == {getattr(layout, "UPCALL_" + name)}, "{name}");')
     return "\n".join(lines) + "\n"

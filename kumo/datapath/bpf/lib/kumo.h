@@ -25,12 +25,16 @@ struct kumo_flow_key {
 	__u8 ip_proto;
 	__u8 ip_tos;
 	__u8 fragment;      /* KUMO_FRAG_* */
-	__u8 pad0;
+	__u8 ct;            /* KUMO_CT_*: 0 as parsed; the answer of a connection-tracking query (lib/conntrack.h) */
 	__u16 tp_src;       /* TCP/UDP source port; ICMP: type; ARP: operation */
 	__u16 tp_dst;       /* TCP/UDP destination port; ICMP: code */
 	__u16 icmp_id;      /* ICMP echo identifier */
 	__u16 pad1;
 };
+
+#define KUMO_CT_UNTRACKED 0
+#define KUMO_CT_ESTABLISHED 1 /* the reversed tuple is recorded in the queried zone: a reply */
+#define KUMO_CT_NEW 2         /* it is not */
 
 #define KUMO_FRAG_NONE 0
 #define KUMO_FRAG_FIRST 1
@@ -51,6 +55,8 @@ struct kumo_flow_key {
 #define KUMO_A_OUTPUT (1u << 11)
 #define KUMO_A_TUNNEL (1u << 12) /* some outputs are tunnelled (remote != 0) */
 #define KUMO_A_MORE_OUT (1u << 13) /* the flood goes on: out[KUMO_MAX_OUT - 1] names the next link */
+#define KUMO_A_CT_QUERY (1u << 14) /* no actions yet: query zone ct_zone, set key.ct, look the megaflows up again */
+#define KUMO_A_CT_RECORD (1u << 15) /* record the packet's tuple in zone ct_zone as it is forwarded */
 
 /* A flood to more outputs than one value holds is a chain of values in the flow map: the flow's own value
  * takes the first KUMO_MAX_OUT - 1 outputs and names the next link in its last output slot (ifindex 0,
@@ -80,6 +86,7 @@ struct kumo_flow_actions {
 	__u8 ttl_dec;       /* packets with TTL <= this go to the agent (it answers time exceeded) */
 	__u8 n_out;
 	__u16 mtu;          /* path MTU: larger DF packets go to the agent (fragmentation needed); 0: none */
+	__u64 ct_zone;      /* the connection-tracking zone of KUMO_A_CT_QUERY / KUMO_A_CT_RECORD: a stateful device */
 	struct kumo_output out[KUMO_MAX_OUT];
 };
 
@@ -113,6 +120,7 @@ struct kumo_config {
 	__u32 storm_rate;       /* upcalls per second of a port that storms (0: storm control off) */
 	__u32 storm_enter_ms;   /* over upcall_rate this long: the port storms */
 	__u32 storm_leave_ms;   /* at or under it this long: it no longer does */
+	__u32 ct_timeout_s;     /* a recorded connection idle this long is gone (lib/conntrack.h) */
 };
 
 struct kumo_rate {
@@ -149,6 +157,21 @@ struct kumo_megaflow_key {
 struct kumo_mask_list {
 	__u32 n;
 	__u32 ids[KUMO_MAX_MASKS];
+};
+
+/* kumo_conntrack (lib/conntrack.h): a connection recorded in a zone, as its forward packets are. */
+struct kumo_ct_key {
+	__u64 zone;
+	__u32 src;  /* network order, as the flow key */
+	__u32 dst;
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 pad[3]; /* (24 bytes: no padding the compiler leaves unset in a key) */
+};
+
+struct kumo_ct_entry {
+	__u64 last_ns; /* bpf_ktime_get_ns() of its last forward packet (or of the agent's record) */
 };
 
 /* Counters (per-CPU array indexes); the names are in layout.py STATS. */
@@ -195,6 +218,9 @@ enum kumo_stat {
 	KUMO_ST_ARP_ANSWERED,       /* ARP requests answered in the kernel (lib/arp.h) */
 	KUMO_ST_MEGAFLOW_HIT,       /* packets that found no exact flow and a megaflow (lib/megaflows.h) */
 	KUMO_ST_MASK_PROBES,        /* masked lookups made (per packet that missed the exact flows: masks tried) */
+	KUMO_ST_CT_ESTABLISHED,     /* conntrack queries answered "recorded" (lib/conntrack.h) */
+	KUMO_ST_CT_NEW,             /* ... answered "not recorded" (or recorded too long ago) */
+	KUMO_ST_CT_RECORDED,        /* forward packets recorded in the kernel's conntrack */
 	KUMO_ST_MAX,
 };
 
