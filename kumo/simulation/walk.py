@@ -67,7 +67,8 @@ def simulate(
     if len(ctx.ct_devices) == 1:  # (queries at two devices: two answers, more than one key byte holds)
         (device,) = ctx.ct_devices
         if device in ctx.ct_answers:
-            result.conntrack = KernelConntrack(device, ctx.ct_answers[device], kernel_seen, ctx.ct_record)
+            record = ctx.ct_record if writes else None  # (a packet not forwarded records nothing)
+            result.conntrack = KernelConntrack(device, ctx.ct_answers[device], kernel_seen, record)
     return result
 
 

@@ -338,3 +338,23 @@ def test_the_model_leaves_a_firewalls_connection_tracking_to_the_kernel() -> Non
         assert counts["kernel_conntrack_hit"] >= 9, counts
     finally:
         cloud.topo.store.close()
+
+
+def test_a_dropped_packet_records_no_connection_in_the_kernel() -> None:
+    """(Found by the property above.) A packet a filter drops after its ingress device noted a record of it
+    records nothing: its drop megaflow must not record either, or the next such packet, now a "reply" of
+    itself (its reversed tuple is its own), would be let through where the simulation drops it."""
+    accept_unless_new = {**_ACCEPT, "nw_proto": None, "conntrack": "match_forward_flow", "inv": True}
+    accept_unless_new["nw_dst"] = "10.0.1.0/24"
+    drop_unless = {**_ACCEPT, "type": "drop", "nw_proto": None, "nw_dst": None, "tp_dst": None, "inv": True}
+    drop_unless.update(nw_src="10.0.1.0/24", tp_src={"start": 1000, "end": 2000})
+    cloud = build([[accept_unless_new, drop_unless]], [("vm1", "inbound_filter_id")])
+    try:
+        kernel = Kernel(cloud.state)
+        counts: collections.Counter[str] = collections.Counter()
+        to_itself = tcp_frame(VM1_MAC, VM1_MAC, "10.0.1.11", "10.0.1.11", 80, 80)
+        for _ in range(3):
+            serve(cloud, kernel, to_itself, "vm1", counts)
+        assert counts == {"miss": 1, "hit": 2} and not cloud.state.conntrack
+    finally:
+        cloud.topo.store.close()
