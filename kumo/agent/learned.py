@@ -72,3 +72,9 @@ def stale_by_own_learning(result: SimulationResult) -> bool:
     """Whether `result` read an entry its own simulation then learned (a frame to its sender's own MAC, still
     unknown: flooded, where the entry learned from it says hairpin): it no longer holds once learned."""
     return any(learn_tag(write) in result.tags for write in result.learn_writes)
+
+
+def stale_by_own_state(result: SimulationResult) -> bool:
+    """Whether `result` read the absence of a flow-state entry it then wrote (a packet whose reversed 5-tuple
+    is its own, recorded as a forward flow: it is its own reply from then on)."""
+    return any((write.kind, write.key) in result.tags for write in result.state_writes)

@@ -20,7 +20,7 @@ from kumo.agent.egress import Egress
 from kumo.agent.generated import Emitter, Parking
 from kumo.agent.kernelflows import KernelFlows
 from kumo.agent.keyindex import KEY_SIZE, Indexed
-from kumo.agent.learned import AgentLearned, arp_tag, mac_tag, stale_by_own_learning
+from kumo.agent.learned import AgentLearned, arp_tag, mac_tag, stale_by_own_learning, stale_by_own_state
 from kumo.agent.liveness import StoreLink
 from kumo.agent.sharing import StateSharing
 from kumo.agent.view import HostView
@@ -119,6 +119,10 @@ class UpcallServer:
                 result = simulate(match, self.view.snapshot, self.learned, self.flow_state, frame=frame, trace=False)
                 self.counters["simulations"] += 1
             self.record_state(result.state_writes)
+            if stale_by_own_state(result):  # (what it read changed with what it recorded: once more)
+                result = simulate(match, self.view.snapshot, self.learned, self.flow_state, frame=frame, trace=False)
+                self.counters["simulations"] += 1
+                self.record_state(result.state_writes)
             flows.wildcard.insert(result)
         else:
             self.counters["wildcard_hits"] += 1

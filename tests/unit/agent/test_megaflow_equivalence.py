@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from kumo.agent.kernelflows import _without_conntrack_tags
-from kumo.agent.learned import learn_tag, stale_by_own_learning
+from kumo.agent.learned import learn_tag, stale_by_own_learning, stale_by_own_state
 from kumo.agent.masks import MaskTable
 from kumo.datapath.actions import flow_key
 from kumo.datapath.flowmaps import FLOW_KEY_SIZE, is_megaflow, mask_id_of, megaflow_key
@@ -257,6 +257,11 @@ def serve(cloud: Cloud, kernel: Kernel, frame: bytes, port: str, counts: collect
     for write in fresh.state_writes:
         cloud.state.record(write.kind, write.key, write.value)
         kernel.invalidate((write.kind, write.key))
+    if stale_by_own_state(fresh):
+        fresh = simulate(parse_frame(frame, cloud[port]), snapshot, cloud.learned, cloud.state, frame, trace=False)
+        for write in fresh.state_writes:
+            cloud.state.record(write.kind, write.key, write.value)
+            kernel.invalidate((write.kind, write.key))
     installable = fresh.verdict in (Verdict.OUTPUT, Verdict.FLOOD, Verdict.DROP)
     if installable and not (fresh.one_off or fresh.generated or fresh.match is None or fresh.match.mask & _TTL):
         kernel.install(raw, fresh)
@@ -356,5 +361,22 @@ def test_a_dropped_packet_records_no_connection_in_the_kernel() -> None:
         for _ in range(3):
             serve(cloud, kernel, to_itself, "vm1", counts)
         assert counts == {"miss": 1, "hit": 2} and not cloud.state.conntrack
+    finally:
+        cloud.topo.store.close()
+
+
+def test_a_packet_that_is_its_own_reply_is_simulated_again_after_its_record() -> None:
+    """(Found by the property above.) A packet whose reversed 5-tuple is its own, recorded as a forward flow,
+    is a reply from then on: its flow is the answer for that, not the one simulated before the record."""
+    forward = {**_ACCEPT, "nw_proto": None, "nw_dst": None, "tp_dst": None, "conntrack": "match_forward_flow"}
+    replies_dropped = {**forward, "type": "drop", "inv": True}
+    cloud = build([[forward, replies_dropped]], [("vm1", "inbound_filter_id")])
+    try:
+        kernel = Kernel(cloud.state)
+        counts: collections.Counter[str] = collections.Counter()
+        to_itself = tcp_frame(VM1_MAC, VM2_MAC, "10.0.1.11", "10.0.1.11", 80, 80)
+        for _ in range(3):
+            serve(cloud, kernel, to_itself, "vm1", counts)  # (the model asserts each hit)
+        assert counts == {"miss": 1, "hit": 2} and cloud.state.conntrack
     finally:
         cloud.topo.store.close()
