@@ -111,6 +111,7 @@ class StoreChanges:
         view.snapshot = self.topology.snapshot()
         view.tunnel_peers = self.topology.tunnel_peers(self.host_id)
         view.stateful_hosts = self.topology.stateful_hosts(view.snapshot)
+        self.flows.follow_stateful_devices(view.snapshot)
         self.ports.follow_bindings()
         if self.on_rebuild is not None:
             self.on_rebuild(self.topology.objects)

@@ -19,11 +19,13 @@ from kumo.agent.keyindex import KernelKeyIndex
 from kumo.agent.masks import MaskTable
 from kumo.agent.values import KernelValues
 from kumo.datapath.actions import ct_query_value, with_ct_record
-from kumo.datapath.conntrack import zone_of
+from kumo.datapath.conntrack import zone_of, zone_tags
 from kumo.datapath.datapath import Datapath
 from kumo.datapath.flowmaps import is_megaflow, mask_id_of
 from kumo.datapath.offload import complete_checksum
 from kumo.simulation.result import SimulationResult
+from kumo.simulation.view import Snapshot
+from kumo.simulation.walk import stateful_devices
 from kumo.simulation.wildcard import WildcardTable
 
 REFRESH_EVERY = 10.0  # seconds between two writes of a flow's state while it is in use (it lives 60 s)
@@ -56,6 +58,7 @@ class KernelFlows:
         self.book = FlowBook()
         self.masks = MaskTable(datapath, counters, max_masks_per_port)  # which flows are megaflows
         self.kernel_conntrack = False  # the kernel tracks connections (local flow state: set by the agent)
+        self.ct_tags: dict[str, int] = {}  # stateful device -> its zone's tag (kumo.datapath.conntrack.zone_tags)
         self.book.observers.append(self.masks)
         # the round's flows: installed at its end, entered in the book once their first packets are out
         self.pending: dict[bytes, tuple[KernelFlow, bytes]] = {}  # key -> (flow, the kernel value's bytes)
@@ -73,23 +76,26 @@ class KernelFlows:
         ifindex: int,
         queued_ns: int,
         truncated: bool,
-        shared: bool = False,
+        at_egress: bool | None = False,
     ) -> None:
         """The flow goes in at the end of the round (install_round), and its first packet after it: as a
         megaflow if the result is about its path and not about this connection (kumo.agent.masks), or as two
-        when its connection tracking is left to the kernel (not when its state is `shared` with peers)."""
+        when its connection tracking is left to the kernel. `at_egress`: None if the kernel may not track it
+        (its state must reach hosts by a push, or Redis); True if the hosts of its tunnelled packets must
+        record it from them (its record's zone then needs a tag)."""
         sample = raw_key
         staged = None
-        if self.kernel_conntrack and result.conntrack is not None and not shared:
+        ct = result.conntrack
+        tag = self.ct_tags.get(ct.record or "", 0) if ct is not None and at_egress else 0
+        if self.kernel_conntrack and ct is not None and at_egress is not None and (tag or not at_egress):
             staged = self.masks.conntrack_keys(raw_key, result)
         if staged is not None:
-            assert result.conntrack is not None
+            assert ct is not None
             first, raw_key = staged
-            device, _, _, record = result.conntrack
             result = _without_conntrack_tags(result)
-            self.pending[first] = (KernelFlow(first, result, sample=sample), ct_query_value(zone_of(device)))
-            if record is not None:
-                value = with_ct_record(value, zone_of(record))
+            self.pending[first] = (KernelFlow(first, result, sample=sample), ct_query_value(zone_of(ct.device)))
+            if ct.record is not None:
+                value = with_ct_record(value, zone_of(ct.record), tag)
         elif not result.state_writes:
             raw_key = self.masks.key_for(raw_key, result) or raw_key
         flow = KernelFlow(raw_key, result, stateful=bool(result.state_writes), sample=sample)
@@ -124,6 +130,12 @@ class KernelFlows:
             for flow, _ in self.pending.values():
                 self.book.add(flow, self.next_look(flow, flow.created))
             self.pending.clear()
+
+    def follow_stateful_devices(self, snapshot: Snapshot) -> None:
+        """The zone tags of the topology's stateful devices: what tunnelled packets carry, and what this host's
+        VXLAN program records them under."""
+        self.ct_tags = zone_tags(stateful_devices(snapshot))
+        self.datapath.set_ct_tags({tag: zone_of(device) for device, tag in self.ct_tags.items()})
 
     def maintain_masks(self) -> None:
         """Masks no megaflow uses leave the program's probe order; the others are tried most used first."""

@@ -22,7 +22,7 @@ from kumo.agent.kernelflows import KernelFlows
 from kumo.agent.keyindex import KEY_SIZE, Indexed
 from kumo.agent.learned import AgentLearned, arp_tag, mac_tag, stale_by_own_learning, stale_by_own_state
 from kumo.agent.liveness import StoreLink
-from kumo.agent.sharing import StateSharing
+from kumo.agent.sharing import NO_PEERS, Peers, StateSharing
 from kumo.agent.view import HostView
 from kumo.datapath.actions import flow_key
 from kumo.datapath.layout import UPCALL_HEAD, UPCALL_INJECT_MISS, UPCALL_MISS, FlowKey, UpcallHeader
@@ -141,12 +141,14 @@ class UpcallServer:
         outputs = self.egress.outputs(result)
         raw_key = kernel_key if kernel_key is not None else bytes(flow_key(match, ifindex))
         value = flows.values.value_of(result, outputs)
-        shared = False
+        peers: Peers | None = NO_PEERS
         if result.state_writes:
-            shared = self.sharing.note(raw_key, port_id, result)
+            peers = self.sharing.note(raw_key, port_id, result)
         elif kernel_key is not None and flows.wildcard.holds(result):  # the next such packet: found by its key
             flows.by_key.add(kernel_key, Indexed(result, value, bool(outputs), drop_counter))
-        flows.queue(raw_key, result, value, bool(outputs), frame, ifindex, queued_ns, truncated, shared)
+        # the kernel may track its connection unless a push must reach hosts its packets do not (or Redis)
+        at_egress = None if peers is None or peers.others else bool(peers.egress)
+        flows.queue(raw_key, result, value, bool(outputs), frame, ifindex, queued_ns, truncated, at_egress)
 
     def learn(self, writes: list[LearnWrite]) -> None:
         """MAC and ARP entries the simulation learned: seen at once here, written to the store behind."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from kumo.agent.kernelflows import KernelFlows
 from kumo.agent.push import StatePush, decode
@@ -18,6 +19,17 @@ from kumo.flowstate.local import LocalFlowState
 from kumo.flowstate.redis import FlowStateUnavailable, RedisFlowState
 from kumo.packet import int_to_ip
 from kumo.simulation.result import SimulationResult, StateWrite
+
+
+class Peers(NamedTuple):
+    """The hosts a flow's new state goes to: those of its egress ports (its tunnelled packets reach them: the
+    kernel there can record it from them), and the others (a stateful port group's: only a push does)."""
+
+    egress: set[str]
+    others: set[str]
+
+
+NO_PEERS = Peers(set(), set())
 
 
 @dataclass(eq=False)
@@ -42,14 +54,14 @@ class StateSharing:
         """What the packet thread polls for pushes from peers (-1: none)."""
         return self.push.fileno() if self.push is not None else -1
 
-    def note(self, raw_key: bytes, port_id: str, result: SimulationResult) -> bool:
-        """A flow of this round wrote state: it is durable before the flow is installed, and pushed. True if
-        it goes to other hosts (pushed, or written to a shared store)."""
+    def note(self, raw_key: bytes, port_id: str, result: SimulationResult) -> Peers | None:
+        """A flow of this round wrote state: it is durable before the flow is installed, and pushed. Returns
+        the hosts it is pushed to (None with a shared store: the state goes everywhere)."""
         self._round_stateful.add(raw_key)
-        targets = self._push_targets(port_id, result)
-        for host in targets:
+        peers = self._push_targets(port_id, result)
+        for host in peers.egress | peers.others:
             self._pushes.setdefault(host, []).extend(result.state_writes)
-        return bool(targets) or isinstance(self.flow_state, RedisFlowState)
+        return None if isinstance(self.flow_state, RedisFlowState) else peers
 
     def end_round(self) -> set[bytes]:
         """Make the round's new state durable (shared store) and push it to the peers that may see the
@@ -71,16 +83,18 @@ class StateSharing:
         self._pushes.clear()
         return dropped
 
-    def _push_targets(self, port_id: str, result: SimulationResult) -> set[str]:
+    def _push_targets(self, port_id: str, result: SimulationResult) -> Peers:
         stateful_hosts = self.view.stateful_hosts
-        hosts = set(stateful_hosts.get(port_id, ()))
+        others = set(stateful_hosts.get(port_id, ()))
+        egress_hosts = set()
         for egress in result.egress_port_ids:
-            hosts |= stateful_hosts.get(egress, set())
+            others |= stateful_hosts.get(egress, set())
             port = self.view.snapshot.ports.get(egress)
             if port is not None and port.get("host_id"):
-                hosts.add(port["host_id"])
-        hosts.discard(self.host_id)
-        return hosts
+                egress_hosts.add(port["host_id"])
+        egress_hosts.discard(self.host_id)
+        others -= egress_hosts | {self.host_id}
+        return Peers(egress_hosts, others)
 
     def _send_pushes(self) -> None:
         pushes, self._pushes = self._pushes, {}

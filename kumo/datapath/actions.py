@@ -198,6 +198,7 @@ def flow_value(result: SimulationResult, outputs: Sequence[Out], next_link: tupl
 
 _FLAGS = struct.Struct("=I")  # FlowActions.flags, at the value's start
 _ZONE = struct.Struct("=Q")
+_TAG = struct.Struct("=H")
 
 
 def ct_query_value(zone: int) -> bytes:
@@ -208,12 +209,14 @@ def ct_query_value(zone: int) -> bytes:
     return bytes(value)
 
 
-def with_ct_record(value: bytes, zone: int) -> bytes:
-    """`value` that also records its packets' connection in conntrack zone `zone`."""
+def with_ct_record(value: bytes, zone: int, tag: int = 0) -> bytes:
+    """`value` that also records its packets' connection in conntrack zone `zone`, and has the hosts its
+    tunnelled packets go to record it too when `tag` (the zone's tag) is given."""
     out = bytearray(value)
     flags = _FLAGS.unpack_from(out, FlowActions.flags.offset)[0]
     _FLAGS.pack_into(out, FlowActions.flags.offset, flags | Action.CT_RECORD)
     _ZONE.pack_into(out, FlowActions.ct_zone.offset, zone)
+    _TAG.pack_into(out, FlowActions.ct_tag.offset, tag)
     return bytes(out)
 
 

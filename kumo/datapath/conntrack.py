@@ -7,9 +7,11 @@ n² / 2^65 for n stateful devices). Only TCP and UDP connections are tracked in 
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import hashlib
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from kumo.datapath import libbpf
@@ -18,8 +20,26 @@ from kumo.datapath.layout import CtEntry, CtKey
 TRACKED = (6, 17)
 
 
+def _digest(device_id: str, size: int) -> int:
+    return int.from_bytes(hashlib.blake2b(device_id.encode(), digest_size=size).digest(), "little")
+
+
 def zone_of(device_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(device_id.encode(), digest_size=8).digest(), "little")
+    return _digest(device_id, 8)
+
+
+def tag_of(device_id: str) -> int:
+    """A zone's 16-bit tag (1..65535), as tunnelled packets carry it in VXLAN's GBP field."""
+    return 1 + _digest(device_id, 4) % 65535
+
+
+def zone_tags(devices: Iterable[str]) -> dict[str, int]:
+    """The tags of the zones of `devices`, so that the egress host of a tunnelled forward packet records its
+    connection too: the same on every host. Devices whose tag another of `devices` shares get none (their
+    connections are pushed by the agent, as without a tag)."""
+    tags = {device: tag_of(device) for device in devices}
+    count = collections.Counter(tags.values())
+    return {device: tag for device, tag in tags.items() if count[tag] == 1}
 
 
 def _net(ip: int) -> int:

@@ -80,6 +80,14 @@ def _close(fds: dict[str, int]) -> None:
         os.close(fd)
 
 
+def _has_gbp(interface: str) -> bool:
+    shown = subprocess.run(["ip", "-d", "-j", "link", "show", interface], capture_output=True, text=True)
+    try:
+        return bool(json.loads(shown.stdout)[0]["linkinfo"]["info_data"].get("gbp"))
+    except (ValueError, LookupError):
+        return False
+
+
 def _no_ipv6(interface: str) -> None:
     try:
         with open(f"/proc/sys/net/ipv6/conf/{interface}/disable_ipv6", "w") as f:
@@ -114,6 +122,7 @@ class Datapath:
         self.tunnel_error = ""
         self._vxlan_obj: libbpf.BpfObject | None = None
         self._vnis: dict[int, int] = {}  # VNI -> ifindex, as in the kumo_vnis map
+        self._ct_tags: dict[int, int] = {}  # as in the kumo_ct_tags map
         self._tunnel_sock: socket.socket | None = None
 
     # --- life cycle --------------------------------------------------------------------------------------
@@ -145,12 +154,14 @@ class Datapath:
             log.error("%s; tunnels to other hosts are disabled", self.tunnel_error)
             return
         earlier = self._earlier_maps(VXLAN_DEVICE, VXLAN_PROGRAM, ("kumo_vnis",))
-        reuse = {"kumo_stats": self.fds["kumo_stats"], **earlier}  # one set of counters for both programs
+        # one set of counters and one connection table for both programs
+        reuse = {"kumo_stats": self.fds["kumo_stats"], "kumo_conntrack": self.fds["kumo_conntrack"], **earlier}
         try:
             self._vxlan_obj = libbpf.BpfObject(str(build.object_path("vxlan_ingress")), reuse_maps=reuse)
         finally:
             _close(earlier)
         self.fds["kumo_vnis"] = self._vxlan_obj.map_fd("kumo_vnis")
+        self.fds["kumo_ct_tags"] = self._vxlan_obj.map_fd("kumo_ct_tags")
         self._vnis = {k.value: v.value for k, v in self._vni_entries()}
         self.attach_index(self.vxlan_ifindex, self._vxlan_obj.program_fd(VXLAN_PROGRAM), VXLAN_PROGRAM)
         self._tunnel_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -170,7 +181,12 @@ class Datapath:
         return {n: fd for n, fd in found.items() if n in names}
 
     def _vxlan_device(self) -> int:
+        """kumo-vxlan: external (collect_md), GBP (a recorded connection's zone tag travels in it: an earlier
+        device without it is made again)."""
         found = self.ipr.link_lookup(ifname=VXLAN_DEVICE)
+        if found and not _has_gbp(VXLAN_DEVICE):
+            self.ipr.link("del", index=found[0])
+            found = []
         if not found:
             try:
                 self.ipr.link(
@@ -180,6 +196,7 @@ class Datapath:
                     vxlan_collect_metadata=1,
                     vxlan_port=VXLAN_PORT,
                     vxlan_learning=0,
+                    vxlan_gbp=True,
                 )
             except NetlinkError as exc:
                 if exc.code != errno.EEXIST:
@@ -354,6 +371,18 @@ class Datapath:
             del self._vnis[vni]
         for vni, ifindex in wanted.items():
             self.set_vni(vni, ifindex)
+
+    def set_ct_tags(self, tags: dict[int, int]) -> None:
+        """Make kumo_ct_tags exactly `tags` (zone tag -> zone): the tunnelled forward packets this host records."""
+        fd = self.fds.get("kumo_ct_tags")
+        if fd is None or tags == self._ct_tags:
+            return
+        for tag in [t for t in self._ct_tags if t not in tags]:
+            libbpf.delete(fd, ctypes.c_uint32(tag))
+        for tag, zone in tags.items():
+            if self._ct_tags.get(tag) != zone:
+                libbpf.update(fd, ctypes.c_uint32(tag), ctypes.c_uint64(zone))
+        self._ct_tags = dict(tags)
 
     def vnis(self) -> dict[int, int]:
         return dict(self._vnis)

@@ -83,6 +83,7 @@ STATS = (
     "ct_established",
     "ct_new",
     "ct_recorded",
+    "ct_tag_unknown",
 )
 
 Mac = ctypes.c_uint8 * 6
@@ -162,6 +163,8 @@ class FlowActions(ctypes.Structure):
         ("ttl_dec", ctypes.c_uint8),
         ("n_out", ctypes.c_uint8),
         ("mtu", ctypes.c_uint16),
+        ("ct_tag", ctypes.c_uint16),
+        ("pad2", ctypes.c_uint16),
         ("ct_zone", ctypes.c_uint64),
         ("out", Output * MAX_OUT),
     ]

@@ -141,7 +141,7 @@ class Snapshot:
     dhcp: dict[str, dict[str, tuple[Obj, Obj]]] = field(default_factory=dict)  # bridge -> mac -> (subnet, host)
     vips: dict[str, list[Vip]] = field(default_factory=dict)  # router -> VIPs
     compiled_chains: dict[str, Any] = field(default_factory=dict)  # filled lazily by chains.compiled_chain
-    stateful_devices: frozenset[str] | None = None  # filled lazily by walk._stateful_devices
+    stateful_devices: frozenset[str] | None = None  # filled lazily by walk.stateful_devices
     dead_hosts: frozenset[str] = frozenset()  # registered hosts whose agent's session is gone
 
     @classmethod

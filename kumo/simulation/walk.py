@@ -76,7 +76,7 @@ def _record_forward_flow(ctx: Context, port: PortView) -> None:
     """Conntrack: a flow entering a device whose filters use connection state is recorded (unless it is
     itself a reply), so that its replies can be recognised there."""
     device_id = port["device_id"]
-    if device_id not in _stateful_devices(ctx.topology):
+    if device_id not in stateful_devices(ctx.topology):
         return
     flow = conntrack.tracked_tuple(ctx, device_id)
     if flow is None:
@@ -86,7 +86,7 @@ def _record_forward_flow(ctx: Context, port: PortView) -> None:
         ctx.ct_record = device_id
 
 
-def _stateful_devices(snap: Snapshot) -> frozenset[str]:
+def stateful_devices(snap: Snapshot) -> frozenset[str]:
     """Devices whose own filters, or their ports' filters, use connection state (computed once per snapshot)."""
     if snap.stateful_devices is None:
         stateful = set()

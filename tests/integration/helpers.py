@@ -93,3 +93,20 @@ def all_received(vms: list[Vm], before: dict[str, int], within: float = 5.0) -> 
 def describe(fabric: Fabric) -> str:
     """Every host's counters and flows (for failure messages)."""
     return "\n".join(f"{h.host_id}: {h.agent_stats()['agent']} {h.flows()}" for h in fabric.hosts)
+
+
+CONNECT_FROM_PORTS = """
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+for sport in range(int(sys.argv[3]), int(sys.argv[4])):  # one new connection each
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", sport))
+    s.settimeout(2); s.connect((host, port)); s.sendall(b"x"); s.recv(1); s.close()
+"""
+ECHO_ONCE_EACH = """
+import socket, sys
+port = int(sys.argv[1]) if len(sys.argv) > 1 else 8080
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); srv.bind(("0.0.0.0", port))
+srv.listen(64)
+while True:
+    c, _ = srv.accept(); c.sendall(c.recv(1)); c.close()
+"""

@@ -16,7 +16,7 @@ import pytest
 from kumo.testing.cloud import Cloud, build_cloud
 from kumo.testing.frames import storm_command
 from kumo.testing.netns import VirtualHost, inside
-from tests.integration.helpers import until, wait_ping
+from tests.integration.helpers import CONNECT_FROM_PORTS, ECHO_ONCE_EACH, until, wait_ping
 
 
 def kernel_flows(cloud: Cloud) -> list[dict[str, Any]]:
@@ -41,23 +41,6 @@ def test_a_change_removes_exactly_the_flows_that_depended_on_it(cloud: Cloud) ->
     assert all(json.dumps(f["match"], sort_keys=True) in kept for f in on_web), "a web flow was removed"
     assert not any(json.dumps(f["match"], sort_keys=True) in kept for f in on_db), "a db flow survived"
     assert wait_ping(db1, "10.0.2.12")  # and db works again, through new flows
-
-
-CONNECT_FROM_PORTS = """
-import socket, sys
-host, port = sys.argv[1], int(sys.argv[2])
-for sport in range(int(sys.argv[3]), int(sys.argv[4])):  # one new connection each
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", sport))
-    s.settimeout(2); s.connect((host, port)); s.sendall(b"x"); s.recv(1); s.close()
-"""
-ECHO_ONCE_EACH = """
-import socket, sys
-port = int(sys.argv[1]) if len(sys.argv) > 1 else 8080
-srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); srv.bind(("0.0.0.0", port))
-srv.listen(64)
-while True:
-    c, _ = srv.accept(); c.sendall(c.recv(1)); c.close()
-"""
 
 
 def megaflows(cloud: Cloud) -> list[dict[str, Any]]:

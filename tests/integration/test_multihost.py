@@ -20,6 +20,8 @@ from kumo.testing.fabric import Fabric, FabricHost, two_legged, underlay_capture
 from kumo.testing.netns import Vm, inside
 from tests.integration.helpers import (
     BROADCASTS,
+    CONNECT_FROM_PORTS,
+    ECHO_ONCE_EACH,
     all_received,
     broadcast,
     describe,
@@ -199,6 +201,48 @@ def test_routing_across_hosts_with_the_chains_applied_on_the_ingress_host(
         api.collection("ports").update(tenant.ports["r1"]["id"], inbound_filter_id=None)
         api.collection("chains").delete(chain)
     assert wait_ping(vm1, "10.0.2.13", within=8.0)
+
+
+def test_connections_through_a_firewall_on_another_host_are_tracked_by_both_kernels(
+    fabric: Fabric, tenant: Tenant, api: Client
+) -> None:
+    """A match_return_flow firewall on the server's port, the client on another host: the server's host records
+    each connection as its reply leaves, and the client's host as it arrives (the zone's tag in the VXLAN GBP
+    field), so that the client's next packet is recognised there: once the path is known, new connections
+    reach neither agent. A new connection to another port of the server is still refused."""
+    h1, h2, _ = fabric.hosts
+    tenant.bridge("cweb")
+    tenant.bridge("cdb")
+    tenant.router("crtr", {"cweb": "10.0.1.1", "cdb": "10.0.2.1"})
+    client = tenant.vm("c1", h1, "cweb", "10.0.1.11/24", "10.0.1.1")
+    server = tenant.vm("c2", h2, "cdb", "10.0.2.12/24", "10.0.2.1")
+    assert wait_ping(client, "10.0.2.12", within=8.0)
+    chain = api.collection("chains").create(name="c2-in")["id"]
+    tenant.ids["c2-chain"] = chain
+    rules = api.collection("rules")
+    rules.create(chain_id=chain, type="accept", match_return_flow=True)
+    rules.create(chain_id=chain, type="accept", nw_proto=6, tp_dst={"start": 8080, "end": 8080})
+    rules.create(chain_id=chain, type="drop")
+    api.collection("ports").update(tenant.ports["c2"]["id"], outbound_filter_id=chain)
+    servers = [server.popen(sys.executable, "-c", ECHO_ONCE_EACH, port) for port in ("8080", "8081")]
+    try:
+        time.sleep(0.5)
+        client.run(sys.executable, "-c", CONNECT_FROM_PORTS, "10.0.2.12", "8080", "33000", "33003", check=True)
+        before = [host.agent_stats() for host in (h1, h2)]
+        client.run(sys.executable, "-c", CONNECT_FROM_PORTS, "10.0.2.12", "8080", "33003", "33053", check=True)
+        after = [host.agent_stats() for host in (h1, h2)]
+        calls = [a["agent"]["upcalls"] - b["agent"]["upcalls"] for a, b in zip(after, before, strict=True)]
+        assert sum(calls) <= 4, (calls, describe(fabric))
+        recorded = after[0]["datapath"]["ct_recorded"] - before[0]["datapath"]["ct_recorded"]
+        assert recorded >= 50, after[0]["datapath"]  # (the client's host records from the tunnel)
+        assert not client.connects("10.0.2.12", 8081), "a new connection to another port went through"
+        assert client.connects("10.0.2.12", 8080)
+    finally:
+        for proc in servers:
+            proc.kill()
+            proc.wait()
+        api.collection("ports").update(tenant.ports["c2"]["id"], outbound_filter_id=None)
+        api.collection("chains").delete(chain)
 
 
 def test_a_broadcast_reaches_its_bridge_on_every_host_and_no_other_bridge(fabric: Fabric, tenant: Tenant) -> None:

@@ -186,8 +186,9 @@ static __always_inline int upcall(struct __sk_buff *skb, struct kumo_flow_key *k
 }
 
 /* A tunnelled output: the VNI and remote end go with the packet to the VXLAN device (collect_md), which
- * encapsulates it. The metadata is per CPU and a clone is sent before the next output sets its own. */
-static __always_inline int set_tunnel(struct __sk_buff *skb, struct kumo_output *o)
+ * encapsulates it; a recorded connection's zone tag goes in the GBP field. The metadata is per CPU and a
+ * clone is sent before the next output sets its own. */
+static __always_inline int set_tunnel(struct __sk_buff *skb, struct kumo_output *o, __u16 ct_tag)
 {
 	if (!o->remote)
 		return 0;
@@ -198,6 +199,11 @@ static __always_inline int set_tunnel(struct __sk_buff *skb, struct kumo_output 
 	if (bpf_skb_set_tunnel_key(skb, &tk, sizeof(tk), BPF_F_ZERO_CSUM_TX) < 0) {
 		count(KUMO_ST_ACTION_ERROR);
 		return -1;
+	}
+	if (ct_tag) {
+		struct kumo_vxlan_md md = {.gbp = ct_tag};
+		if (bpf_skb_set_tunnel_opt(skb, &md, sizeof(md)) < 0)
+			count(KUMO_ST_ACTION_ERROR); /* (sent without: the egress host's agent is asked, as before) */
 	}
 	return 0;
 }
@@ -232,6 +238,7 @@ static __always_inline int set_l4_16(struct __sk_buff *skb, struct parsed *p, __
 static __always_inline int output(struct __sk_buff *skb, struct kumo_flow_actions *a)
 {
 	struct kumo_flow_key link = {.in_port = KUMO_LINK_PORT};
+	__u16 ct_tag = (a->flags & KUMO_A_CT_RECORD) ? a->ct_tag : 0;
 #pragma clang loop unroll(disable)
 	for (__u32 hop = 0; hop < KUMO_MAX_LINKS; hop++) {
 		__u32 n = a->n_out;
@@ -242,12 +249,12 @@ static __always_inline int output(struct __sk_buff *skb, struct kumo_flow_action
 		for (__u32 i = 0; i < KUMO_MAX_OUT - 1; i++) {
 			if (i >= clones)
 				break;
-			if (set_tunnel(skb, &a->out[i]) == 0)
+			if (set_tunnel(skb, &a->out[i], ct_tag) == 0)
 				bpf_clone_redirect(skb, a->out[i].ifindex, 0);
 		}
 		if (!more) {
 			__u32 last = (n - 1) & (KUMO_MAX_OUT - 1);
-			if (set_tunnel(skb, &a->out[last]) < 0)
+			if (set_tunnel(skb, &a->out[last], ct_tag) < 0)
 				return TC_ACT_SHOT;
 			return bpf_redirect(a->out[last].ifindex, 0);
 		}

@@ -86,6 +86,9 @@ struct kumo_flow_actions {
 	__u8 ttl_dec;       /* packets with TTL <= this go to the agent (it answers time exceeded) */
 	__u8 n_out;
 	__u16 mtu;          /* path MTU: larger DF packets go to the agent (fragmentation needed); 0: none */
+	__u16 ct_tag;       /* with KUMO_A_CT_RECORD: the zone's 16-bit tag, sent in tunnelled packets' VXLAN GBP
+			     * field so that the egress host records the connection too (vxlan_ingress.c); 0: none */
+	__u16 pad2;
 	__u64 ct_zone;      /* the connection-tracking zone of KUMO_A_CT_QUERY / KUMO_A_CT_RECORD: a stateful device */
 	struct kumo_output out[KUMO_MAX_OUT];
 };
@@ -170,6 +173,11 @@ struct kumo_ct_key {
 	__u8 pad[3]; /* (24 bytes: no padding the compiler leaves unset in a key) */
 };
 
+/* The VXLAN metadata of bpf_skb_{set,get}_tunnel_opt: the GBP field (policy id in the low 16 bits). */
+struct kumo_vxlan_md {
+	__u32 gbp;
+};
+
 struct kumo_ct_entry {
 	__u64 last_ns; /* bpf_ktime_get_ns() of its last forward packet (or of the agent's record) */
 };
@@ -220,7 +228,8 @@ enum kumo_stat {
 	KUMO_ST_MASK_PROBES,        /* masked lookups made (per packet that missed the exact flows: masks tried) */
 	KUMO_ST_CT_ESTABLISHED,     /* conntrack queries answered "recorded" (lib/conntrack.h) */
 	KUMO_ST_CT_NEW,             /* ... answered "not recorded" (or recorded too long ago) */
-	KUMO_ST_CT_RECORDED,        /* forward packets recorded in the kernel's conntrack */
+	KUMO_ST_CT_RECORDED,        /* forward packets recorded in the kernel's conntrack (here or from a tunnel) */
+	KUMO_ST_CT_TAG_UNKNOWN,     /* tunnelled packets with a zone tag this host does not know (not recorded) */
 	KUMO_ST_MAX,
 };
 
