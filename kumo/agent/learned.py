@@ -75,6 +75,7 @@ def stale_by_own_learning(result: SimulationResult) -> bool:
 
 
 def stale_by_own_state(result: SimulationResult) -> bool:
-    """Whether `result` read the absence of a flow-state entry it then wrote (a packet whose reversed 5-tuple
-    is its own, recorded as a forward flow: it is its own reply from then on)."""
-    return any((write.kind, write.key) in result.tags for write in result.state_writes)
+    """Whether `result` read the absence of a conntrack entry it then wrote (a packet whose reversed 5-tuple is
+    its own, recorded as a forward flow: it is its own reply from then on). (A NAT binding a result looked up
+    and then made is the one it applies: the next packet finds it and does the same.)"""
+    return any(w.kind == "conntrack" and ("conntrack", w.key) in result.tags for w in result.state_writes)
