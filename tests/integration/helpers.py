@@ -4,12 +4,14 @@ arrive, and what the hosts of a fabric say when a test fails."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+from kumo.client import Client
 from kumo.testing.fabric import Fabric
 from kumo.testing.netns import Vm
 
@@ -110,3 +112,28 @@ srv.listen(64)
 while True:
     c, _ = srv.accept(); c.sendall(c.recv(1)); c.close()
 """
+
+
+def server_firewall(api: Client, port_id: str, name: str) -> str:
+    """A stateful firewall on the way to the VM of `port_id`: replies accepted (match_return_flow), new TCP
+    connections to 8080 accepted, the rest dropped. Returns the chain's id."""
+    chain: str = api.collection("chains").create(name=name)["id"]
+    rules = api.collection("rules")
+    rules.create(chain_id=chain, type="accept", match_return_flow=True)
+    rules.create(chain_id=chain, type="accept", nw_proto=6, tp_dst={"start": 8080, "end": 8080})
+    rules.create(chain_id=chain, type="drop")
+    api.collection("ports").update(port_id, outbound_filter_id=chain)
+    return chain
+
+
+@contextlib.contextmanager
+def echo_servers(vm: Vm, *ports: str) -> Iterator[None]:
+    """ECHO_ONCE_EACH on each of `ports` of `vm`, stopped on exit."""
+    servers = [vm.popen(sys.executable, "-c", ECHO_ONCE_EACH, port) for port in ports]
+    try:
+        time.sleep(0.5)
+        yield
+    finally:
+        for server in servers:
+            server.kill()
+            server.wait()

@@ -16,7 +16,13 @@ import pytest
 from kumo.testing.cloud import Cloud, build_cloud
 from kumo.testing.frames import storm_command
 from kumo.testing.netns import VirtualHost, inside
-from tests.integration.helpers import CONNECT_FROM_PORTS, ECHO_ONCE_EACH, until, wait_ping
+from tests.integration.helpers import (
+    CONNECT_FROM_PORTS,
+    echo_servers,
+    server_firewall,
+    until,
+    wait_ping,
+)
 
 
 def kernel_flows(cloud: Cloud) -> list[dict[str, Any]]:
@@ -54,9 +60,7 @@ def test_new_connections_on_a_known_path_hit_megaflows_until_what_they_read_chan
     vm1 = cloud.attach("vm1", "web", "10.0.1.11/24", gateway="10.0.1.1")
     vm3 = cloud.attach("vm3", "db", "10.0.2.13/24", gateway="10.0.2.1")
     assert wait_ping(vm1, "10.0.2.13")
-    server = vm3.popen(sys.executable, "-c", ECHO_ONCE_EACH)
-    try:
-        time.sleep(0.5)
+    with echo_servers(vm3, "8080"):
         vm1.run(sys.executable, "-c", CONNECT_FROM_PORTS, "10.0.2.13", "8080", "30000", "30002", check=True)
         before = cloud.host.agent_stats()
         vm1.run(sys.executable, "-c", CONNECT_FROM_PORTS, "10.0.2.13", "8080", "30002", "30052", check=True)
@@ -82,9 +86,6 @@ def test_new_connections_on_a_known_path_hit_megaflows_until_what_they_read_chan
         vm4 = cloud.attach("vm4", "db", "10.0.2.14/24")
         vm4.run(*storm_command(vm3.mac, "ff:ff:ff:ff:ff:ff", "10.0.2.14", "10.0.2.255", 1, count=1), check=True)
         assert until(lambda: not [f for f in megaflows(cloud) if f["in_port"] == vm1.interface], within=3)
-    finally:
-        server.kill()
-        server.wait()
 
 
 def test_connections_through_a_stateful_firewall_are_tracked_in_the_kernel(cloud: Cloud) -> None:
@@ -94,14 +95,8 @@ def test_connections_through_a_stateful_firewall_are_tracked_in_the_kernel(cloud
     vm1 = cloud.attach("vm1", "web", "10.0.1.11/24", gateway="10.0.1.1")
     vm3 = cloud.attach("vm3", "db", "10.0.2.13/24", gateway="10.0.2.1")
     assert wait_ping(vm1, "10.0.2.13")
-    chain = cloud.api.chains.create(name="vm3-in")
-    cloud.api.rules.create(chain_id=chain["id"], type="accept", match_return_flow=True)
-    cloud.api.rules.create(chain_id=chain["id"], type="accept", nw_proto=6, tp_dst={"start": 8080, "end": 8080})
-    cloud.api.rules.create(chain_id=chain["id"], type="drop")
-    cloud.api.ports.update(cloud.ports["vm3"]["id"], outbound_filter_id=chain["id"])
-    servers = [vm3.popen(sys.executable, "-c", ECHO_ONCE_EACH, port) for port in ("8080", "8081")]
-    try:
-        time.sleep(0.5)
+    server_firewall(cloud.api, cloud.ports["vm3"]["id"], "vm3-in")
+    with echo_servers(vm3, "8080", "8081"):
         vm1.run(sys.executable, "-c", CONNECT_FROM_PORTS, "10.0.2.13", "8080", "31000", "31003", check=True)
         before = cloud.host.agent_stats()
         vm1.run(sys.executable, "-c", CONNECT_FROM_PORTS, "10.0.2.13", "8080", "31003", "31053", check=True)
@@ -113,10 +108,6 @@ def test_connections_through_a_stateful_firewall_are_tracked_in_the_kernel(cloud
         assert any("ct_query" in " ".join(f["actions"]) for f in megaflows(cloud))
         assert not vm1.connects("10.0.2.13", 8081), "a new connection to another port went through the firewall"
         assert vm1.connects("10.0.2.13", 8080)
-    finally:
-        for server in servers:
-            server.kill()
-            server.wait()
 
 
 @pytest.fixture

@@ -21,12 +21,13 @@ from kumo.testing.netns import Vm, inside
 from tests.integration.helpers import (
     BROADCASTS,
     CONNECT_FROM_PORTS,
-    ECHO_ONCE_EACH,
     all_received,
     broadcast,
     describe,
+    echo_servers,
     iperf3_rates,
     received,
+    server_firewall,
     start_iperf3,
     until,
     wait_ping,
@@ -217,30 +218,20 @@ def test_connections_through_a_firewall_on_another_host_are_tracked_by_both_kern
     client = tenant.vm("c1", h1, "cweb", "10.0.1.11/24", "10.0.1.1")
     server = tenant.vm("c2", h2, "cdb", "10.0.2.12/24", "10.0.2.1")
     assert wait_ping(client, "10.0.2.12", within=8.0)
-    chain = api.collection("chains").create(name="c2-in")["id"]
-    tenant.ids["c2-chain"] = chain
-    rules = api.collection("rules")
-    rules.create(chain_id=chain, type="accept", match_return_flow=True)
-    rules.create(chain_id=chain, type="accept", nw_proto=6, tp_dst={"start": 8080, "end": 8080})
-    rules.create(chain_id=chain, type="drop")
-    api.collection("ports").update(tenant.ports["c2"]["id"], outbound_filter_id=chain)
-    servers = [server.popen(sys.executable, "-c", ECHO_ONCE_EACH, port) for port in ("8080", "8081")]
+    chain = server_firewall(api, tenant.ports["c2"]["id"], "c2-in")
     try:
-        time.sleep(0.5)
-        client.run(sys.executable, "-c", CONNECT_FROM_PORTS, "10.0.2.12", "8080", "33000", "33003", check=True)
-        before = [host.agent_stats() for host in (h1, h2)]
-        client.run(sys.executable, "-c", CONNECT_FROM_PORTS, "10.0.2.12", "8080", "33003", "33053", check=True)
-        after = [host.agent_stats() for host in (h1, h2)]
-        calls = [a["agent"]["upcalls"] - b["agent"]["upcalls"] for a, b in zip(after, before, strict=True)]
-        assert sum(calls) <= 4, (calls, describe(fabric))
-        recorded = after[0]["datapath"]["ct_recorded"] - before[0]["datapath"]["ct_recorded"]
-        assert recorded >= 50, after[0]["datapath"]  # (the client's host records from the tunnel)
-        assert not client.connects("10.0.2.12", 8081), "a new connection to another port went through"
-        assert client.connects("10.0.2.12", 8080)
+        with echo_servers(server, "8080", "8081"):
+            client.run(sys.executable, "-c", CONNECT_FROM_PORTS, "10.0.2.12", "8080", "33000", "33003", check=True)
+            before = [host.agent_stats() for host in (h1, h2)]
+            client.run(sys.executable, "-c", CONNECT_FROM_PORTS, "10.0.2.12", "8080", "33003", "33053", check=True)
+            after = [host.agent_stats() for host in (h1, h2)]
+            calls = [a["agent"]["upcalls"] - b["agent"]["upcalls"] for a, b in zip(after, before, strict=True)]
+            assert sum(calls) <= 4, (calls, describe(fabric))
+            recorded = after[0]["datapath"]["ct_recorded"] - before[0]["datapath"]["ct_recorded"]
+            assert recorded >= 50, after[0]["datapath"]  # (the client's host records from the tunnel)
+            assert not client.connects("10.0.2.12", 8081), "a new connection to another port went through"
+            assert client.connects("10.0.2.12", 8080)
     finally:
-        for proc in servers:
-            proc.kill()
-            proc.wait()
         api.collection("ports").update(tenant.ports["c2"]["id"], outbound_filter_id=None)
         api.collection("chains").delete(chain)
 
