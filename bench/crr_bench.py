@@ -242,7 +242,7 @@ def two_hosts(binary: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=3.0, help="length of each measured run")
+    parser.add_argument("--seconds", type=float, default=2.5, help="length of each measured run")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each path and of its baseline (medians)")
     parser.add_argument("--skip-two-hosts", action="store_true")
     args = parser.parse_args()

@@ -39,11 +39,20 @@ static __always_inline __u8 conntrack_query(__u64 zone, struct kumo_flow_key *ke
 	return KUMO_CT_NEW;
 }
 
+/* A connection already recorded only has its time refreshed, in place: an update of an LRU map takes a lock
+ * (and every forward packet of every connection through a stateful port records). */
 static __always_inline void conntrack_record(__u64 zone, struct kumo_flow_key *key)
 {
 	struct kumo_ct_key ck = {.zone = zone, .src = key->ip_src, .dst = key->ip_dst, .sport = key->tp_src,
 				 .dport = key->tp_dst, .proto = key->ip_proto};
-	struct kumo_ct_entry e = {.last_ns = bpf_ktime_get_ns()};
+	__u64 now = bpf_ktime_get_ns();
+	struct kumo_ct_entry *found = bpf_map_lookup_elem(&kumo_conntrack, &ck);
+	if (found) {
+		if (now - found->last_ns > 100000000ull) /* (at most every 0.1 s: the line stays shared in caches) */
+			found->last_ns = now;
+		return;
+	}
+	struct kumo_ct_entry e = {.last_ns = now};
 	bpf_map_update_elem(&kumo_conntrack, &ck, &e, BPF_ANY);
 	count(KUMO_ST_CT_RECORDED);
 }

@@ -228,7 +228,7 @@ enum kumo_stat {
 	KUMO_ST_MASK_PROBES,        /* masked lookups made (per packet that missed the exact flows: masks tried) */
 	KUMO_ST_CT_ESTABLISHED,     /* conntrack queries answered "recorded" (lib/conntrack.h) */
 	KUMO_ST_CT_NEW,             /* ... answered "not recorded" (or recorded too long ago) */
-	KUMO_ST_CT_RECORDED,        /* forward packets recorded in the kernel's conntrack (here or from a tunnel) */
+	KUMO_ST_CT_RECORDED,        /* connections recorded in the kernel's conntrack (here or from a tunnel) */
 	KUMO_ST_CT_TAG_UNKNOWN,     /* tunnelled packets with a zone tag this host does not know (not recorded) */
 	KUMO_ST_MAX,
 };
