@@ -44,15 +44,9 @@ _KINDS = (Verdict.OUTPUT, Verdict.FLOOD, Verdict.DROP)
 def megaflow_mask(raw: bytes, result: SimulationResult) -> int | None:
     """The byte mask `result` (found for the packet of exact key `raw`) may be installed under, or None if it
     must stay an exact flow (see the module's docstring)."""
-    if result.state_writes or result.one_off or result.generated or result.verdict not in _KINDS:
+    if result.state_writes or result.match is None:
         return None
-    match = result.match
-    if match is None or match.mask & _FIVE_TUPLE == _FIVE_TUPLE:
-        return None
-    eth_type = int.from_bytes(raw[_ETH_TYPE_AT : _ETH_TYPE_AT + 2], "little")
-    if eth_type != _IPV4 or raw[_PROTO_AT] not in (_TCP, _UDP):
-        return None
-    return byte_mask(match.mask)
+    return _path_mask(raw, result, result.match.mask)
 
 
 def conntrack_mask(raw: bytes, result: SimulationResult) -> int | None:
@@ -60,16 +54,22 @@ def conntrack_mask(raw: bytes, result: SimulationResult) -> int | None:
     megaflow_mask, but over the fields read apart from the conntrack query, and the only state allowed is the
     record of this very flow at its ingress device (the kernel records it)."""
     ct = result.conntrack
-    if ct is None or result.one_off or result.generated or result.verdict not in _KINDS:
+    if ct is None:
         return None
     if any(write.kind != "conntrack" for write in result.state_writes) or (result.state_writes and not ct.record):
         return None
-    if ct.seen & _FIVE_TUPLE == _FIVE_TUPLE:
+    return _path_mask(raw, result, ct.seen)
+
+
+def _path_mask(raw: bytes, result: SimulationResult, seen: int) -> int | None:
+    """The byte mask of the fields `seen`, if a result that read them is about a path: nothing one-off, not the
+    whole 5-tuple read, IPv4 TCP or UDP (the fields have bytes of their own in the key)."""
+    if result.one_off or result.generated or result.verdict not in _KINDS or seen & _FIVE_TUPLE == _FIVE_TUPLE:
         return None
     eth_type = int.from_bytes(raw[_ETH_TYPE_AT : _ETH_TYPE_AT + 2], "little")
     if eth_type != _IPV4 or raw[_PROTO_AT] not in (_TCP, _UDP):
         return None
-    return byte_mask(ct.seen)
+    return byte_mask(seen)
 
 
 class MaskTable:

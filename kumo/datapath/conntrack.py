@@ -8,7 +8,6 @@ n² / 2^65 for n stateful devices). Only TCP and UDP connections are tracked in 
 from __future__ import annotations
 
 import collections
-import ctypes
 import hashlib
 import time
 from collections.abc import Iterable
@@ -72,6 +71,3 @@ class KernelConntrack:
         ck = ct_key(key)
         if ck is not None:
             libbpf.update(self.fd, ck, CtEntry(last_ns=time.monotonic_ns()))
-
-    def __len__(self) -> int:
-        return sum(count for _, _, count in libbpf.entries(self.fd, ctypes.sizeof(CtKey), ctypes.sizeof(CtEntry)))
