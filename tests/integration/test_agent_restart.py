@@ -40,6 +40,9 @@ def test_an_iperf3_stream_survives_an_agent_restart(cloud: Cloud) -> None:
     stats = json.loads(cloud.host.kumo("--json", "agent", "stats", "--state-dir", str(cloud.host.state_dir)).stdout)
     assert stats["agent"].get("adopt_kept", 0) > 0, stats["agent"]
     assert bpf_map_fds(cloud) == fresh  # the earlier program's map fds are closed once taken over
+    flows = json.loads(cloud.host.kumo("--json", "flows", "--state-dir", str(cloud.host.state_dir)).stdout)
+    adopted = [f for f in flows if f.get("megaflow") is not None and f["age_s"] is not None]
+    assert adopted and all("not known" not in " ".join(f["why"]) for f in adopted), flows  # the stream's own
 
 
 def bpf_map_fds(cloud: Cloud) -> int:
