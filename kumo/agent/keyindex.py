@@ -21,6 +21,7 @@ entry (WildcardTable.holds), and clears the index when what a result's kernel ac
 from __future__ import annotations
 
 import ctypes
+import functools
 from dataclasses import dataclass
 
 from kumo.datapath.layout import FlowKey
@@ -39,6 +40,7 @@ _ALWAYS_BITS = sum(BIT[name] for name in _ALWAYS)
 _OUTSIDE_THE_KEY = sum(bit for name, bit in BIT.items() if name not in _IN_THE_KEY)
 
 
+@functools.lru_cache(maxsize=4096)  # (a pure function of a few distinct masks, asked on every first packet)
 def byte_mask(seen: int) -> int | None:
     """The key-bytes mask (as an integer over the little-endian key) of the fields in `seen` and the fields
     that give them their meaning; None if `seen` holds a field the key does not carry (or carries in bytes

@@ -93,6 +93,8 @@ class MaskTable:
 
     def key_for(self, raw: bytes, result: SimulationResult) -> bytes | None:
         """The megaflow key to install `result` under (the packet's exact key is `raw`), or None: exact."""
+        if not self.max_per_port:
+            return None
         mask = megaflow_mask(raw, result)
         if mask is None:
             return None
@@ -108,6 +110,8 @@ class MaskTable:
         (bpf/lib/conntrack.h), or None: the first stage's (key.ct untracked: query the device's zone), and the
         second's (key.ct: the answer this result was simulated with). One mask for both, which holds the ct
         byte: so a first-stage megaflow never matches a packet's second lookup."""
+        if not self.max_per_port:
+            return None
         mask = conntrack_mask(raw, result)
         if mask is None or result.conntrack is None:
             return None
