@@ -29,10 +29,10 @@ from kumo.datapath.layout import UPCALL_HEAD, UPCALL_INJECT_MISS, UPCALL_MISS, F
 from kumo.flowstate.local import LocalFlowState
 from kumo.flowstate.redis import RedisFlowState
 from kumo.packet import PacketError, int_to_ip
-from kumo.packet.flowmatch import BIT
+from kumo.packet.flowmatch import BIT, FlowMatch
 from kumo.packet.frame import parse_frame
 from kumo.simulation import simulate
-from kumo.simulation.result import LearnWrite, StateWrite, Verdict
+from kumo.simulation.result import LearnWrite, SimulationResult, StateWrite, Verdict
 from kumo.topology.state import ARP_TABLE, MAC_TABLE, arp_key, mac_key
 
 log = logging.getLogger("kumo.agent")
@@ -112,16 +112,13 @@ class UpcallServer:
         flows = self.flows
         result = flows.wildcard.lookup(match) if reason == UPCALL_MISS else None
         if result is None:
-            result = simulate(match, self.view.snapshot, self.learned, self.flow_state, frame=frame, trace=False)
-            self.counters["simulations"] += 1
+            result = self._simulate(match, frame)
             self.learn(result.learn_writes)
             if stale_by_own_learning(result):  # (what it read changed with what it learned: once more)
-                result = simulate(match, self.view.snapshot, self.learned, self.flow_state, frame=frame, trace=False)
-                self.counters["simulations"] += 1
+                result = self._simulate(match, frame)
             self.record_state(result.state_writes)
             if stale_by_own_state(result):  # (what it read changed with what it recorded: once more)
-                result = simulate(match, self.view.snapshot, self.learned, self.flow_state, frame=frame, trace=False)
-                self.counters["simulations"] += 1
+                result = self._simulate(match, frame)
                 self.record_state(result.state_writes)
             flows.wildcard.insert(result)
         else:
@@ -149,6 +146,10 @@ class UpcallServer:
         # the kernel may track its connection unless a push must reach hosts its packets do not (or Redis)
         at_egress = None if peers is None or peers.others else bool(peers.egress)
         flows.queue(raw_key, result, value, bool(outputs), frame, ifindex, queued_ns, truncated, at_egress)
+
+    def _simulate(self, match: FlowMatch, frame: bytes) -> SimulationResult:
+        self.counters["simulations"] += 1
+        return simulate(match, self.view.snapshot, self.learned, self.flow_state, frame=frame, trace=False)
 
     def learn(self, writes: list[LearnWrite]) -> None:
         """MAC and ARP entries the simulation learned: seen at once here, written to the store behind."""
