@@ -122,6 +122,10 @@ def main() -> None:
             else None,
         }
         result["ingress_host"] = {
+            "redis_lookups": delta(after1, before1, "flow_state_redis_lookups"),
+            "redis_lookup_batches": delta(after1, before1, "flow_state_redis_batches"),
+            "provisional_results": delta(after1, before1, "provisional_results"),
+            "provisional_results_redone": delta(after1, before1, "provisional_results_redone"),
             "redis_writes": delta(after1, before1, "flow_state_redis_writes"),
             "state_pushed": delta(after1, before1, "state_pushed"),
             "failed_closed": delta(after1, before1, "drop.flow_state_unavailable"),

@@ -134,7 +134,9 @@ class PacketLoop:
 
     def _end_round(self) -> None:
         """Make this round's new flow state durable (shared store) and push it to the peers that may see the
-        return traffic, then install the round's flows in one system call and execute their first packets."""
+        return traffic, then install the round's flows in one system call and execute their first packets.
+        First, with shared flow state, the round's lookups are answered and its provisional results settled."""
+        self.server.settle()
         dropped = self.sharing.end_round()
         self.flows.install_round(dropped)
 

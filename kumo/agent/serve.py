@@ -7,14 +7,18 @@ An upcall is a packet the kernel found no flow for. It is served, in this order,
      state (conntrack, NAT) are recorded at once;
 then its generated packets are sent, a packet waiting for ARP is parked, and any other result becomes a
 kernel flow queued for the end of the round (kumo.agent.kernelflows), its new state noted for sharing
-(kumo.agent.sharing)."""
+(kumo.agent.sharing). With shared flow state, a result that read a local miss is provisional: it is acted on
+at the end of the round's serving (settle), once Redis has answered the round's misses together
+(kumo.agent.provisional)."""
 
 from __future__ import annotations
 
 import collections
 import ctypes
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from kumo.agent.egress import Egress
 from kumo.agent.generated import Emitter, Parking
@@ -22,6 +26,7 @@ from kumo.agent.kernelflows import KernelFlows
 from kumo.agent.keyindex import KEY_SIZE, Indexed
 from kumo.agent.learned import AgentLearned, arp_tag, mac_tag, stale_by_own_learning, stale_by_own_state
 from kumo.agent.liveness import StoreLink
+from kumo.agent.provisional import Packet, Provisional, ProvisionalResults
 from kumo.agent.sharing import NO_PEERS, Peers, StateSharing
 from kumo.agent.view import HostView
 from kumo.datapath.actions import flow_key
@@ -56,14 +61,45 @@ class UpcallServer:
     flow_state: LocalFlowState | RedisFlowState
     store_link: StoreLink
     counters: collections.Counter[str]
+    provisional: ProvisionalResults | None = field(default=None, init=False)  # (with shared flow state)
+
+    def __post_init__(self) -> None:
+        self.provisional = (
+            ProvisionalResults(self.flow_state, self.flows, self.counters)
+            if isinstance(self.flow_state, RedisFlowState)
+            else None
+        )
 
     def serve_all(self, upcalls: list[bytes]) -> None:
+        """Serve a round's upcalls; settle() ends the round's serving."""
+        if self.provisional is not None:
+            self.provisional.begin_round()
         for raw in upcalls:
-            try:
-                self.serve(raw)
-            except Exception:  # this packet is lost (and counted); the rest of the round is served
-                self.counters["agent_errors"] += 1
-                log.exception("serving an upcall")
+            self._guarded(self.serve, raw)
+
+    def settle(self) -> None:
+        """The round's provisional results (kumo.agent.provisional): acted on, or their packets served again."""
+        if self.provisional is None:
+            return
+        try:
+            standing, again = self.provisional.settle()
+            for one in standing:
+                self._guarded(self._stand, one)
+            for packet in again:
+                self._guarded(self.process, *packet)
+        finally:
+            self.provisional.end_round()
+
+    def _stand(self, one: Provisional) -> None:
+        self.flows.wildcard.insert(one.result)
+        self.act(one.packet, one.match, one.result)
+
+    def _guarded(self, serve: Callable[..., None], *args: Any) -> None:
+        try:
+            serve(*args)
+        except Exception:  # this packet is lost (and counted); the rest of the round is served
+            self.counters["agent_errors"] += 1
+            log.exception("serving an upcall")
 
     def serve(self, raw: bytes) -> None:
         self.counters["upcalls"] += 1
@@ -109,20 +145,32 @@ class UpcallServer:
         except PacketError:
             self.counters["drop.malformed"] += 1
             return
-        flows = self.flows
-        result = flows.wildcard.lookup(match) if reason == UPCALL_MISS else None
+        packet = Packet(frame, ifindex, port_id, truncated, reason, queued_ns, kernel_key)
+        result = self.flows.wildcard.lookup(match) if reason == UPCALL_MISS else None
         if result is None:
             result = self._simulate(match, frame)
             self.learn(result.learn_writes)
             if stale_by_own_learning(result):  # (what it read changed with what it learned: once more)
                 result = self._simulate(match, frame)
+            recorded = list(result.state_writes)
             self.record_state(result.state_writes)
             if stale_by_own_state(result):  # (what it read changed with what it recorded: once more)
                 result = self._simulate(match, frame)
+                recorded += result.state_writes
                 self.record_state(result.state_writes)
-            flows.wildcard.insert(result)
+            unconfirmed = self.flow_state.take_unconfirmed()
+            if unconfirmed and self.provisional is not None:  # acted on once Redis has answered
+                self.provisional.hold(Provisional(packet, match, result, recorded, unconfirmed))
+                return
+            self.flows.wildcard.insert(result)
         else:
             self.counters["wildcard_hits"] += 1
+        self.act(packet, match, result)
+
+    def act(self, packet: Packet, match: FlowMatch, result: SimulationResult) -> None:
+        """What a packet's result does: its generated packets sent, the packet parked, or its flow queued."""
+        frame, ifindex, port_id, truncated, _, queued_ns, kernel_key = packet
+        flows = self.flows
         for generated in result.generated:
             self.emitter.emit(generated)
         if result.verdict is Verdict.PARK and result.park_until is not None:

@@ -17,6 +17,7 @@ from kumo.packet.flowhash import flow_hash
 from kumo.simulation.view import NatTarget
 
 DEFAULT_TTL = 60.0
+_FINAL: frozenset[tuple[str, tuple[Any, ...]]] = frozenset()
 
 
 def snat_port_key(fwd_key: tuple[Any, ...], chosen: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -113,6 +114,14 @@ class LocalFlowState:
             if key[0] == "snat-fwd":
                 self.snat_used[snat_port_key(key, value)] = expiry  # the port lives as long as its binding
 
+    def forget(self, kind: str, key: tuple[Any, ...], value: Any = None) -> None:
+        """Undo record() (of a result that did not stand: kumo.agent.provisional), the SNAT port included. Not
+        mirrored to the kernel: the agent gives it a mirror only when nothing is provisional (local state)."""
+        if kind == "conntrack":
+            self.conntrack.pop(key, None)
+        elif kind == "nat" and self.nat.pop(key, None) is not None and key[0] == "snat-fwd":
+            self.snat_used.pop(snat_port_key(key, value), None)
+
     # the agent's interface, shared with RedisFlowState: here everything is local already
     def learn(self, kind: str, key: tuple[Any, ...], value: Any = None) -> None:
         """State pushed by a peer."""
@@ -120,6 +129,10 @@ class LocalFlowState:
 
     def flush(self) -> None:
         """Nothing to write anywhere else."""
+
+    def take_unconfirmed(self) -> frozenset[tuple[str, tuple[Any, ...]]]:
+        """Nothing is looked up elsewhere: every answer is final."""
+        return _FINAL
 
     def discard_pending(self) -> None:
         """Nothing pending."""

@@ -169,3 +169,47 @@ def test_a_migrated_vm_keeps_its_snat_and_dnat_udp_flows(edge: Edge) -> None:
         assert answers and answers[-1] > 7.0, result  # answered again after the move, to the end
         assert longest_silence(answers, 8.0) < 4.0, result
     assert time.monotonic() - moved < 30
+
+
+ECHO_SOURCES = """
+import json, socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[1], int(sys.argv[2]))); s.settimeout(0.5)
+sources, end = set(), time.monotonic() + float(sys.argv[3])
+while time.monotonic() < end:
+    try:
+        data, source = s.recvfrom(64)
+    except OSError:
+        continue
+    sources.add(f"{source[0]}:{source[1]}")
+    s.sendto(data, source)
+print(json.dumps(sorted(sources)))
+"""
+
+
+def test_a_fresh_agent_finds_a_flows_snat_binding_in_redis_within_the_round(edge: Edge) -> None:
+    """The VM host's agent restarts with an empty datapath (no flows to adopt): the flow's next packet is
+    simulated afresh, misses the (empty) local tables, and its provisional result, which allocated a new SNAT
+    port, is undone once the round's batched Redis lookup finds the flow's binding; the packet is served again
+    with it, so the flow keeps its translated source."""
+    h1 = edge.fabric.hosts[0]
+    vm1, ext = edge.vm1, edge.ext
+    sink = ext.popen(sys.executable, "-c", ECHO_SOURCES, "203.0.113.1", "5002", "12", stdout=subprocess.PIPE)
+    try:
+        time.sleep(0.5)
+        probe = vm1.popen(sys.executable, *STREAM, "udp-probe", "203.0.113.1", "5002", "9", stdout=subprocess.PIPE)
+        time.sleep(2.0)
+        h1.stop_agent()
+        # the earlier datapath is not adopted: its flows stay on the VM's interface until the agent attaches anew
+        subprocess.run([*h1.prefix, "tc", "filter", "del", "dev", "kumo-inj1", "ingress"], check=True)
+        h1.start_agent()
+        answers = json.loads(probe.communicate(timeout=30)[0])["answers"]
+        sources = json.loads(sink.communicate(timeout=30)[0])
+    finally:
+        sink.kill()
+        sink.wait()
+    stats = h1.agent_stats()["agent"]
+    assert stats.get("adopt_kept", 0) == 0, stats  # (nothing adopted: the flow was simulated again)
+    assert stats.get("provisional_results_redone", 0) >= 1, stats
+    assert stats.get("flow_state_redis_hits", 0) >= 1, stats
+    assert len(sources) == 1 and sources[0].startswith(f"{SNAT_IP}:"), sources  # one binding, before and after
+    assert answers and answers[-1] > 8.0, answers  # answered again after the restart, to the end
