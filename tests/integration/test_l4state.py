@@ -191,8 +191,8 @@ def test_a_fresh_agent_finds_a_flows_snat_binding_in_redis_within_the_round(edge
     simulated afresh, misses the (empty) local tables, and its provisional result, which allocated a new SNAT
     port, is undone once the round's batched Redis lookup finds the flow's binding; the packet is served again
     with it, so the flow keeps its translated source."""
-    h1 = edge.fabric.hosts[0]
     vm1, ext = edge.vm1, edge.ext
+    h1 = next(host for host in edge.fabric.hosts if vm1 in host.vms)  # (an earlier test may have moved it)
     sink = ext.popen(sys.executable, "-c", ECHO_SOURCES, "203.0.113.1", "5002", "12", stdout=subprocess.PIPE)
     try:
         time.sleep(0.5)
