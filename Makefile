@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := python3 python3-venv python3-dev gcc zookeeper default-jre-headless \
-  clang llvm libbpf1 libbpf-dev iproute2 busybox iperf3 tcpdump traceroute iputils-ping redis-server jq bird2
+  clang llvm libbpf1 libbpf-dev iproute2 busybox iperf3 tcpdump traceroute iputils-ping redis-server jq bird2 openssl
 APT_STAMP := $(VENV)/.apt-installed
 PIP_STAMP := $(VENV)/.pip-installed
 
@@ -53,6 +53,7 @@ bench: setup
 	$(PY) bench/sim_bench.py
 	$(PY) bench/datapath_bench.py
 	$(PY) bench/crr_bench.py
+	$(PY) bench/lb_bench.py
 	$(PY) bench/convergence_bench.py
 	$(PY) bench/l4state_bench.py
 	$(PY) bench/edge_bench.py

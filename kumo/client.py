@@ -189,6 +189,10 @@ class Client:
     def delete_tunnel_zone_member(self, zone_id: str, host_id: str) -> None:
         self.request("DELETE", f"/v1/tunnel_zones/{zone_id}/members/{host_id}")
 
+    def pool_stats(self, pool_id: str) -> Obj:
+        result: Obj = self.request("GET", f"/v1/pools/{pool_id}/stats")
+        return result
+
     def mac_table(self, bridge_id: str) -> list[Obj]:
         result: list[Obj] = self.request("GET", f"/v1/bridges/{bridge_id}/mac_table")
         return result

@@ -42,6 +42,8 @@ from kumo.agent.egress import Egress
 from kumo.agent.expiry import Expiry
 from kumo.agent.generated import Emitter, Parking
 from kumo.agent.kernelflows import KernelFlows
+from kumo.agent.lbstats import PoolStats
+from kumo.agent.lbstats import read as read_pool_stats
 from kumo.agent.learned import AgentLearned
 from kumo.agent.liveness import StoreLink
 from kumo.agent.ports import PortFollower
@@ -59,6 +61,8 @@ from kumo.edge.manager import EdgeManager
 from kumo.flowstate.local import LocalFlowState
 from kumo.flowstate.redis import RedisFlowState
 from kumo.flowstate.snat_blocks import SnatBlocks
+from kumo.lb.manager import HealthManager
+from kumo.topology.lbstatus import MEMBER_STATUS
 from kumo.topology.state import ARP_TABLE, HOSTS_ALIVE, LEARNED_ROUTES, MAC_TABLE
 from kumo.topology.store.base import Store
 
@@ -143,7 +147,12 @@ class Agent:
             counters=counters,
             run_dir=state_dir,
         )
-        self.changes.on_rebuild = self.edge.update
+        self.pool_stats = PoolStats(datapath, view)
+        flows.book.observers.append(self.pool_stats)
+        self.health = HealthManager(
+            store, host_id, lambda: self.store_link.session, counters, state_dir, stats=self._read_pool_stats
+        )
+        self.changes.on_rebuild = self._topology_rebuilt
         self.storms = StormMonitor(datapath, view, counters)
         self.collector = Collector()
         self.packets = PacketLoop(
@@ -198,6 +207,7 @@ class Agent:
             self.store.state_watch(ARP_TABLE, queue_change),
             self.store.state_watch_keys(HOSTS_ALIVE, queue_change),
             self.store.state_watch(LEARNED_ROUTES, queue_change),
+            self.store.state_watch(MEMBER_STATUS, queue_change),
         ]
         with self.lock:
             self.learned.load(self.store)
@@ -217,6 +227,7 @@ class Agent:
             self._threads.append(thread)
         self._control.start()
         self.edge.start()
+        self.health.start()
         self.collector.take_over()  # the packet thread collects garbage between rounds from now on
         log.info(
             "agent for host %s: %d ports bound here, %d kernel flows %s",
@@ -226,6 +237,17 @@ class Agent:
             "adopted" if self.datapath.adopted else "(fresh datapath)",
         )
 
+    def _topology_rebuilt(self, objects: dict[str, dict[str, Any]]) -> None:
+        """(Packet thread) The threads that follow the topology on their own are told the new one."""
+        self.edge.update(objects)
+        self.health.update(objects)
+
+    def _read_pool_stats(self) -> dict[str, dict[str, dict[str, int]]]:
+        """(The health thread) Pool statistics: the book's copy under the lock, the kernel read without it."""
+        with self.lock:
+            pool_flows, done = self.pool_stats.copy()
+        return read_pool_stats(self.datapath, pool_flows, done)
+
     def stop(self) -> None:
         """Stop serving. Kernel flows stay and keep forwarding (a restart adopts them).
 
@@ -234,6 +256,7 @@ class Agent:
         over. Closing it would make every other host drop the flows that use those entries, and stall them
         until this agent is back to learn them again."""
         self.edge.stop()  # (first: its sessions close while the datapath still carries their NOTIFICATION)
+        self.health.stop()  # (its claims given back: another agent checks at once)
         self._stop.set()
         self.waker.wake()
         for watch in self._watches:
@@ -286,6 +309,7 @@ class Agent:
                 "upcall_ring_most_waiting_kb": self.datapath.upcalls_most_waiting() // 1024,
                 "storm_control": self.storms.report(time.monotonic()),
                 "bgp_peers": self.edge.report(),
+                "health_checks": self.health.report(),
                 "garbage_collections": dict(zip(GENERATIONS, self.collector.collections, strict=True)),
                 "garbage_collection_longest_ms": dict(
                     zip(GENERATIONS, (round(ms, 2) for ms in self.collector.longest_ms), strict=True)

@@ -20,6 +20,7 @@ from kumo.agent.ports import PortFollower
 from kumo.agent.serve import UpcallServer
 from kumo.agent.topology import TopologyCache
 from kumo.agent.view import HostView
+from kumo.topology.lbstatus import MEMBER_STATUS
 from kumo.topology.state import ARP_TABLE, HOSTS_ALIVE, LEARNED_ROUTES, parse_arp_key
 from kumo.topology.store.base import Change, StateChange, Store
 
@@ -65,6 +66,12 @@ class StoreChanges:
                 if self.topology.apply_alive(event):  # routes through its exterior ports come or go
                     topology_changed = True
                     tags = None if tags is None else tags | self._routes_via(event.key)
+                continue
+            if isinstance(event, StateChange) and event.table == MEMBER_STATUS:  # from the pool's checker
+                pool_tag = self.topology.apply_member_status(event)
+                if pool_tag is not None:
+                    topology_changed = True
+                    tags = None if tags is None else tags | {pool_tag}
                 continue
             if isinstance(event, StateChange) and event.table == LEARNED_ROUTES:  # from BGP, on any edge host
                 topology_changed = True

@@ -11,7 +11,16 @@ from typing import Any
 from kumo.topology.store.base import Change
 
 EVERYTHING = frozenset(
-    {"port_groups", "ip_addr_groups", "load_balancers", "pools", "pool_members", "vips", "dhcp_hosts"}
+    {
+        "port_groups",
+        "ip_addr_groups",
+        "load_balancers",
+        "pools",
+        "pool_members",
+        "vips",
+        "health_monitors",
+        "dhcp_hosts",
+    }
 )
 IGNORED = frozenset({"hosts", "tunnel_zones", "tunnel_zone_members", "bgp_peers", "tenants"})
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from kumo.packet import ip_to_int
 from kumo.simulation.view import ALIVE, SNAPSHOT_KINDS, Snapshot
+from kumo.topology.lbstatus import MEMBER_STATUS
 from kumo.topology.state import HOSTS_ALIVE, LEARNED_ROUTES, parse_learned_route_key
 from kumo.topology.store.base import Change, StateChange, Store
 
@@ -22,11 +23,25 @@ class TopologyCache:
         self.objects: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in KINDS}
         self.alive: set[str] = set()
         self.learned_routes: dict[str, dict[str, Any]] = {}  # BGP-learned (kumo.edge), by state-table key
+        self.member_status: dict[str, dict[str, Any]] = {}  # pool members' health (kumo.topology.lbstatus)
 
     def load(self, store: Store) -> None:
         self.objects = {kind: {o["id"]: o for o in store.list(kind)} for kind in KINDS}
         self.alive = set(store.state_list(HOSTS_ALIVE))
         self.learned_routes = {k: {**r, "learned": True} for k, r in store.state_list(LEARNED_ROUTES).items()}
+        self.member_status = {k: {**row, "id": k} for k, row in store.state_list(MEMBER_STATUS).items()}
+
+    def apply_member_status(self, change: StateChange) -> str | None:
+        """Fold a member's health in; the tag of its pool's flows (None: nothing a flow read changed)."""
+        old = self.member_status.get(change.key)
+        if change.new is None:
+            self.member_status.pop(change.key, None)
+        else:
+            self.member_status[change.key] = {**change.new, "id": change.key}
+        if (old or {}).get("status") == (change.new or {}).get("status"):
+            return None  # (its detail or time only)
+        pool_id = (change.new or old or {}).get("pool_id")
+        return f"pool:{pool_id}"
 
     def apply_learned_route(self, change: StateChange) -> str:
         """Fold a learned route's change in; the tag of its router's routes."""
@@ -64,6 +79,7 @@ class TopologyCache:
         objects: dict[str, list[dict[str, Any]]] = {kind: list(self.objects[kind].values()) for kind in SNAPSHOT_KINDS}
         objects["routes"] += self.learned_routes.values()
         objects[ALIVE] = [{"id": host} for host in self.alive]
+        objects[MEMBER_STATUS] = list(self.member_status.values())
         return objects
 
     def tunnel_peers(self, host_id: str) -> dict[str, int]:

@@ -4,6 +4,7 @@ from fastapi import APIRouter, FastAPI
 
 import kumo
 from kumo.api.errors import install_error_handlers
+from kumo.api.pools import add_pool_routes
 from kumo.api.ports import add_port_routes
 from kumo.api.resources import add_resource_routes
 from kumo.api.traces import add_trace_routes
@@ -25,6 +26,7 @@ def create_app(store: Store) -> FastAPI:
     router = APIRouter(prefix="/v1")
     # Fixed paths first: /ports/{id}/link must not be taken for a nested collection.
     add_port_routes(router, topo)
+    add_pool_routes(router, topo)
     add_trace_routes(router, topo)
     for spec in SPECS.values():
         if spec.generic_api:

@@ -1,6 +1,6 @@
 """`kumo <resource> list|show|create|set|delete`, generated from the resource registry, plus the verbs
 that are not CRUD: `port link|unlink|bind|unbind`, `chain rule add|list|delete`,
-`tunnel-zone member add|list|delete`, `bridge mac-table`, `router arp-table`.
+`tunnel-zone member add|list|delete`, `bridge mac-table`, `router arp-table`, `pool stats`.
 
 A name is accepted wherever an id is, when it names exactly one object.
 """
@@ -386,6 +386,34 @@ def add_table_verb(group: click.Group, kind: str, verb: str, columns: tuple[str,
             render.print_table(rows, columns, title=f"{verb} ({len(rows)})")
 
 
+STATS_COLUMNS = (
+    "member_id",
+    "address",
+    "protocol_port",
+    "status",
+    "active_connections",
+    "total_connections",
+    "bytes_in",
+    "bytes_out",
+)
+
+
+def add_pool_stats_verb(group: click.Group) -> None:
+    @group.command("stats", help="Per member: active and total connections and bytes, added up over the agents.")
+    @click.argument("pool")
+    @common_options
+    def stats(pool: str, api: str | None, as_json: bool | None) -> None:
+        ctx = make_ctx(api, as_json)
+        pool_id = resolve(ctx.client, ("pools",), pool)
+        result = ctx.client.pool_stats(pool_id)
+        if ctx.as_json:
+            render.print_json(result)
+            return
+        age = "no agent has published any yet" if result["age_s"] is None else f"as of {result['age_s']} s ago"
+        hosts = len(result["hosts"])
+        render.print_table(result["members"], STATS_COLUMNS, title=f"pool {pool_id}: {hosts} hosts, {age}")
+
+
 def resource_groups() -> list[click.Group]:
     groups = []
     for kind, spec in SPECS.items():
@@ -400,6 +428,8 @@ def resource_groups() -> list[click.Group]:
             add_table_verb(group, "bridges", "mac-table", ("mac", "vlan_id", "port_id"))
         elif kind == "routers":
             add_table_verb(group, "routers", "arp-table", ("ip", "mac", "port_id"))
+        elif kind == "pools":
+            add_pool_stats_verb(group)
         if kind != "tunnel_zone_members":
             groups.append(group)
     return groups

@@ -8,6 +8,7 @@ key comes from its name through CRC-32, for the same reason.
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Sequence
 
@@ -35,6 +36,24 @@ def rendezvous(flow: tuple[int, ...], keys: Sequence[int]) -> int:
     return best
 
 
+def weighted_rendezvous(flow: tuple[int, ...], keys: Sequence[int], weights: Sequence[int]) -> int:
+    """rendezvous() with weights (weighted rendezvous hashing, Schindelhauer and Schomaker 2005): each path
+    scores weight / -ln(u), u its (flow, key) hash as a number in (0, 1), so that a path takes a share of the
+    flows proportional to its weight, and adding, removing or re-weighting one path moves only flows to or
+    from it. A weight of 0 takes no flow. Returns -1 if no path has a weight."""
+    spread = flow_hash(flow) << 32
+    best, best_score = -1, 0.0
+    for index, key in enumerate(keys):
+        weight = weights[index]
+        if weight <= 0:
+            continue
+        u = (_mix64(spread | key) + 0.5) / _SPAN64
+        score = weight / -math.log(u)
+        if score > best_score:
+            best, best_score = index, score
+    return best
+
+
 def _mix64(k: int) -> int:
     """MurmurHash3's 64-bit finalizer: every input bit flips each output bit with probability ~1/2. (CPython's
     tuple hash does not: (flow, key) hashed together favoured some keys 2.5:1.)"""
@@ -46,3 +65,4 @@ def _mix64(k: int) -> int:
 
 
 _MASK64 = (1 << 64) - 1
+_SPAN64 = float(1 << 64)

@@ -1,16 +1,18 @@
-"""The L4 load balancer on a router: a TCP packet to a VIP is DNATed to a pool member; replies from the
-member are reverse-DNATed back to the VIP before the router's filters see them.
+"""The L4 load balancer on a router: a TCP or UDP packet to a VIP (of its pool's protocol) is DNATed to a pool
+member; replies from the member are reverse-DNATed back to the VIP before the router's filters see them.
 
-Members down or admin-down are not in the compiled VIP (see view.Snapshot). Choice is weighted and keyed by a
-hash of the 5-tuple, or of the source address alone with `source_ip` persistence; the binding is recorded
-so that the flow keeps its member. The flow holds the full 5-tuple either way.
+Members down, admin-down or of weight 0 (draining) are not in the compiled VIP (see view.Snapshot). The
+choice is weighted rendezvous hashing (kumo.packet.flowhash) of the 5-tuple, or of the source address alone
+with `source_ip` persistence or the `source_ip` method: a member going down or coming back, or re-weighted,
+moves only its own share of new connections. The binding is recorded, so that a connection keeps its member
+whatever changes after (a drained member keeps its connections). The flow holds the full 5-tuple either way.
 """
 
 from __future__ import annotations
 
 from kumo.packet import int_to_ip
-from kumo.packet.flowhash import flow_hash
-from kumo.packet.ipv4 import PROTO_TCP
+from kumo.packet.flowhash import weighted_rendezvous
+from kumo.packet.ipv4 import PROTO_TCP, PROTO_UDP
 from kumo.simulation import nat
 from kumo.simulation.conntrack import five_tuple
 from kumo.simulation.context import Context
@@ -19,14 +21,10 @@ from kumo.simulation.result import Reason, Verdict
 from kumo.simulation.view import Vip
 
 
-def _choose(vip: Vip, flow: tuple[int, int, int, int, int]) -> tuple[str, int, int]:
-    total = sum(weight for *_, weight in vip.members)
-    point = flow_hash((flow[1],) if vip.persistence else flow) % total  # persistence: the source alone
-    for member_id, address, port, weight in vip.members:
-        if point < weight:
-            return member_id, address, port
-        point -= weight
-    raise AssertionError("unreachable: point < total")
+def _choose(vip: Vip, flow: tuple[int, int, int, int, int]) -> tuple[int, int]:
+    index = weighted_rendezvous((flow[1],) if vip.persistence else flow, vip.member_keys, vip.member_weights)
+    _, address, port, _ = vip.members[index]
+    return address, port
 
 
 def balance(ctx: Context, router_id: str) -> None:
@@ -36,10 +34,13 @@ def balance(ctx: Context, router_id: str) -> None:
     match = ctx.match
     dst = match.get("ip_dst")
     candidates = [v for v in vips if v.address == dst]
-    if not candidates or match.get("ip_proto") != PROTO_TCP:
+    if not candidates:
+        return
+    proto = match.get("ip_proto")
+    if proto not in (PROTO_TCP, PROTO_UDP):
         return
     dport = match.get("tp_dst")
-    vip = next((v for v in candidates if v.port == dport), None)
+    vip = next((v for v in candidates if v.port == dport and v.protocol == proto), None)
     if vip is None:
         return
     flow = five_tuple(ctx)
@@ -52,8 +53,8 @@ def balance(ctx: Context, router_id: str) -> None:
         raise ctx.finish(Verdict.DROP, Reason.NO_POOL_MEMBER)
     chosen = nat.dnat_binding(ctx, router_id, flow)
     if chosen is None:
-        _, address, port = _choose(vip, flow)
-        chosen = (address, port)
+        chosen = _choose(vip, flow)
+        address, port = chosen
         nat.record_dnat(ctx, router_id, flow, address, port)
     match.set("ip_dst", chosen[0])
     match.set("tp_dst", chosen[1])
@@ -66,8 +67,20 @@ def balance(ctx: Context, router_id: str) -> None:
 
 
 def reverse(ctx: Context, router_id: str) -> None:
-    """Replies from pool members get the VIP back as their source."""
-    if not ctx.topology.vips.get(router_id) or ctx.match.get("ip_proto") != PROTO_TCP:
+    """Replies from pool members get the VIP back as their source. Only a packet from a member's address can be
+    one: any other is left after reading its source address alone (so that, e.g., connections from clients
+    to servers behind the router stay megaflows, docs/megaflows.md)."""
+    if ctx.match.get("ip_src") not in ctx.topology.member_addresses.get(router_id, ()):
+        return
+    if ctx.match.get("ip_proto") not in (PROTO_TCP, PROTO_UDP):
         return
     if nat.reverse(ctx, router_id, "rev_dnat"):
+        vip = next((v for v in ctx.topology.vips[router_id] if (v.address, v.port) == _source(ctx)), None)
+        if vip is not None:
+            ctx.tag(f"pool:{vip.pool_id}")  # (the pool's statistics count the replies' bytes: kumo.agent.lbstats)
         ctx.step(router_id, "router", Stage.ROUTER_LB_REVERSE, "reply from a pool member: source back to the VIP")
+
+
+def _source(ctx: Context) -> tuple[int, int]:
+    """The (address, port) a reply has as its source (after rev_dnat: a VIP's), without reading them again."""
+    return ctx.match.peek("ip_src"), ctx.match.peek("tp_src")

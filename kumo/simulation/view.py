@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 from kumo.packet import ip_to_int
 from kumo.packet.flowhash import path_key
+from kumo.packet.ipv4 import PROTO_TCP, PROTO_UDP
+from kumo.topology.lbstatus import MEMBER_STATUS, monitors_of
 from kumo.topology.state import HOSTS_ALIVE, learned_routes
 
 Obj = dict[str, Any]
@@ -122,6 +124,9 @@ class Vip:
     members: list[tuple[str, int, int, int]]  # (member id, address, port, weight) of usable members
     pool_id: str
     method: str
+    protocol: int  # IP protocol of its pool (TCP or UDP)
+    member_keys: tuple[int, ...] = ()  # the members' rendezvous keys (kumo.packet.flowhash.path_key of the id)
+    member_weights: tuple[int, ...] = ()
 
 
 @dataclass(slots=True)
@@ -140,6 +145,8 @@ class Snapshot:
     router_macs: dict[str, dict[str, str]] = field(default_factory=dict)  # bridge -> router-port mac -> bridge port
     dhcp: dict[str, dict[str, tuple[Obj, Obj]]] = field(default_factory=dict)  # bridge -> mac -> (subnet, host)
     vips: dict[str, list[Vip]] = field(default_factory=dict)  # router -> VIPs
+    pool_members: dict[tuple[str, int, int], str] = field(default_factory=dict)  # (pool, ip, port) -> member id
+    member_addresses: dict[str, frozenset[int]] = field(default_factory=dict)  # router -> its VIPs' members' IPs
     compiled_chains: dict[str, Any] = field(default_factory=dict)  # filled lazily by chains.compiled_chain
     stateful_devices: frozenset[str] | None = None  # filled lazily by walk.stateful_devices
     dead_hosts: frozenset[str] = frozenset()  # registered hosts whose agent's session is gone
@@ -194,7 +201,8 @@ class Snapshot:
             snap.arp_suppression.setdefault(subnet["bridge_id"], {}).setdefault(
                 ip_to_int(host["ip_address"]), host["mac"]
             )
-        snap.vips = _compile_vips(objects)
+        snap.vips, snap.pool_members = _compile_vips(objects)
+        snap.member_addresses = _member_addresses(objects)
         return snap
 
     # --- lookups the stages use -----------------------------------------------------------------------
@@ -213,12 +221,19 @@ class Snapshot:
         return None
 
 
-def _compile_vips(objects: dict[str, list[Obj]]) -> dict[str, list[Vip]]:
+def _compile_vips(objects: dict[str, list[Obj]]) -> tuple[dict[str, list[Vip]], dict[tuple[str, int, int], str]]:
+    """The VIPs of each router, with their usable members; and every member's id by (pool, address, port)."""
     lbs = {lb["id"]: lb for lb in objects.get("load_balancers", []) if lb.get("admin_state_up", True)}
     pools = {p["id"]: p for p in objects.get("pools", []) if p.get("load_balancer_id") in lbs}
+    monitored = monitors_of(pools.values(), {m["id"]: m for m in objects.get("health_monitors", [])})
+    down = {row["id"] for row in objects.get(MEMBER_STATUS, []) if row.get("status") == "down"}
     usable: dict[str, list[tuple[str, int, int, int]]] = {}
+    ids: dict[tuple[str, int, int], str] = {}
     for member in objects.get("pool_members", []):
-        if member.get("admin_state_up", True) and member.get("status", "up") == "up" and member.get("weight", 1) > 0:
+        ids[(member["pool_id"], ip_to_int(member["address"]), member["protocol_port"])] = member["id"]
+        if member["id"] in down and member.get("pool_id") in monitored:
+            continue  # its pool's monitor found it down (kumo.topology.lbstatus)
+        if member.get("admin_state_up", True) and member.get("weight", 1) > 0:
             usable.setdefault(member["pool_id"], []).append(
                 (member["id"], ip_to_int(member["address"]), member["protocol_port"], member.get("weight", 1))
             )
@@ -229,18 +244,35 @@ def _compile_vips(objects: dict[str, list[Obj]]) -> dict[str, list[Vip]]:
             continue
         router = lbs[pool["load_balancer_id"]]["router_id"]
         members = sorted(usable.get(pool["id"], [])) if pool.get("admin_state_up", True) else []
+        method = pool.get("lb_method", "round_robin")
         vips.setdefault(router, []).append(
             Vip(
                 vip["id"],
                 ip_to_int(vip["address"]),
                 vip["protocol_port"],
-                vip.get("session_persistence") == "source_ip",
+                vip.get("session_persistence") == "source_ip" or method == "source_ip",
                 members,
                 pool["id"],
-                pool.get("lb_method", "round_robin"),
+                method,
+                PROTO_UDP if pool.get("protocol") == "udp" else PROTO_TCP,
+                tuple(path_key(member_id) for member_id, *_ in members),
+                tuple(weight for *_, weight in members),
             )
         )
-    return vips
+    return vips, ids
+
+
+def _member_addresses(objects: dict[str, list[Obj]]) -> dict[str, frozenset[int]]:
+    """router -> the addresses of every member of its load balancers' pools (up or not: a down member's
+    established connections still have their replies reverse-DNATed)."""
+    router_of_lb = {lb["id"]: lb["router_id"] for lb in objects.get("load_balancers", [])}
+    router_of_pool = {p["id"]: router_of_lb.get(p.get("load_balancer_id")) for p in objects.get("pools", [])}
+    out: dict[str, set[int]] = {}
+    for member in objects.get("pool_members", []):
+        router = router_of_pool.get(member["pool_id"])
+        if router is not None:
+            out.setdefault(router, set()).add(ip_to_int(member["address"]))
+    return {router: frozenset(addresses) for router, addresses in out.items()}
 
 
 class LearnedTables(Protocol):
@@ -295,6 +327,7 @@ SNAPSHOT_KINDS = (
     "pools",
     "pool_members",
     "vips",
+    "health_monitors",
 )
 
 
@@ -304,4 +337,5 @@ def snapshot_of(store: Any) -> Snapshot:
     if hasattr(store, "state_list"):
         objects[ALIVE] = [{"id": host} for host in store.state_list(HOSTS_ALIVE)]
         objects["routes"] = objects["routes"] + learned_routes(store)  # BGP's, as the agents read them
+        objects[MEMBER_STATUS] = [{**row, "id": key} for key, row in store.state_list(MEMBER_STATUS).items()]
     return Snapshot.build(objects)

@@ -315,36 +315,73 @@ class LoadBalancer(Resource):
 
 
 class HealthMonitor(Resource):
+    """Octavia's meanings: a check every `delay` s, failed after `timeout` s; a member goes up after
+    `max_retries` checks in a row succeeded, and down after `max_retries_down` in a row failed."""
+
     name: Name | None = None
-    type: Literal["tcp"] = "tcp"
+    type: Literal["tcp", "http", "https"] = "tcp"
     delay: int = Field(default=5, ge=1, le=3600)
     timeout: int = Field(default=3, ge=1, le=3600)
     max_retries: int = Field(default=3, ge=1, le=10)
+    max_retries_down: int = Field(default=3, ge=1, le=10)
+    url_path: str = Field(default="/", min_length=1, max_length=2048, pattern=r"^/[\x21-\x7e]*$")
+    http_method: Literal["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT"] = "GET"
+    expected_codes: str = Field(default="200", max_length=200)
     admin_state_up: bool = True
 
     @model_validator(mode="after")
-    def _timeout_fits(self) -> HealthMonitor:
+    def _consistent(self) -> HealthMonitor:
         if self.timeout > self.delay:
             raise ValueError(f"timeout {self.timeout} is longer than delay {self.delay}; use timeout <= delay")
+        expected_codes(self.expected_codes)
         return self
+
+
+def expected_codes(text: str) -> frozenset[int]:
+    """The HTTP status codes `text` names: "200", "200,202", "200-204" (Octavia's syntax)."""
+    codes: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        try:
+            low, high = int(first), int(last or first)
+        except ValueError:
+            raise ValueError(
+                f"expected_codes {text!r}: use codes, lists and ranges of 100-599, e.g. 200 or 200,202 or 200-204"
+            ) from None
+        if not 100 <= low <= high <= 599:
+            raise ValueError(f"expected_codes {text!r}: {part.strip()} is not a code or range within 100-599")
+        codes.update(range(low, high + 1))
+    return frozenset(codes)
 
 
 class Pool(Resource):
     name: Name | None = None
     load_balancer_id: Id
-    protocol: Literal["tcp"] = "tcp"
+    protocol: Literal["tcp", "udp"] = "tcp"
+    # round_robin: a weighted consistent hash of each connection; source_ip: of its source address alone
     lb_method: Literal["round_robin", "least_connections", "source_ip"] = "round_robin"
     health_monitor_id: Id | None = None
     admin_state_up: bool = True
+
+    @model_validator(mode="after")
+    def _supported_method(self) -> Pool:
+        if self.lb_method == "least_connections":
+            raise ValueError(
+                "lb_method least_connections is not supported (agents choose members without sharing counts); "
+                "use round_robin (a weighted consistent hash of each connection) or source_ip"
+            )
+        return self
 
 
 class PoolMember(Resource):
     pool_id: Id
     address: IPv4
     protocol_port: int = Field(ge=1, le=65535)
-    weight: int = Field(default=1, ge=0, le=256)
+    weight: int = Field(default=1, ge=0, le=256)  # 0: drained (no new connections; existing ones continue)
     admin_state_up: bool = True
-    status: Literal["up", "down"] = "up"
+    # read-only, from its pool's health monitor (kumo.topology.lbstatus)
+    status: Literal["up", "down", "no_monitor"] = "no_monitor"
+    status_detail: str | None = None
 
 
 class Vip(Resource):

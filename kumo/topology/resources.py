@@ -261,7 +261,7 @@ SPECS: dict[str, Spec] = {
             "health_monitors",
             m.HealthMonitor,
             "health monitor",
-            columns=("id", "name", "type", "delay", "timeout", "max_retries", "admin_state_up"),
+            columns=("id", "name", "type", "delay", "timeout", "max_retries", "max_retries_down", "admin_state_up"),
         ),
         Spec(
             "pools",
@@ -279,7 +279,7 @@ SPECS: dict[str, Spec] = {
             m.PoolMember,
             "pool member",
             (Ref("pool_id", ("pools",), "cascade"),),
-            read_only=frozenset({"status"}),
+            read_only=frozenset({"status", "status_detail"}),
             immutable=frozenset({"pool_id"}),
             claims=lambda pm: {
                 f"member:{pm['pool_id']}/{pm['address']}:{pm['protocol_port']}": (

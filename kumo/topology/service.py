@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from kumo.topology.bgp import peer_view
 from kumo.topology.deletion import deletion
 from kumo.topology.errors import Conflict, InvalidInput, NotFound, VersionConflict
+from kumo.topology.lbstatus import member_view
 from kumo.topology.resources import CLAIMS_KIND, SPECS, Spec
 from kumo.topology.state import HOSTS_ALIVE, learned_routes
 from kumo.topology.store.base import Create, Obj, Store, Versioned
@@ -98,12 +99,15 @@ class Topology:
         return views
 
     def _view(self, kind: str, obj: Obj, chains: dict[str, Obj | None] | None = None) -> Obj:
-        """Derived read-only fields: a rule's position, a host's liveness, a BGP session's state."""
+        """Derived read-only fields: a rule's position, a host's liveness, a member's health, a BGP session's
+        state."""
         out = dict(obj)
         if kind == "rules":
             out["position"] = self._rule_position(obj, {} if chains is None else chains)
         elif kind == "hosts":
             out["alive"] = self.store.state_get(HOSTS_ALIVE, obj["id"]) is not None
+        elif kind == "pool_members":
+            out = member_view(self.store, out)
         elif kind == "bgp_peers":
             out = peer_view(self.store, out)
             if out.get("password"):

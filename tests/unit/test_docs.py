@@ -1,6 +1,6 @@
 """The operator's docs name what the code has: every counter `kumo agent stats` can show is explained in
-docs/counters.md, every BPF map and every module of the agent and the edge in docs/architecture.md. (What they say about
-each is read by people; that nothing is missing is checked here.)"""
+docs/counters.md, every BPF map and every module of the agent, the edge and health monitoring in
+docs/architecture.md. (What they say about each is read by people; that nothing is missing is checked here.)"""
 
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ def test_every_counter_of_the_agent_and_the_datapath_is_explained() -> None:
 
 def test_every_bpf_map_and_every_agent_module_is_in_the_architecture() -> None:
     maps = set(re.findall(r"\}\s*(kumo_\w+)\s+SEC\(\"\.maps\"\)", _sources("*.[ch]")))
-    modules = {p.name for package in ("agent", "edge") for p in (PACKAGE / package).glob("*.py")} - {"__init__.py"}
+    packages = ("agent", "edge", "lb")
+    modules = {p.name for package in packages for p in (PACKAGE / package).glob("*.py")} - {"__init__.py"}
     documented = _documented("architecture.md")
     assert maps and maps - documented == set()
     assert modules - documented == set()

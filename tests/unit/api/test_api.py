@@ -214,11 +214,14 @@ def test_load_balancing_and_edge(api: TestClient) -> None:
             json={
                 "load_balancer_id": lb["id"],
                 "health_monitor_id": hm["id"],
-                "lb_method": "least_connections",
+                "lb_method": "source_ip",
+                "protocol": "udp",
             },
         ),
         201,
     )
+    refused = error(api.post("/v1/pools", json={"load_balancer_id": lb["id"], "lb_method": "least_connections"}), 422)
+    assert "use round_robin" in refused and "or source_ip" in refused
     member = ok(
         api.post(
             "/v1/pool_members",

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kumo.packet.flowhash import path_key, rendezvous
+from kumo.packet.flowhash import path_key, rendezvous, weighted_rendezvous
 
 
 def assert_same_in_every_process(code: str) -> None:
@@ -74,3 +74,28 @@ def test_the_path_of_a_flow_is_the_same_in_every_process() -> None:
         "print([rendezvous((6, 167772427, s, 167903757, 80), keys) for s in range(1000, 1100)])"
     )
     assert_same_in_every_process(code)
+
+
+FLOWS = [(6, 0xC6336407, sport, 0xC0000214, 80) for sport in range(1024, 31024)]  # 30,000 connections
+KEYS = [path_key(name) for name in ("member-a", "member-b", "member-c")]
+
+
+def shares(weights: list[int]) -> list[float]:
+    chosen = [weighted_rendezvous(flow, KEYS, weights) for flow in FLOWS]
+    return [chosen.count(index) / len(chosen) for index in range(len(KEYS))]
+
+
+def test_weighted_rendezvous_follows_the_weights() -> None:
+    for weights in ([1, 1, 1], [3, 1, 1], [1, 2, 5]):
+        expected = [w / sum(weights) for w in weights]
+        assert all(abs(got - want) < 0.02 for got, want in zip(shares(weights), expected, strict=True)), weights
+    assert shares([1, 0, 1])[1] == 0.0  # weight 0: drained
+    assert weighted_rendezvous(FLOWS[0], KEYS, [0, 0, 0]) == -1
+
+
+def test_weighted_rendezvous_moves_only_the_changed_members_connections() -> None:
+    before = [weighted_rendezvous(flow, KEYS, [1, 1, 1]) for flow in FLOWS]
+    down = [weighted_rendezvous(flow, KEYS, [1, 0, 1]) for flow in FLOWS]  # b down (or drained)
+    assert all(after == was for was, after in zip(before, down, strict=True) if was != 1)
+    heavier = [weighted_rendezvous(flow, KEYS, [1, 1, 3]) for flow in FLOWS]  # c re-weighted: it only gains
+    assert all(after in (was, 2) for was, after in zip(before, heavier, strict=True))

@@ -7,7 +7,7 @@ from kumo.packet.ethernet import ETH_P_IP, Ethernet
 from kumo.packet.icmp import Icmp
 from kumo.packet.ipv4 import PROTO_ICMP, IPv4
 from kumo.simulation import Reason, SimulationResult, Verdict
-from tests.unit.simulation.conftest import VM1_MAC, VM2_MAC, VM3_MAC, Cloud, ping_frame, tcp_frame
+from tests.unit.simulation.conftest import VM1_MAC, VM2_MAC, VM3_MAC, Cloud, ping_frame, tcp_frame, udp_frame
 
 EXT_MAC = "02:00:00:00:00:e1"
 ONE_TO_ONE = {"address_from": "192.0.2.10", "address_to": "192.0.2.10"}
@@ -150,6 +150,43 @@ def test_load_balancer_spreads_by_weight_and_skips_down_members(cloud: Cloud) ->
     assert {int_to_ip(to_vip(cloud, "198.51.100.8", p).rewrites["ip_dst"]) for p in range(50)} == {"10.0.2.13"}
     cloud.topo.update("pool_members", ids["a"], {"admin_state_up": False})
     assert to_vip(cloud, "198.51.100.8", 77).reason is Reason.NO_POOL_MEMBER
+
+
+def test_a_drained_member_keeps_its_connections_and_gets_no_new_one(cloud: Cloud) -> None:
+    known_neighbours(cloud)
+    ids = lb(cloud)
+    member = {p: int_to_ip(to_vip(cloud, "198.51.100.7", p).rewrites["ip_dst"]) for p in range(1000, 1100)}
+    on_b = [p for p, address in member.items() if address == "10.0.2.14"]
+    assert on_b
+    cloud.topo.update("pool_members", ids["b"], {"weight": 0})
+    assert {int_to_ip(to_vip(cloud, "198.51.100.7", p).rewrites["ip_dst"]) for p in on_b} == {"10.0.2.14"}
+    new = {int_to_ip(to_vip(cloud, "198.51.100.7", p).rewrites["ip_dst"]) for p in range(2000, 2100)}
+    assert new == {"10.0.2.13"}
+
+
+def test_a_udp_vip_balances_udp_and_answers_from_the_vip(cloud: Cloud) -> None:
+    known_neighbours(cloud)
+    vm4 = cloud.topo.create("ports", {"device_id": cloud["db"], "name": "vm4"})["id"]
+    cloud.topo.bind(vm4, "host-1", "tap4")
+    cloud.ids["vm4"] = vm4
+    lb_id = cloud.topo.create("load_balancers", {"router_id": cloud["rtr"]})["id"]
+    pool = cloud.topo.create("pools", {"load_balancer_id": lb_id, "protocol": "udp"})["id"]
+    for address in ("10.0.2.13", "10.0.2.14"):
+        cloud.topo.create("pool_members", {"pool_id": pool, "address": address, "protocol_port": 5353})
+    cloud.topo.create("vips", {"pool_id": pool, "address": "192.0.2.20", "protocol_port": 53})
+    behind = {"10.0.2.13": ("vm3", VM3_MAC), "10.0.2.14": ("vm4", "02:00:00:00:00:04")}
+    seen = set()
+    for sport in range(40000, 40020):
+        query = udp_frame(EXT_MAC, rmac(cloud, "uplink"), "198.51.100.7", "192.0.2.20", sport, 53, b"q")
+        member = int_to_ip(cloud.send("uplink", query).rewrites["ip_dst"])
+        seen.add(member)
+        port, mac = behind[member]
+        answer = cloud.send(port, udp_frame(mac, rmac(cloud, "rtr-db"), member, "198.51.100.7", 5353, sport, b"a"))
+        assert cloud.names(answer.egress_port_ids) == ["uplink"]
+        assert shown(answer) == {"ip_src": "192.0.2.20", "tp_src": 53}
+    assert seen == set(behind)
+    tcp = to_vip(cloud, "198.51.100.7", 40000)  # (a TCP packet to the UDP VIP's address and port: not balanced)
+    assert "ip_dst" not in tcp.rewrites
 
 
 def test_source_ip_persistence_and_reverse_dnat(cloud: Cloud) -> None:
