@@ -96,6 +96,15 @@ class Collection:
         self.client.request("DELETE", self.item_path(obj_id))
 
 
+def _token_from_file(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        return open(path).read().strip() or None
+    except OSError as exc:
+        raise ApiError(0, "token_file", f"KUMO_TOKEN_FILE {path}: {exc.strerror}") from None
+
+
 class Client:
     bridges: Collection
     routers: Collection
@@ -117,9 +126,14 @@ class Client:
     bgp_peers: Collection
     bgp_networks: Collection
 
-    def __init__(self, base_url: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str | None = None, timeout: float = 30.0, token: str | None = None) -> None:
+        """`token`: the API token (default: KUMO_TOKEN, else the file KUMO_TOKEN_FILE names). An https:// API
+        is verified against the system's CAs, or against the PEM bundle KUMO_CA_FILE names."""
         self.base_url = (base_url or os.environ.get("KUMO_API") or DEFAULT_API).rstrip("/")
-        self.http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        token = token or os.environ.get("KUMO_TOKEN") or _token_from_file(os.environ.get("KUMO_TOKEN_FILE"))
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        verify: str | bool = os.environ.get("KUMO_CA_FILE") or True
+        self.http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers, verify=verify)
         for kind, spec in SPECS.items():
             if spec.generic_api:
                 setattr(self, kind, Collection(self, kind))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
@@ -11,9 +14,18 @@ from kumo.agent.run import AgentOptions
 from kumo.api import create_app
 from kumo.topology.errors import InvalidInput
 from kumo.topology.store import open_store
+from kumo.topology.store.base import Store
+from kumo.topology.tokens import any_token
+
+log = logging.getLogger("kumo")
 
 DEFAULT_LISTEN = "127.0.0.1:8181"
 DEFAULT_STORE_TIMEOUT = 2.0  # seconds an API request waits for ZooKeeper before it is answered 503
+
+
+def redact(url: str) -> str:
+    """A store URL as logs may show it: without a password (`scheme://user:***@host`)."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -23,6 +35,46 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+@dataclass(frozen=True)
+class Security:
+    """How the API server lets clients in (`kumo api`/`kumo up` options)."""
+
+    auth: bool = False  # tokens required on loopback too (beyond loopback they always are)
+    insecure_no_auth: bool = False  # serve without tokens, whatever the address (said at every start)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    def wants_auth(self, host: str) -> bool:
+        if self.insecure_no_auth:
+            return False
+        return self.auth or not _loopback(host)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_security(security: Security, store: Store, host: str, listen: str) -> bool:
+    """Whether tokens are required; refuses (InvalidInput) to serve beyond loopback without them."""
+    if (security.tls_cert is None) != (security.tls_key is None):
+        raise InvalidInput("--tls-cert and --tls-key go together: give both (a PEM certificate and its key)")
+    auth = security.wants_auth(host)
+    if security.insecure_no_auth:
+        log.warning("the REST API on %s takes requests from anyone who can reach it (--insecure-no-auth)", listen)
+    elif auth and not any_token(store):
+        raise InvalidInput(
+            f"--listen {listen}: the API requires tokens here and the store holds none. Create the first with "
+            "`kumo token create --store STORE_URL --role admin` (it is shown once; clients send it as KUMO_TOKEN), "
+            "then start again; or pass --insecure-no-auth to serve without authentication"
+        )
+    return auth
+
+
 def serve(
     store_url: str,
     listen: str = DEFAULT_LISTEN,
@@ -30,23 +82,36 @@ def serve(
     agent_state_dir: Path | None = None,
     agent_options: AgentOptions | None = None,
     store_timeout: float | None = DEFAULT_STORE_TIMEOUT,
+    security: Security | None = None,
 ) -> None:
     """Serve the API until SIGINT/SIGTERM; with `agent_state_dir`, this host's agent runs in the same process
     on the same store (`kumo up`)."""
     host, port = parse_listen(listen)
+    security = security or Security()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = open_store(store_url, call_timeout=store_timeout)
     agent = None
     try:
-        app = create_app(store)  # (before the agent: what exists when it starts is frozen out of the collector)
+        auth = _check_security(security, store, host, listen)
+        app = create_app(store, auth=auth)  # (before the agent: what exists when it starts is frozen out of the GC)
         if agent_state_dir is not None:
             from kumo.agent.run import start_agent
 
             agent = start_agent(store, agent_state_dir, agent_options or AgentOptions())
         if banner:
-            logging.getLogger("kumo").info("%s", banner)
-        logging.getLogger("kumo").info("REST API on http://%s:%d/v1 (store %s)", host, port, store_url)
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+            log.info("%s", banner)
+        scheme = "https" if security.tls_cert else "http"
+        how = "tokens required" if auth else "no authentication"
+        log.info("REST API on %s://%s:%d/v1 (store %s; %s)", scheme, host, port, redact(store_url), how)
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            ssl_certfile=str(security.tls_cert) if security.tls_cert else None,
+            ssl_keyfile=str(security.tls_key) if security.tls_key else None,
+        )
     finally:
         if agent is not None:
             agent.stop()

@@ -7,6 +7,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import Field
 
 from kumo.simulation.trace import trace
+from kumo.topology.errors import NotFound
 from kumo.topology.fields import MAC, Id, IPv4, L4Port, Strict, VlanId
 from kumo.topology.service import Topology
 
@@ -34,4 +35,13 @@ class TraceRequest(Strict):
 def add_trace_routes(router: APIRouter, topo: Topology) -> None:
     @router.post("/traces", tags=["traces"], summary="Simulate a packet and show its journey")
     async def post_trace(body: TraceRequest) -> dict[str, Any]:
-        return await run_in_threadpool(trace, topo.store, body.ingress_port_id, body.packet.model_dump())
+        def work() -> dict[str, Any]:
+            try:
+                topo.get("ports", body.ingress_port_id)  # (a tenant token traces from its own ports only)
+            except NotFound:
+                raise NotFound(
+                    f"ingress_port_id: no port with id {body.ingress_port_id}", code="unknown_reference"
+                ) from None
+            return trace(topo.store, body.ingress_port_id, body.packet.model_dump())
+
+        return await run_in_threadpool(work)

@@ -15,6 +15,7 @@ import click
 from kumo.agent.run import AgentOptions
 from kumo.cli import render
 from kumo.cli.resources import resource_groups
+from kumo.cli.tokens import token_group
 from kumo.cli.trace import trace_cmd
 from kumo.client import ApiError
 from kumo.datapath.layout import DEFAULT_MAX_MASKS_PER_PORT, DEFAULT_STORM_UPCALL_RATE, DEFAULT_UPCALL_RATE, MAX_MASKS
@@ -28,10 +29,48 @@ from kumo.topology.errors import KumoError
 )
 @click.option("--api", "api", envvar="KUMO_API", metavar="URL", help="API server for the operator CLI (env KUMO_API).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.option(
+    "--token-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="KUMO_TOKEN_FILE",
+    help="A file holding the API token (env KUMO_TOKEN_FILE; or the token itself in KUMO_TOKEN).",
+)
+@click.option(
+    "--token", "token", metavar="TOKEN", help="The API token (visible to `ps`: prefer KUMO_TOKEN or --token-file)."
+)
 @click.version_option(package_name="kumo")
 @click.pass_context
-def cli(ctx: click.Context, api: str | None, as_json: bool) -> None:
-    ctx.obj = {"api": api, "json": as_json}
+def cli(ctx: click.Context, api: str | None, as_json: bool, token_file: Path | None, token: str | None) -> None:
+    if token_file is not None:
+        token = token_file.read_text().strip()
+    ctx.obj = {"api": api, "json": as_json, "token": token}
+
+
+def security_options(fn: Any) -> Any:
+    """How the API server lets clients in, shared by `kumo up` and `kumo api`."""
+    options = [
+        click.option(
+            "--auth",
+            is_flag=True,
+            help="Require API tokens (`kumo token create`) on loopback too (beyond loopback they always are).",
+        ),
+        click.option(
+            "--insecure-no-auth",
+            is_flag=True,
+            help="Serve without tokens even beyond loopback: anyone who reaches the API may change the network.",
+        ),
+        click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="PEM file."),
+        click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="PEM file."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _security(auth: bool, insecure_no_auth: bool, tls_cert: Path | None, tls_key: Path | None) -> Any:
+    from kumo.server import Security
+
+    return Security(auth, insecure_no_auth, tls_cert, tls_key)
 
 
 STATE_DIR = click.option(
@@ -110,8 +149,18 @@ def _options(
 @STATE_DIR
 @click.option("--listen", default="127.0.0.1:8181", show_default=True, help="ADDRESS:PORT of the REST API.")
 @click.option("--no-agent", is_flag=True, help="Serve the API alone (no datapath; no root needed).")
+@security_options
 @agent_options
-def up(state_dir: Path, listen: str, no_agent: bool, **tuning: Any) -> None:
+def up(
+    state_dir: Path,
+    listen: str,
+    no_agent: bool,
+    auth: bool,
+    insecure_no_auth: bool,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    **tuning: Any,
+) -> None:
     """All-in-one for one machine: REST API + this host's agent on the embedded store."""
     from kumo.server import serve
 
@@ -122,6 +171,7 @@ def up(state_dir: Path, listen: str, no_agent: bool, **tuning: Any) -> None:
         banner="kumo up: API only (--no-agent)" if no_agent else "kumo up: API and agent",
         agent_state_dir=None if no_agent else state_dir,
         agent_options=_options(**tuning),
+        security=_security(auth, insecure_no_auth, tls_cert, tls_key),
     )
 
 
@@ -136,11 +186,20 @@ def up(state_dir: Path, listen: str, no_agent: bool, **tuning: Any) -> None:
     metavar="SECONDS",
     help="How long a request waits for ZooKeeper before it is answered 503 (a store that hangs or is cut off).",
 )
-def api(store: str, listen: str, store_timeout: float) -> None:
+@security_options
+def api(
+    store: str,
+    listen: str,
+    store_timeout: float,
+    auth: bool,
+    insecure_no_auth: bool,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+) -> None:
     """The REST API server alone, on any store."""
     from kumo.server import serve
 
-    serve(store, listen, store_timeout=store_timeout)
+    serve(store, listen, store_timeout=store_timeout, security=_security(auth, insecure_no_auth, tls_cert, tls_key))
 
 
 @cli.group(invoke_without_command=True)
@@ -212,6 +271,7 @@ def demo() -> None:
 for _group in resource_groups():
     cli.add_command(_group)
 cli.add_command(trace_cmd)
+cli.add_command(token_group)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,8 +28,8 @@ def cli_name(kind: str) -> str:
 class Ctx:
     """What every leaf command needs: the client and the output mode."""
 
-    def __init__(self, api: str | None, as_json: bool) -> None:
-        self.client = Client(api)
+    def __init__(self, api: str | None, as_json: bool, token: str | None = None) -> None:
+        self.client = Client(api, token=token)
         self.as_json = as_json
 
 
@@ -42,7 +42,8 @@ def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 def make_ctx(api: str | None, as_json: bool | None) -> Ctx:
     root = click.get_current_context().find_root()
     defaults = root.obj or {}
-    return Ctx(api or defaults.get("api"), bool(as_json if as_json is not None else defaults.get("json")))
+    as_json = bool(as_json if as_json is not None else defaults.get("json"))
+    return Ctx(api or defaults.get("api"), as_json, defaults.get("token"))
 
 
 # --- name resolution ---------------------------------------------------------------------------------------

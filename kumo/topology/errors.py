@@ -55,3 +55,10 @@ class VersionConflict(Conflict):
 class StoreUnavailable(KumoError):
     status = 503
     code = "store_unavailable"
+
+
+class Forbidden(KumoError):
+    """The caller's token does not allow this (a reader writing, a tenant outside its tenant)."""
+
+    status = 403
+    code = "forbidden"

@@ -319,6 +319,7 @@ class HealthMonitor(Resource):
     `max_retries` checks in a row succeeded, and down after `max_retries_down` in a row failed."""
 
     name: Name | None = None
+    tenant_id: Name | None = None
     type: Literal["tcp", "http", "https"] = "tcp"
     delay: int = Field(default=5, ge=1, le=3600)
     timeout: int = Field(default=3, ge=1, le=3600)
