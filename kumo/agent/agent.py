@@ -47,6 +47,7 @@ from kumo.agent.lbstats import read as read_pool_stats
 from kumo.agent.learned import AgentLearned
 from kumo.agent.liveness import StoreLink
 from kumo.agent.ports import PortFollower
+from kumo.agent.pushkey import ClusterKey
 from kumo.agent.report import flow_rows, percentiles
 from kumo.agent.rounds import PacketLoop, Waker
 from kumo.agent.serve import UpcallServer
@@ -110,7 +111,8 @@ class Agent:
         flows.book.observers.append(self.arp_answers)
         self.egress = egress = Egress(host_id, view, datapath, counters)
         self.parking = Parking(counters)
-        self.sharing = StateSharing(host_id, view, flows, flow_state, counters)
+        self.push_key = ClusterKey(store)
+        self.sharing = StateSharing(host_id, view, flows, flow_state, counters, push_key=lambda: self.push_key.key)
         self.server = UpcallServer(
             host_id=host_id,
             view=view,
@@ -199,6 +201,7 @@ class Agent:
         if isinstance(self.flow_state, LocalFlowState):  # (shared state: the agent keeps tracking, Redis holds it)
             self.flow_state.kernel = KernelConntrack(self.datapath.fds["kumo_conntrack"], self.flow_state.ttl)
             self.flows.kernel_conntrack = True
+        self.push_key.open()
         self.sharing.open()
         queue_change = self.changes.queue
         self._watches = [
@@ -271,6 +274,7 @@ class Agent:
         with self.lock:
             self.datapath.close()
             self.sharing.close()
+            self.push_key.close()
             close = getattr(self.flow_state, "close", None)
             if close is not None:
                 close()

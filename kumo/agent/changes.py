@@ -117,6 +117,7 @@ class StoreChanges:
         view = self.view
         view.snapshot = self.topology.snapshot()
         view.tunnel_peers = self.topology.tunnel_peers(self.host_id)
+        self.flows.datapath.set_tunnel_peers(set(view.tunnel_peers.values()))  # (the VXLAN program's filter)
         view.stateful_hosts = self.topology.stateful_hosts(view.snapshot)
         self.flows.follow_stateful_devices(view.snapshot)
         self.ports.follow_bindings()

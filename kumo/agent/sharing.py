@@ -9,11 +9,12 @@ port group with the ingress or egress port."""
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from kumo.agent.kernelflows import KernelFlows
-from kumo.agent.push import StatePush, decode
+from kumo.agent.push import PushRefused, ReplayGuard, StatePush, decode
 from kumo.agent.view import HostView
 from kumo.flowstate.local import LocalFlowState
 from kumo.flowstate.redis import FlowStateUnavailable, RedisFlowState
@@ -39,7 +40,9 @@ class StateSharing:
     flows: KernelFlows
     flow_state: LocalFlowState | RedisFlowState
     counters: collections.Counter[str]
+    push_key: Callable[[], bytes] = lambda: b""  # the cluster's push key (kumo.agent.pushkey)
     push: StatePush | None = field(default=None, init=False)  # (opened when the agent starts)
+    _guard: ReplayGuard = field(default_factory=ReplayGuard, init=False)
     _pushes: dict[str, list[StateWrite]] = field(default_factory=dict, init=False)  # host -> this round's new state
     _round_stateful: set[bytes] = field(default_factory=set, init=False)  # this round's flows whose state goes first
 
@@ -106,24 +109,27 @@ class StateSharing:
                 self.counters["push_no_tunnel"] += 1
                 continue
             try:
-                self.push.send(self.host_id, remote, writes)
+                self.push.send(self.host_id, remote, writes, self.push_key())
                 self.counters["state_pushed"] += len(writes)
             except OSError:
                 self.counters["push_send_errors"] += 1
 
     def receive(self) -> None:
-        """Fold in the state peers pushed (from tunnel peers only)."""
+        """Fold in the state peers pushed: from tunnel peers only, under the cluster's key, once each."""
         assert self.push is not None
         peers = {int_to_ip(ip): host for host, ip in self.view.tunnel_peers.items()}
+        key = self.push_key()
         for address, data in self.push.receive():
             if address not in peers:
                 self.counters["push_from_stranger"] += 1
                 continue
             try:
-                _, writes = decode(data)
-            except ValueError:
-                self.counters["push_malformed"] += 1
+                pushed = decode(data, key)
+                self._guard.check(pushed)
+            except PushRefused as refused:
+                self.counters[f"push_{refused.reason}"] += 1
                 continue
+            writes = pushed.writes
             for write in writes:
                 self.flow_state.learn(write.kind, write.key, write.value)
                 self.flows.invalidate((write.kind, write.key))  # results cached before this state existed

@@ -67,6 +67,7 @@ ADOPTED_MAPS = (
 MAPS = (*ADOPTED_MAPS, "kumo_port_limits", "kumo_ring_lazy", "kumo_speakers", "kumo_arp_answers")
 INJECT_PAIR = ("kumo-inj0", "kumo-inj1")  # the agent writes into inj0; the program on inj1 reads the mark
 VXLAN_DEVICE = "kumo-vxlan"
+TUNNEL_MAPS = ("kumo_vnis", "kumo_tunnel_peers", "kumo_tunnel_filter")  # (adopted from an earlier agent)
 VXLAN_PROGRAM = "kumo_vxlan_ingress"
 TC_INGRESS = 0xFFFFFFF2  # clsact's ingress parent
 FILTER_PRIO = 1
@@ -123,6 +124,7 @@ class Datapath:
         self._vxlan_obj: libbpf.BpfObject | None = None
         self._vnis: dict[int, int] = {}  # VNI -> ifindex, as in the kumo_vnis map
         self._ct_tags: dict[int, int] = {}  # as in the kumo_ct_tags map
+        self._tunnel_peers: set[int] | None = None  # as in the kumo_tunnel_peers map, once this agent set it
         self._tunnel_sock: socket.socket | None = None
 
     # --- life cycle --------------------------------------------------------------------------------------
@@ -153,7 +155,7 @@ class Datapath:
             self.tunnel_error = f"cannot create VXLAN device {VXLAN_DEVICE} (UDP {VXLAN_PORT}): {exc}"
             log.error("%s; tunnels to other hosts are disabled", self.tunnel_error)
             return
-        earlier = self._earlier_maps(VXLAN_DEVICE, VXLAN_PROGRAM, ("kumo_vnis",))
+        earlier = self._earlier_maps(VXLAN_DEVICE, VXLAN_PROGRAM, TUNNEL_MAPS)
         # one set of counters and one connection table for both programs
         reuse = {"kumo_stats": self.fds["kumo_stats"], "kumo_conntrack": self.fds["kumo_conntrack"], **earlier}
         try:
@@ -162,6 +164,8 @@ class Datapath:
             _close(earlier)
         self.fds["kumo_vnis"] = self._vxlan_obj.map_fd("kumo_vnis")
         self.fds["kumo_ct_tags"] = self._vxlan_obj.map_fd("kumo_ct_tags")
+        for name in ("kumo_tunnel_peers", "kumo_tunnel_filter"):
+            self.fds[name] = self._vxlan_obj.map_fd(name)
         self._vnis = {k.value: v.value for k, v in self._vni_entries()}
         self.attach_index(self.vxlan_ifindex, self._vxlan_obj.program_fd(VXLAN_PROGRAM), VXLAN_PROGRAM)
         self._tunnel_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -383,6 +387,20 @@ class Datapath:
             if self._ct_tags.get(tag) != zone:
                 libbpf.update(fd, ctypes.c_uint32(tag), ctypes.c_uint64(zone))
         self._ct_tags = dict(tags)
+
+    def set_tunnel_peers(self, addresses: set[int]) -> None:
+        """Make kumo_tunnel_peers exactly `addresses` (this host's tunnel peers' underlay addresses), and turn
+        the VXLAN program's source filter on: a tunnelled packet from anyone else is dropped."""
+        fd = self.fds.get("kumo_tunnel_peers")
+        if fd is None or addresses == self._tunnel_peers:
+            return
+        known = {key.value for key in libbpf.keys(fd, ctypes.c_uint32)}  # (an earlier agent's, adopted)
+        for address in known - addresses:
+            libbpf.delete(fd, ctypes.c_uint32(address))
+        for address in addresses - known:
+            libbpf.update(fd, ctypes.c_uint32(address), ctypes.c_uint8(1))
+        libbpf.update(self.fds["kumo_tunnel_filter"], ctypes.c_uint32(0), ctypes.c_uint32(1))
+        self._tunnel_peers = set(addresses)
 
     def vnis(self) -> dict[int, int]:
         return dict(self._vnis)

@@ -84,6 +84,7 @@ STATS = (
     "ct_new",
     "ct_recorded",
     "ct_tag_unknown",
+    "tunnel_stranger",
 )
 
 Mac = ctypes.c_uint8 * 6

@@ -5,19 +5,28 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from kumo.agent.push import encode
+from kumo.agent.pushkey import CLUSTER_KEYS, PUSH_KEY
 from kumo.client import ApiError, Client
 from kumo.datapath.layout import MAX_OUT
+from kumo.packet import ip_to_int
+from kumo.packet.ethernet import ETH_P_IP, Ethernet
+from kumo.packet.ipv4 import PROTO_UDP, IPv4
+from kumo.packet.udp import Udp
+from kumo.simulation.result import StateWrite
 from kumo.testing.fabric import Fabric, FabricHost, two_legged, underlay_capture
 from kumo.testing.netns import Vm, inside
+from kumo.topology.store import open_store
 from tests.integration.helpers import (
     BROADCASTS,
     CONNECT_FROM_PORTS,
@@ -531,3 +540,87 @@ def test_an_agent_started_while_zookeeper_is_down_waits_for_it_instead_of_exitin
     assert until(lambda: answers(api), 30.0), "the API server is connected to ZooKeeper again"
     assert until(lambda: alive(api, h3), 20.0)
     assert "the store is unavailable while the agent starts" in (fabric.workdir / "host-3.log").read_text()
+
+
+SEND_PUSH = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[2], 0))
+data = bytes.fromhex(sys.stdin.read().strip())
+for _ in range(int(sys.argv[3])):
+    s.sendto(data, (sys.argv[1], 4792))
+"""
+
+
+def test_a_forged_state_push_changes_nothing_and_a_replayed_one_is_refused(fabric: Fabric) -> None:
+    h1, h2, _ = fabric.hosts
+    write = [StateWrite("conntrack", (6, 1, 2, 3, 4, "forged-device"))]
+
+    def send(datagram: bytes, times: int = 1) -> None:
+        done = subprocess.run(
+            [*h2.prefix, sys.executable, "-c", SEND_PUSH, h1.tunnel_ip, h2.tunnel_ip, str(times)],
+            input=datagram.hex(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+
+    def counter(name: str) -> int:
+        return int(h1.agent_stats()["agent"].get(name, 0))
+
+    before = {name: counter(name) for name in ("push_bad_mac", "push_replayed", "state_received")}
+    # from a peer's own underlay address, but without the cluster's key
+    send(encode(h2.host_id, write, b"not the cluster key".ljust(32, b"!")))
+    assert until(lambda: counter("push_bad_mac") == before["push_bad_mac"] + 1, 5.0)
+    assert counter("state_received") == before["state_received"]
+    # a genuine one (made here with the cluster's key, as host 2's agent would), sent twice: taken once
+    with inside(fabric.netns), open_store(fabric.store_url) as store:
+        row = store.state_get(CLUSTER_KEYS, PUSH_KEY)
+    assert row is not None
+    send(encode(h2.host_id, write, bytes.fromhex(row["key"]), seq=10**9), times=2)
+    assert until(lambda: counter("push_replayed") == before["push_replayed"] + 1, 5.0)
+    assert counter("state_received") == before["state_received"] + 1
+
+
+SEND_UDP = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+data = bytes.fromhex(sys.stdin.read().strip())
+for _ in range(int(sys.argv[3])):
+    s.sendto(data, (sys.argv[1], int(sys.argv[2])))
+"""
+
+
+def test_a_vxlan_packet_from_a_host_outside_the_tunnel_zone_reaches_no_vm(fabric: Fabric, tenant: Tenant) -> None:
+    h1, h2, _ = fabric.hosts
+    tenant.bridge("v")
+    vm = tenant.vm("v2", h2, "v", "10.0.1.22/24")
+    vni = int(tenant.ports["v2"]["tunnel_key"])
+    src, dst = ip_to_int("10.0.1.99"), ip_to_int("10.0.1.22")
+    udp = Udp(40000, 9999, b"x").build(src, dst)
+    inner = Ethernet(vm.mac, "02:00:00:00:99:99", ETH_P_IP, IPv4(src, dst, PROTO_UDP, udp).build())
+    datagram = struct.pack("!II", 0x08000000, vni << 8) + inner.build()
+
+    def send_from(prefix: list[str], count: int) -> None:
+        done = subprocess.run(
+            [*prefix, sys.executable, "-c", SEND_UDP, h2.tunnel_ip, "4789", str(count)],
+            input=datagram.hex(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 0, done.stderr
+
+    def received_while(send: Callable[[], None]) -> int:
+        counter = vm.popen(sys.executable, "-c", UDP_COUNT, "9999", stdout=subprocess.PIPE)
+        time.sleep(0.7)
+        send()
+        return int(counter.communicate(timeout=10)[0].strip() or 0)
+
+    strangers = h2.agent_stats()["datapath"]["tunnel_stranger"]
+    # from the underlay's own address (10.99.0.254): no tunnel zone has it
+    assert received_while(lambda: send_from(["ip", "netns", "exec", fabric.netns], 5)) == 0
+    assert h2.agent_stats()["datapath"]["tunnel_stranger"] >= strangers + 5
+    # the same datagram from host 1, a member of the zone, is delivered: the source alone made the difference
+    assert received_while(lambda: send_from(h1.prefix, 5)) == 5

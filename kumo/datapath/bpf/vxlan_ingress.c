@@ -4,6 +4,9 @@
  * VNI = that port's tunnel key. Here the VNI alone picks the local interface: the agent pre-installs
  * VNI -> ifindex for every port bound to this host, so that a tunnelled packet never causes an upcall.
  *
+ * A packet from an outer source that is not one of this host's tunnel peers is dropped (counted): the VXLAN port
+ * takes datagrams from anyone on the underlay, and a forged one must not reach a VM.
+ *
  * A packet whose VXLAN GBP field carries a zone tag is the forward packet of a connection its sender recorded
  * in that zone (lib/conntrack.h): it is recorded here too, where its reply will be simulated and looked up. */
 #include <linux/bpf.h>
@@ -25,6 +28,23 @@ struct {
 	__type(key, __u32);   /* VNI: a port's tunnel key */
 	__type(value, __u32); /* the ifindex of its interface on this host */
 } kumo_vnis SEC(".maps");
+
+/* The underlay addresses of this host's tunnel peers (the hosts sharing a tunnel zone with it), and whether
+ * the agent has filled them in yet (kumo_tunnel_filter[0]: until it has, as after an upgrade from a program
+ * without them, every source is taken). Both outlive the agent, like kumo_vnis. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);  /* the outer source address, host byte order (bpf_tunnel_key.remote_ipv4) */
+	__type(value, __u8);
+} kumo_tunnel_peers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} kumo_tunnel_filter SEC(".maps");
 
 /* a zone's 16-bit tag -> the zone (kumo.agent: the stateful devices whose tags no other device shares) */
 struct {
@@ -71,6 +91,13 @@ int kumo_vxlan_ingress(struct __sk_buff *skb)
 	count(KUMO_ST_TUNNEL_RX);
 	if (bpf_skb_get_tunnel_key(skb, &tk, sizeof(tk), 0) < 0) {
 		count(KUMO_ST_TUNNEL_NO_KEY);
+		return TC_ACT_SHOT;
+	}
+	__u32 zero = 0;
+	__u32 *filtering = bpf_map_lookup_elem(&kumo_tunnel_filter, &zero);
+	__u32 remote = tk.remote_ipv4;
+	if (filtering && *filtering && !bpf_map_lookup_elem(&kumo_tunnel_peers, &remote)) {
+		count(KUMO_ST_TUNNEL_STRANGER);
 		return TC_ACT_SHOT;
 	}
 	__u32 vni = tk.tunnel_id;

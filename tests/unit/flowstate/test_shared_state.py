@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from kumo.agent.push import decode, encode
+from kumo.agent.push import PushRefused, ReplayGuard, decode, encode
+from kumo.agent.pushkey import CLUSTER_KEYS, PUSH_KEY, ClusterKey
 from kumo.flowstate.local import LocalFlowState
 from kumo.flowstate.redis import FlowStateUnavailable, RedisFlowState
 from kumo.flowstate.snat_blocks import SNAT_BLOCKS, SnatBlocks
@@ -106,12 +108,39 @@ def test_an_idle_block_is_released_once_its_ports_are_free() -> None:
         store.close()
 
 
+KEY = bytes(range(32))
+
+
 def test_a_push_carries_keys_and_values_back_as_tuples() -> None:
     writes = [StateWrite("conntrack", (6, 1, 2, 3, 4, "d")), StateWrite("nat", ("snat", "r", 6, 1, 2, 3, 4), (5, 6))]
-    host, back = decode(encode("host-1", writes))
-    assert host == "host-1" and back == writes
-    with pytest.raises(ValueError):
-        decode(b'{"host": "x"}')
+    pushed = decode(encode("host-1", writes, KEY, seq=7), KEY)
+    assert (pushed.host, pushed.seq, pushed.writes) == ("host-1", 7, writes)
+    with pytest.raises(PushRefused, match="wrong MAC"):
+        decode(b'{"host": "x"}', KEY)
+
+
+def test_a_push_under_another_key_or_altered_is_refused() -> None:
+    datagram = encode("host-1", [StateWrite("conntrack", (6, 1, 2, 3, 4, "d"))], KEY)
+    for forged, key in ((datagram, bytes(32)), (datagram.replace(b'"d"', b'"e"'), KEY), (datagram[:-1], KEY)):
+        with pytest.raises(PushRefused) as refused:
+            decode(forged, key)
+        assert refused.value.reason == "bad_mac"
+
+
+def test_a_push_is_taken_once_and_only_while_fresh() -> None:
+    guard = ReplayGuard(window_s=30)
+    now = int(time.time() * 1000)
+    first = decode(encode("host-1", [], KEY, seq=1, ts=now), KEY)
+    guard.check(first, now)
+    with pytest.raises(PushRefused) as replayed:
+        guard.check(first, now + 5)
+    assert replayed.value.reason == "replayed"
+    guard.check(decode(encode("host-1", [], KEY, seq=2, ts=now), KEY), now)  # (the next one, same ms)
+    guard.check(decode(encode("host-2", [], KEY, seq=1, ts=now), KEY), now)  # (another sender's)
+    for ts in (now - 31_000, now + 31_000):
+        with pytest.raises(PushRefused) as stale:
+            guard.check(decode(encode("host-1", [], KEY, seq=3, ts=ts), KEY), now)
+        assert stale.value.reason == "stale"
 
 
 def test_expired_entries_are_dropped_unless_recorded_again_meanwhile() -> None:
@@ -126,3 +155,28 @@ def test_expired_entries_are_dropped_unless_recorded_again_meanwhile() -> None:
     assert state.drop_expired(expired) == 2
     assert state.conntrack_has((17, 1, 1000, DST, 53, "b"))
     assert state.nat == {} and state.snat_used == {}
+
+
+def test_every_agent_follows_one_cluster_push_key_and_its_rotation(tmp_path: object) -> None:
+    store = SqliteStore(":memory:")
+    try:
+        first, second = ClusterKey(store), ClusterKey(store)
+        first.open()
+        second.open()
+        assert len(first.key) == 32 and first.key == second.key
+        old = first.key
+        store.state_delete(CLUSTER_KEYS, PUSH_KEY)  # an operator rotates it
+        assert _until(lambda: first.key != old and first.key == second.key)
+        first.close()
+        second.close()
+    finally:
+        store.close()
+
+
+def _until(probe: Any, within: float = 5.0) -> bool:
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        if probe():
+            return True
+        time.sleep(0.02)
+    return False

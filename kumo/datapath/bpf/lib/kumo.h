@@ -230,6 +230,7 @@ enum kumo_stat {
 	KUMO_ST_CT_NEW,             /* ... answered "not recorded" (or recorded too long ago) */
 	KUMO_ST_CT_RECORDED,        /* connections recorded in the kernel's conntrack (here or from a tunnel) */
 	KUMO_ST_CT_TAG_UNKNOWN,     /* tunnelled packets with a zone tag this host does not know (not recorded) */
+	KUMO_ST_TUNNEL_STRANGER,    /* tunnelled packets from a source that is no tunnel peer of this host (dropped) */
 	KUMO_ST_MAX,
 };
 
