@@ -54,6 +54,7 @@ bench: setup
 	$(PY) bench/datapath_bench.py
 	$(PY) bench/crr_bench.py
 	$(PY) bench/lb_bench.py
+	$(PY) bench/port_security_bench.py
 	$(PY) bench/convergence_bench.py
 	$(PY) bench/l4state_bench.py
 	$(PY) bench/edge_bench.py

@@ -13,6 +13,7 @@ import enum
 class Stage(enum.StrEnum):
     # a port, as the packet enters the virtual network or a device through it
     PORT_ADMIN = "port.admin"
+    PORT_SECURITY = "port.security"
     PORT_INBOUND_FILTER = "port.inbound_filter"
     # a bridge
     BRIDGE_ADMIN = "bridge.admin"

@@ -57,6 +57,9 @@ class Reason(enum.StrEnum):
     NO_POOL_MEMBER = "no_pool_member"
     DHCP_NO_HOST = "dhcp_no_host"
     FRAGMENTATION_NEEDED = "fragmentation_needed"
+    PORT_SECURITY_MAC = "port_security_mac"  # a source MAC the port does not declare
+    PORT_SECURITY_IP = "port_security_ip"  # ... a source IP
+    PORT_SECURITY_ARP = "port_security_arp"  # ... ARP sender addresses
 
 
 @dataclass(frozen=True, slots=True)

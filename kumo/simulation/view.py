@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from kumo.packet import ip_to_int
 from kumo.packet.flowhash import path_key
 from kumo.packet.ipv4 import PROTO_TCP, PROTO_UDP
+from kumo.simulation.portaddresses import PortSecurity
 from kumo.topology.lbstatus import MEMBER_STATUS, monitors_of
 from kumo.topology.state import HOSTS_ALIVE, learned_routes
 
@@ -71,11 +72,12 @@ class PortView(dict[str, Any]):
     """A port's JSON object plus what the walk reads on every packet, computed once per snapshot (attribute
     reads are the hot path's; the dict stays for everything else)."""
 
-    __slots__ = ("inbound", "outbound", "peer", "tag", "up", "vlan")
+    __slots__ = ("inbound", "outbound", "peer", "security", "tag", "up", "vlan")
 
     def __init__(self, obj: Obj) -> None:
         super().__init__(obj)
         self.tag = f"port:{obj['id']}"
+        self.security: PortSecurity | None = PortSecurity.of(obj) if obj.get("type") == "bridge" else None
         self.up: bool = obj.get("admin_state_up", True)
         self.inbound: str | None = obj.get("inbound_filter_id")
         self.outbound: str | None = obj.get("outbound_filter_id")

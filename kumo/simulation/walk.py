@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from kumo.packet.flowmatch import BIT, FlowMatch
-from kumo.simulation import bridge, conntrack, ports, router
+from kumo.simulation import bridge, conntrack, ports, portsecurity, router
 from kumo.simulation.chains import chain_uses_conntrack
 from kumo.simulation.context import MAX_DEVICES, Context, Finished
 from kumo.simulation.pipeline import Stage
@@ -35,6 +35,8 @@ def simulate(
         if port is None:
             ctx.step(match.peek("in_port") or "?", "port", Stage.PORT_ADMIN, "unknown ingress port: drop")
             raise Finished(Verdict.DROP, Reason.UNKNOWN_PORT)
+        if port.security is not None:
+            portsecurity.check(ctx, port["id"], port.security)
         _record_forward_flow(ctx, port)
         egress = _through_device(ctx, port)
         if not egress:

@@ -53,6 +53,26 @@ class Router(Filtered):
     bgp_advertise_floating_ips: bool = False
 
 
+class AddressPair(Strict):
+    """Neutron's allowed address pair: another address (or network) a port's VM may send from, e.g. a VRRP
+    address it shares with another VM; with its own MAC, or the port's."""
+
+    ip_address: str
+    mac_address: MAC | None = None
+
+    @model_validator(mode="after")
+    def _address(self) -> AddressPair:
+        try:
+            ipaddress.IPv4Network(self.ip_address, strict=True)
+        except ValueError:
+            raise ValueError(
+                f"ip_address {self.ip_address!r}: an IPv4 address or network, e.g. 10.0.0.5 or 10.0.0.0/28"
+            ) from None
+        if self.mac_address is not None and is_multicast_mac(self.mac_address):
+            raise ValueError(f"mac_address {self.mac_address} is a multicast MAC; use a unicast one")
+        return self
+
+
 class Port(Filtered):
     name: Name | None = None
     device_id: Id
@@ -68,6 +88,12 @@ class Port(Filtered):
     vlan_id: VlanId | None = None
     # Largest IP packet this port sends (router ports: DF packets above it get ICMP fragmentation needed).
     mtu: int | None = Field(default=None, ge=576, le=9000)
+    # Port security (Neutron's names; bridge ports): what is plugged in may send only from these addresses
+    # (kumo.simulation.portsecurity). A port that declares none is not checked.
+    mac_address: MAC | None = None
+    fixed_ips: list[IPv4] = Field(default=[], max_length=64)
+    allowed_address_pairs: list[AddressPair] = Field(default=[], max_length=64)
+    port_security_enabled: bool = True
 
     @model_validator(mode="after")
     def _consistent(self) -> Port:
@@ -90,10 +116,15 @@ class Port(Filtered):
                 raise ValueError(f"port_mac {self.port_mac} is a multicast MAC; use a unicast one")
             if self.vlan_id is not None:
                 raise ValueError("vlan_id is for bridge ports only")
+            for field in ("mac_address", "fixed_ips", "allowed_address_pairs"):
+                if getattr(self, field):
+                    raise ValueError(f"{field} is for bridge ports (port security); a router port has port_mac")
         else:
             for field in ("port_address", "network_cidr", "port_mac"):
                 if getattr(self, field) is not None:
                     raise ValueError(f"{field} is for router ports only (this port is on a bridge)")
+            if self.mac_address is not None and is_multicast_mac(self.mac_address):
+                raise ValueError(f"mac_address {self.mac_address} is a multicast MAC; use a unicast one")
         if len(set(self.port_group_ids)) != len(self.port_group_ids):
             raise ValueError("port_group_ids lists a port group twice")
         return self
