@@ -198,7 +198,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="kumo-edge-bench-"))
     with Fabric(workdir, hosts=3) as fabric, inside(fabric.netns):
         edge = build_bgp_edge(fabric, workdir, hold_time=3, names=NAMES)
-        store = ZookeeperStore(fabric.zookeeper.hosts, fabric.chroot)
+        store = ZookeeperStore(fabric.zookeeper.hosts, fabric.chroot, credentials=fabric.credentials)
         try:
             vms = extra_vms(edge)
             result = {

@@ -264,7 +264,8 @@ def main() -> None:
     rng = random.Random(1)
     workdir = Path(tempfile.mkdtemp(prefix="kumo-scale-bench-"))
     result: dict[str, Any] = {"bench": "scale", "hosts": args.hosts, "ports": args.ports}
-    with Fabric(workdir, hosts=3, zookeeper_heap="2g") as fabric, inside(fabric.netns):
+    # (no ZooKeeper ACL: the simulated hosts (scale_hosts.py, aiozk) do not authenticate)
+    with Fabric(workdir, hosts=3, zookeeper_heap="2g", zookeeper_acl=False) as fabric, inside(fabric.netns):
         api = fabric.client()
         small = [api.bridges.create(name="baseline")["id"]]
         for _ in range(20):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,17 +14,13 @@ from kumo.api import create_app
 from kumo.topology.errors import InvalidInput
 from kumo.topology.store import open_store
 from kumo.topology.store.base import Store
+from kumo.topology.store.urls import redact
 from kumo.topology.tokens import any_token
 
 log = logging.getLogger("kumo")
 
 DEFAULT_LISTEN = "127.0.0.1:8181"
 DEFAULT_STORE_TIMEOUT = 2.0  # seconds an API request waits for ZooKeeper before it is answered 503
-
-
-def redact(url: str) -> str:
-    """A store URL as logs may show it: without a password (`scheme://user:***@host`)."""
-    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

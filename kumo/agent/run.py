@@ -21,6 +21,7 @@ from kumo.datapath.layout import (
 )
 from kumo.topology.errors import KumoError, StoreUnavailable
 from kumo.topology.store.base import Store
+from kumo.topology.store.urls import redact
 
 if TYPE_CHECKING:
     from kumo.agent.agent import Agent
@@ -100,9 +101,10 @@ def start_agent(store: Store, state_dir: Path, options: AgentOptions, host_id: s
 
 
 def check_flow_state_url(url: str) -> None:
-    if url != "local" and not url.startswith("redis://"):
+    if url != "local" and not url.startswith(("redis://", "rediss://")):
         raise KumoError(
-            f"--flow-state {url!r}: use `local` (this agent's own tables) or redis://HOST:PORT/DB (shared by hosts)",
+            f"--flow-state {redact(url)!r}: use `local` (this agent's own tables), or redis://[:PASSWORD@]HOST:PORT/DB "
+            "or rediss://... (TLS), shared by every host",
             code="bad_flow_state",
         )
 

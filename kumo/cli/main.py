@@ -176,7 +176,13 @@ def up(
 
 
 @cli.command()
-@click.option("--store", required=True, help="sqlite:///path/kumo.db or zookeeper://host:port[,...]/chroot")
+@click.option(
+    "--store",
+    required=True,
+    envvar="KUMO_STORE",
+    help="sqlite:///path/kumo.db or zookeeper://[user:password@]host:port[,...]/chroot (env KUMO_STORE: keeps a "
+    "password out of `ps`).",
+)
 @click.option("--listen", default="127.0.0.1:8181", show_default=True, help="ADDRESS:PORT of the REST API.")
 @click.option(
     "--store-timeout",
@@ -204,7 +210,12 @@ def api(
 
 @cli.group(invoke_without_command=True)
 @click.option("--host-id", help="This host's id (default: generated once, kept in <state-dir>/host_id).")
-@click.option("--store", help="zookeeper://host:port[,...]/chroot (the embedded store runs in `kumo up`).")
+@click.option(
+    "--store",
+    envvar="KUMO_STORE",
+    help="zookeeper://[user:password@]host:port[,...]/chroot (env KUMO_STORE: keeps a password out of `ps`; the "
+    "embedded store runs in `kumo up`).",
+)
 @click.option(
     "--tunnel-ip",
     help="This host's underlay address, reported with the host; tunnels use the address of its tunnel-zone membership.",
@@ -213,7 +224,9 @@ def api(
     "--flow-state",
     default="local",
     show_default=True,
-    help="local (this agent's tables) or redis://HOST:PORT/DB (conntrack and NAT shared by every host).",
+    envvar="KUMO_FLOW_STATE",
+    help="local (this agent's tables) or redis://[:password@]HOST:PORT/DB, rediss:// for TLS (conntrack and NAT "
+    "shared by every host; env KUMO_FLOW_STATE keeps a password out of `ps`).",
 )
 @STATE_DIR
 @agent_options

@@ -26,6 +26,7 @@ import redis
 from kumo.flowstate.local import DEFAULT_TTL, LocalFlowState
 from kumo.simulation.result import StateWrite
 from kumo.simulation.view import NatTarget
+from kumo.topology.store.urls import redact
 
 log = logging.getLogger("kumo.flowstate")
 
@@ -46,7 +47,7 @@ def redis_key(kind: str, key: tuple[Any, ...]) -> str:
 
 class RedisFlowState:
     def __init__(self, url: str, ttl: float = DEFAULT_TTL, timeout: float = TIMEOUT) -> None:
-        self.url = url
+        self.url = redact(url)  # (for messages: never the password)
         self.ttl = ttl
         self.local = LocalFlowState(ttl=ttl)
         self.client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)

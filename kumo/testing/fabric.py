@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 import subprocess
 import sys
 import uuid
@@ -119,6 +120,7 @@ class Fabric:
         redis: bool = False,
         ensemble: int = 1,
         zookeeper_heap: str = "256m",
+        zookeeper_acl: bool = True,
     ) -> None:
         self.workdir = workdir
         self.tag = uuid.uuid4().hex[:6]
@@ -131,8 +133,12 @@ class Fabric:
             else ZooKeeperServer(address=FABRIC_ADDRESS, netns=self.netns, heap=zookeeper_heap)
         )
         # with `redis`, the agents share flow state through a Redis on the underlay (--flow-state)
-        self.redis = RedisServer(address=FABRIC_ADDRESS, netns=self.netns) if redis else None
+        self.redis = (
+            RedisServer(address=FABRIC_ADDRESS, netns=self.netns, password=secrets.token_hex(8)) if redis else None
+        )
         self.chroot = f"/kumo-{self.tag}"
+        # as in production: Kumo's znodes readable and writable only with these (a digest ACL), Redis with AUTH
+        self.credentials = ("kumo", secrets.token_hex(8)) if zookeeper_acl else None
         self.apis: list[ApiProcess] = []
         self.api_count = api_servers
         self.hosts = [FabricHost(self, i + 1) for i in range(hosts)]
@@ -140,7 +146,8 @@ class Fabric:
 
     @property
     def store_url(self) -> str:
-        return f"zookeeper://{self.zookeeper.hosts}{self.chroot}"
+        auth = f"{self.credentials[0]}:{self.credentials[1]}@" if self.credentials else ""
+        return f"zookeeper://{auth}{self.zookeeper.hosts}{self.chroot}"
 
     def start(self) -> Fabric:
         ip("netns", "add", self.netns)

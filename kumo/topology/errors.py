@@ -62,3 +62,10 @@ class Forbidden(KumoError):
 
     status = 403
     code = "forbidden"
+
+
+class StoreForbidden(KumoError):
+    """The store refused these credentials (ZooKeeper: a digest ACL Kumo's znodes were made with)."""
+
+    status = 503
+    code = "store_forbidden"

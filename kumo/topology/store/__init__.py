@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from kumo.topology.errors import InvalidInput
 from kumo.topology.store.base import Change, Session, StateChange, Store, Watch
@@ -24,10 +24,17 @@ def open_store(url: str, call_timeout: float | None = None) -> Store:
     if parsed.scheme == "zookeeper":
         from kumo.topology.store.zookeeper import ZookeeperStore
 
-        hosts = parsed.netloc
+        userinfo, _, hosts = parsed.netloc.rpartition("@")
         if not hosts:
-            raise InvalidInput(f"store URL {url!r} names no server; use zookeeper://127.0.0.1:2181/kumo")
-        return ZookeeperStore(hosts, parsed.path or "/kumo", call_timeout=call_timeout)
+            raise InvalidInput("the store URL names no server; use zookeeper://[user:password@]127.0.0.1:2181/kumo")
+        credentials = None
+        if userinfo:
+            user, sep, password = userinfo.partition(":")
+            if not (user and sep and password):
+                raise InvalidInput("the store URL's credentials: use zookeeper://user:password@host:port/chroot")
+            credentials = (unquote(user), unquote(password))
+        return ZookeeperStore(hosts, parsed.path or "/kumo", call_timeout=call_timeout, credentials=credentials)
     raise InvalidInput(
-        f"unknown store URL {url!r}: use sqlite:///path/kumo.db or zookeeper://host:port[,host:port]/chroot"
+        f"unknown store URL scheme {parsed.scheme!r}: use sqlite:///path/kumo.db or "
+        "zookeeper://[user:password@]host:port[,host:port]/chroot"
     )

@@ -6,20 +6,32 @@ from collections.abc import Callable
 from typing import Any
 
 from kazoo.client import KazooClient, TransactionRequest
-from kazoo.exceptions import ConnectionClosedError, ConnectionLoss, NodeExistsError, SessionExpiredError
+from kazoo.exceptions import ConnectionClosedError, ConnectionLoss, NoAuthError, NodeExistsError, SessionExpiredError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import KazooState
 from kazoo.retry import KazooRetry
+from kazoo.security import make_digest_acl
 
-from kumo.topology.errors import StoreUnavailable
+from kumo.topology.errors import StoreForbidden, StoreUnavailable
 
 # kazoo's default reconnect backoff grows to a minute; a store must be back within a second of ZooKeeper.
 _RECONNECT = {"max_tries": -1, "delay": 0.1, "backoff": 1.5, "max_delay": 1.0}
 _UNAVAILABLE = (KazooTimeoutError, ConnectionLoss, SessionExpiredError, ConnectionClosedError)
 
 
-def new_client(hosts: str, timeout: float) -> KazooClient:
-    return KazooClient(hosts=hosts, timeout=timeout, connection_retry=KazooRetry(**_RECONNECT))
+def new_client(hosts: str, timeout: float, credentials: tuple[str, str] | None = None) -> KazooClient:
+    """A client; with (user, password) `credentials`, authenticated by ZooKeeper's digest scheme, and every znode
+    it creates readable and writable by that user only (a digest ACL)."""
+    if credentials is None:
+        return KazooClient(hosts=hosts, timeout=timeout, connection_retry=KazooRetry(**_RECONNECT))
+    user, password = credentials
+    return KazooClient(
+        hosts=hosts,
+        timeout=timeout,
+        connection_retry=KazooRetry(**_RECONNECT),
+        auth_data=[("digest", f"{user}:{password}")],
+        default_acl=[make_digest_acl(user, password, all=True)],
+    )
 
 
 class Bounded:
@@ -45,6 +57,11 @@ class Bounded:
             raise StoreUnavailable(
                 f"ZooKeeper at {self.hosts} did not answer ({type(exc).__name__}); a write may or may not "
                 "have been applied: re-read before retrying"
+            ) from None
+        except NoAuthError:
+            raise StoreForbidden(
+                f"ZooKeeper at {self.hosts} refused access to Kumo's znodes: give the user and password they were "
+                "made with (zookeeper://user:password@host:port/chroot, or KUMO_STORE)"
             ) from None
 
     def get(self, path: str, watch: Any = None) -> Any:

@@ -35,7 +35,7 @@ from kazoo.protocol.states import KazooState
 from kazoo.recipe.cache import TreeCache, TreeEvent
 from kazoo.recipe.watchers import ChildrenWatch
 
-from kumo.topology.errors import StoreUnavailable, VersionConflict
+from kumo.topology.errors import StoreForbidden, StoreUnavailable, VersionConflict
 from kumo.topology.store.base import (
     ChangeCallback,
     Check,
@@ -75,8 +75,8 @@ def _dec(data: bytes) -> Any:
 class _ZkSession(Session):
     """An owner session is a ZooKeeper session of its own: its ephemeral znodes die with it."""
 
-    def __init__(self, hosts: str, timeout: float) -> None:
-        self.client = new_client(hosts, timeout)
+    def __init__(self, hosts: str, timeout: float, credentials: tuple[str, str] | None = None) -> None:
+        self.client = new_client(hosts, timeout, credentials)
         try:
             self.client.start(timeout=timeout)
         except KazooTimeoutError:
@@ -98,14 +98,23 @@ class _ZkSession(Session):
 
 class ZookeeperStore(Store):
     def __init__(
-        self, hosts: str, chroot: str = "/kumo", *, timeout: float = 10.0, call_timeout: float | None = None
+        self,
+        hosts: str,
+        chroot: str = "/kumo",
+        *,
+        timeout: float = 10.0,
+        call_timeout: float | None = None,
+        credentials: tuple[str, str] | None = None,
     ) -> None:
         """`timeout`: the session's (and connecting's); `call_timeout` (default: the same): how long one call
-        may wait for an answer before it fails with StoreUnavailable (the API server's bound, a 503)."""
+        may wait for an answer before it fails with StoreUnavailable (the API server's bound, a 503).
+        `credentials` (user, password): digest authentication, and every znode Kumo makes readable and
+        writable with them only."""
         self.hosts = hosts
         self.root = "/" + chroot.strip("/") if chroot.strip("/") else ""
         self.timeout = timeout
-        self.zk = new_client(hosts, timeout)
+        self.credentials = credentials
+        self.zk = new_client(hosts, timeout, credentials)
         try:
             self.zk.start(timeout=timeout)
             self.io = Bounded(self.zk, hosts, call_timeout or timeout)
@@ -114,7 +123,7 @@ class ZookeeperStore(Store):
         except Exception as exc:
             self.zk.stop()
             self.zk.close()
-            if isinstance(exc, StoreUnavailable):
+            if isinstance(exc, (StoreUnavailable, StoreForbidden)):
                 raise
             raise StoreUnavailable(f"cannot reach ZooKeeper at {hosts}: {exc}") from exc
         self._known_kinds: set[str] = set()
@@ -275,7 +284,7 @@ class ZookeeperStore(Store):
         return self._p(*parts)
 
     def open_session(self) -> Session:
-        return _ZkSession(self.hosts, self.timeout)
+        return _ZkSession(self.hosts, self.timeout, self.credentials)
 
     def state_put(self, table: str, key: str, value: Obj, owner: Session | None = None) -> None:
         io = owner.io if isinstance(owner, _ZkSession) else self.io

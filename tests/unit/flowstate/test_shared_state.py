@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -180,3 +182,35 @@ def _until(probe: Any, within: float = 5.0) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def test_redis_with_a_password_needs_it_and_never_shows_it() -> None:
+    with RedisServer(password="s3cret-pw") as server:
+        good = RedisFlowState(server.url)
+        good.record("conntrack", (6, 1, 2, 3, 4, "r"))
+        good.flush()
+        assert RedisFlowState(server.url).conntrack_has((6, 1, 2, 3, 4, "r"))
+        bad = RedisFlowState(server.url.replace("s3cret-pw", "wrong"))
+        bad.record("conntrack", (6, 1, 2, 3, 4, "r"))
+        with pytest.raises(FlowStateUnavailable) as refused:
+            bad.flush()
+        assert "wrong" not in str(refused.value) and "s3cret" not in str(refused.value)
+        assert ":***@" in str(refused.value)
+
+
+def test_redis_over_tls_is_verified(tmp_path: Path) -> None:
+    cert, key = tmp_path / "redis.pem", tmp_path / "redis.key"
+    openssl = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=redis"]
+    san = ["-addext", "subjectAltName=IP:127.0.0.1"]
+    subprocess.run([*openssl, *san, "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    with RedisServer(password="pw", tls=(cert, key)) as server:
+        assert server.url.startswith("rediss://")
+        state = RedisFlowState(server.url)
+        state.record("conntrack", (6, 1, 2, 3, 4, "r"))
+        state.flush()
+        assert RedisFlowState(server.url).conntrack_has((6, 1, 2, 3, 4, "r"))
+        # a client that does not trust the server's certificate does not talk to it
+        untrusting = RedisFlowState(server.url.split("?")[0])
+        untrusting.record("conntrack", (6, 1, 2, 3, 5, "r"))
+        with pytest.raises(FlowStateUnavailable, match="certificate"):
+            untrusting.flush()
