@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import ssl
 from typing import Any
 from urllib.parse import urlencode
 
@@ -96,6 +97,16 @@ class Collection:
         self.client.request("DELETE", self.item_path(obj_id))
 
 
+def _verification(ca_file: str | None) -> ssl.SSLContext | bool:
+    """How an https:// API's certificate is checked: against the system's CAs, or the bundle in `ca_file`."""
+    if not ca_file:
+        return True
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ApiError(0, "ca_file", f"KUMO_CA_FILE {ca_file}: {exc}") from None
+
+
 def _token_from_file(path: str | None) -> str | None:
     if not path:
         return None
@@ -132,7 +143,7 @@ class Client:
         self.base_url = (base_url or os.environ.get("KUMO_API") or DEFAULT_API).rstrip("/")
         token = token or os.environ.get("KUMO_TOKEN") or _token_from_file(os.environ.get("KUMO_TOKEN_FILE"))
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        verify: str | bool = os.environ.get("KUMO_CA_FILE") or True
+        verify = _verification(os.environ.get("KUMO_CA_FILE"))
         self.http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers, verify=verify)
         for kind, spec in SPECS.items():
             if spec.generic_api:

@@ -4,18 +4,23 @@ loopback without tokens."""
 
 from __future__ import annotations
 
+import os
+import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from kumo.api import create_app
 from kumo.cli.main import cli
+from kumo.testing.common import free_port
 from kumo.topology.store.sqlite import SqliteStore
 from kumo.topology.tokens import create_token, revoke_token
 
@@ -152,3 +157,51 @@ def test_a_tenant_builds_a_load_balancer_with_its_own_monitor(api: TestClient, s
     assert api.post("/v1/pools", json=pool, headers=red).status_code == 404
     assert api.post("/v1/pools", json={**pool, "health_monitor_id": mine["id"]}, headers=red).status_code == 201
     assert api.get("/v1/pools", headers=blue).json() == []
+
+
+def test_the_api_over_tls_with_a_token_end_to_end(tmp_path: Path) -> None:
+    """`kumo api --tls-cert --tls-key --auth`, and the CLI with KUMO_API=https://..., KUMO_CA_FILE, KUMO_TOKEN."""
+    cert, key = tmp_path / "api.pem", tmp_path / "api.key"
+    openssl = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=kumo-api"]
+    san = ["-addext", "subjectAltName=IP:127.0.0.1"]
+    subprocess.run([*openssl, *san, "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    url = f"sqlite://{tmp_path / 'kumo.db'}"
+    with SqliteStore(tmp_path / "kumo.db") as store:
+        _, secret = create_token(store, "admin")
+    port = free_port()
+    tls = ["--tls-cert", str(cert), "--tls-key", str(key)]
+    listen = ["--listen", f"127.0.0.1:{port}", "--auth"]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "kumo.cli.main", "api", "--store", url, *listen, *tls],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        api = f"https://127.0.0.1:{port}"
+        assert until_up(api, cert), server.stderr.read() if server.poll() is not None else "no answer"
+        env = {**os.environ, "KUMO_API": api, "KUMO_CA_FILE": str(cert), "KUMO_TOKEN": secret}
+        cli_run = [sys.executable, "-m", "kumo.cli.main", "bridge", "create", "--name", "over-tls"]
+        made = subprocess.run(cli_run, env=env, capture_output=True, text=True, timeout=30)
+        assert made.returncode == 0, made.stderr
+        no_token = {k: v for k, v in env.items() if k != "KUMO_TOKEN"}
+        refused = subprocess.run(cli_run, env=no_token, capture_output=True, text=True, timeout=30)
+        assert refused.returncode == 1 and "needs a token" in refused.stderr, refused.stderr
+        no_ca = {k: v for k, v in env.items() if k != "KUMO_CA_FILE"}
+        untrusted = subprocess.run(cli_run, env=no_ca, capture_output=True, text=True, timeout=30)
+        assert untrusted.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr, untrusted.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def until_up(url: str, ca: Path, within: float = 20.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            trusted = ssl.create_default_context(cafile=str(ca))
+            if httpx.get(f"{url}/v1/health", verify=trusted, timeout=1).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    return False
