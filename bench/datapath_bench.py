@@ -132,6 +132,20 @@ while True:
 RELAY_PORT = 7002
 
 
+def bench_cloud(host: VirtualHost) -> Cloud:
+    """The cloud, with vm1 (web) and vm3 (db) for iperf3 across the router, and gen and sink (web) for new
+    flows; once they reach each other."""
+    cloud = build_cloud(host)
+    cloud.attach("vm1", "web", "10.0.1.11/24", gateway="10.0.1.1")
+    cloud.attach("vm3", "db", "10.0.2.13/24", gateway="10.0.2.1")
+    cloud.attach("gen", "web", "10.0.1.13/24")
+    cloud.attach("sink", "web", "10.0.1.14/24")
+    for _ in range(20):
+        if cloud.vms["vm1"].ping("10.0.2.13", wait=0.5) and cloud.vms["gen"].ping("10.0.1.14", wait=0.5):
+            break
+    return cloud
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -472,14 +486,7 @@ def main() -> None:
     # bench/crr_bench.py measures connections with megaflows
     kumo_args = ("--upcall-rate", str(args.upcall_rate), "--max-masks-per-port", "0")
     with tempfile.TemporaryDirectory() as tmp, VirtualHost(Path(tmp), kumo_args) as host, inside(host.netns):
-        cloud = build_cloud(host)
-        cloud.attach("vm1", "web", "10.0.1.11/24", gateway="10.0.1.1")
-        cloud.attach("vm3", "db", "10.0.2.13/24", gateway="10.0.2.1")
-        cloud.attach("gen", "web", "10.0.1.13/24")
-        cloud.attach("sink", "web", "10.0.1.14/24")
-        for _ in range(20):
-            if cloud.vms["vm1"].ping("10.0.2.13", wait=0.5) and cloud.vms["gen"].ping("10.0.1.14", wait=0.5):
-                break
+        cloud = bench_cloud(host)
         server = cloud.vms["vm3"].popen("iperf3", "-s", stdout=subprocess.DEVNULL)
         veths, kumos = [], []
         try:

@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from datapath_bench import flow_setup, held_until
+from datapath_bench import bench_cloud, flow_setup, held_until
 
-from kumo.testing.cloud import Cloud, build_cloud
+from kumo.testing.cloud import Cloud
 from kumo.testing.netns import VirtualHost, inside
 
 SENDERS = {"gen": "10.0.1.13", "vm1": "10.0.1.11"}
@@ -46,14 +46,7 @@ def main() -> None:
     result: dict[str, Any] = {"benchmark": "port_security", "rounds": args.rounds, "target_ratio": 0.95}
     kumo_args = ("--upcall-rate", "0", "--max-masks-per-port", "0")  # (the agent's own rate, no limit)
     with tempfile.TemporaryDirectory() as tmp, VirtualHost(Path(tmp), kumo_args) as host, inside(host.netns):
-        cloud = build_cloud(host)
-        cloud.attach("vm1", "web", "10.0.1.11/24", gateway="10.0.1.1")
-        cloud.attach("vm3", "db", "10.0.2.13/24", gateway="10.0.2.1")
-        cloud.attach("gen", "web", "10.0.1.13/24")
-        cloud.attach("sink", "web", "10.0.1.14/24")
-        for _ in range(20):
-            if cloud.vms["vm1"].ping("10.0.2.13", wait=0.5) and cloud.vms["gen"].ping("10.0.1.14", wait=0.5):
-                break
+        cloud = bench_cloud(host)
         server = cloud.vms["vm3"].popen("iperf3", "-s", stdout=subprocess.DEVNULL)
         runs: dict[str, dict[str, list[float]]] = {s: {"flows_per_s": [], "iperf3_gbit_s": []} for s in ("on", "off")}
         try:

@@ -12,20 +12,11 @@ import socket
 import subprocess
 from pathlib import Path
 
-from kumo.topology.errors import KumoError
+from kumo.namespaces import NamespaceError, ip, remove, write_record
+from kumo.namespaces import recorded as _recorded
 
 PREFIX = "kumo-bgp-"
 INNER = "uplink"
-
-
-class NamespaceError(KumoError):
-    pass
-
-
-def _ip(*args: str) -> None:
-    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
-    if done.returncode != 0:
-        raise NamespaceError(f"ip {' '.join(args)}: {done.stderr.strip()}")
 
 
 def namespace_name(port_id: str) -> str:
@@ -39,25 +30,6 @@ def outer_name(port_id: str) -> str:
 RECORD = "bgp-namespaces"  # in the agent's state directory: its speaker namespaces, one per line
 
 
-def recorded(state_dir: Path) -> list[str]:
-    """The speaker namespaces the agent of `state_dir` made (a killed agent's are still there). Namespace
-    names are global to the machine, so only those an agent recorded are its own to remove."""
-    try:
-        names = (state_dir / RECORD).read_text().split()
-    except FileNotFoundError:
-        return []
-    return [name for name in names if name.startswith(PREFIX)]
-
-
-def record(state_dir: Path, names: list[str]) -> None:
-    (state_dir / RECORD).write_text("".join(f"{name}\n" for name in names))
-
-
-def remove(name: str) -> None:
-    """Remove a speaker namespace and its veth (the pair goes with its inner end). Idempotent."""
-    subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
-
-
 def create(port_id: str, address: str, network_cidr: str, mac: str) -> int:
     """(Re)create the uplink's namespace; the ifindex of the veth's outer end."""
     name, outer = namespace_name(port_id), outer_name(port_id)
@@ -65,17 +37,26 @@ def create(port_id: str, address: str, network_cidr: str, mac: str) -> int:
     subprocess.run(["ip", "link", "del", outer], capture_output=True, timeout=10)
     prefix = ipaddress.IPv4Network(network_cidr).prefixlen
     try:
-        _ip("netns", "add", name)
-        _ip("link", "add", outer, "type", "veth", "peer", "name", INNER, "netns", name)
+        ip("netns", "add", name)
+        ip("link", "add", outer, "type", "veth", "peer", "name", INNER, "netns", name)
         for key in ("all", "default"):
-            _ip("netns", "exec", name, "sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1")
-        _ip("netns", "exec", name, "sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=8")
-        _ip("-n", name, "link", "set", INNER, "address", mac)
-        _ip("-n", name, "addr", "add", f"{address}/{prefix}", "dev", INNER)
-        _ip("-n", name, "link", "set", "lo", "up")
-        _ip("-n", name, "link", "set", INNER, "up")
-        _ip("link", "set", outer, "up")
+            ip("netns", "exec", name, "sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1")
+        ip("netns", "exec", name, "sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=8")
+        ip("-n", name, "link", "set", INNER, "address", mac)
+        ip("-n", name, "addr", "add", f"{address}/{prefix}", "dev", INNER)
+        ip("-n", name, "link", "set", "lo", "up")
+        ip("-n", name, "link", "set", INNER, "up")
+        ip("link", "set", outer, "up")
         return socket.if_nametoindex(outer)
     except (NamespaceError, OSError):
         remove(name)
         raise
+
+
+def recorded(state_dir: Path) -> list[str]:
+    """The namespaces of this kind the agent of `state_dir` made (a killed agent's are still there)."""
+    return _recorded(state_dir, RECORD, PREFIX)
+
+
+def record(state_dir: Path, names: list[str]) -> None:
+    write_record(state_dir, RECORD, names)

@@ -10,7 +10,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from kumo.topology.errors import KumoError
+from kumo.namespaces import NamespaceError, ip, remove, write_record
+from kumo.namespaces import recorded as _recorded
 
 PREFIX = "kumo-lbc-"
 INNER = "eth0"
@@ -21,10 +22,6 @@ RECORD = "lb-namespaces"  # in the agent's state directory: its checker namespac
 CLONE_NEWNET = 0x40000000
 
 
-class NamespaceError(KumoError):
-    pass
-
-
 def namespace_name(router_id: str) -> str:
     return PREFIX + router_id[:8]
 
@@ -33,45 +30,21 @@ def outer_name(router_id: str) -> str:
     return "kl" + router_id[:8]
 
 
-def _ip(*args: str) -> None:
-    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
-    if done.returncode != 0:
-        raise NamespaceError(f"ip {' '.join(args)}: {done.stderr.strip()}")
-
-
-def recorded(state_dir: Path) -> list[str]:
-    """The checker namespaces the agent of `state_dir` made (a killed agent's are still there)."""
-    try:
-        names = (state_dir / RECORD).read_text().split()
-    except FileNotFoundError:
-        return []
-    return [name for name in names if name.startswith(PREFIX)]
-
-
-def record(state_dir: Path, names: list[str]) -> None:
-    (state_dir / RECORD).write_text("".join(f"{name}\n" for name in names))
-
-
-def remove(name: str) -> None:
-    """Remove a checker namespace and its veth (the pair goes with its inner end). Idempotent."""
-    subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
-
-
 def create(router_id: str) -> str:
     """(Re)create the router's checker namespace; the name of the veth's outer end (the port's interface)."""
     name, outer = namespace_name(router_id), outer_name(router_id)
     remove(name)
     subprocess.run(["ip", "link", "del", outer], capture_output=True, timeout=10)
     try:
-        _ip("netns", "add", name)
-        _ip("link", "add", outer, "type", "veth", "peer", "name", INNER, "netns", name)
+        ip("netns", "add", name)
+        ip("link", "add", outer, "type", "veth", "peer", "name", INNER, "netns", name)
         for key in ("all", "default"):
-            _ip("netns", "exec", name, "sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1")
-        _ip("-n", name, "addr", "add", f"{CHECKER_ADDRESS}/30", "dev", INNER)
-        _ip("-n", name, "link", "set", "lo", "up")
-        _ip("-n", name, "link", "set", INNER, "mtu", "1450", "up")  # (checks may cross VXLAN tunnels)
-        _ip("-n", name, "route", "add", "default", "via", ROUTER_ADDRESS)
-        _ip("link", "set", outer, "up")
+            ip("netns", "exec", name, "sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1")
+        ip("-n", name, "addr", "add", f"{CHECKER_ADDRESS}/30", "dev", INNER)
+        ip("-n", name, "link", "set", "lo", "up")
+        ip("-n", name, "link", "set", INNER, "mtu", "1450", "up")  # (checks may cross VXLAN tunnels)
+        ip("-n", name, "route", "add", "default", "via", ROUTER_ADDRESS)
+        ip("link", "set", outer, "up")
         return outer
     except (NamespaceError, OSError):
         remove(name)
@@ -88,3 +61,12 @@ def enter(name: str) -> None:
             raise NamespaceError(f"cannot enter namespace {name}: {os.strerror(errno)}")
     finally:
         os.close(fd)
+
+
+def recorded(state_dir: Path) -> list[str]:
+    """The namespaces of this kind the agent of `state_dir` made (a killed agent's are still there)."""
+    return _recorded(state_dir, RECORD, PREFIX)
+
+
+def record(state_dir: Path, names: list[str]) -> None:
+    write_record(state_dir, RECORD, names)
