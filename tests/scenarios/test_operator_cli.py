@@ -281,7 +281,7 @@ def test_missing_pieces_say_so(tmp_path: Path) -> None:
     cli = Cli("http://127.0.0.1:9")  # nothing listens on the discard port
     assert "runs inside `kumo up`" in cli.fails("agent", "--host-id", "h1", "--store", "sqlite:///tmp/x.db")
     bad_state = cli.fails("agent", "--store", "zookeeper://127.0.0.1:9/k", "--flow-state", "memcached://x")
-    assert "redis://HOST:PORT/DB" in bad_state
+    assert "redis://[:PASSWORD@]HOST:PORT/DB" in bad_state and "rediss://" in bad_state
     assert "is not an IPv4 address" in cli.fails("agent", "--store", "zookeeper://127.0.0.1:9/k", "--tunnel-ip", "x")
     assert "no agent answers" in cli.fails("flows", "--state-dir", str(tmp_path))
     assert "no agent answers" in cli.fails("agent", "stats", "--state-dir", str(tmp_path))
