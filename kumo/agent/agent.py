@@ -33,6 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from kumo.agent.adoption import adopt_flows
 from kumo.agent.arpanswers import ArpAnswers
 from kumo.agent.changes import StoreChanges
@@ -46,6 +48,7 @@ from kumo.agent.lbstats import PoolStats
 from kumo.agent.lbstats import read as read_pool_stats
 from kumo.agent.learned import AgentLearned
 from kumo.agent.liveness import StoreLink
+from kumo.agent.metrics import AgentCollector, Timings, serve_metrics
 from kumo.agent.ports import PortFollower
 from kumo.agent.pushkey import ClusterKey
 from kumo.agent.report import flow_rows, percentiles
@@ -86,8 +89,13 @@ class Agent:
         datapath: Datapath | None = None,
         tunnel_ip: str | None = None,
         flow_state: LocalFlowState | RedisFlowState | None = None,
+        metrics_listen: str | None = None,
     ) -> None:
         self.store = store
+        self.metrics_listen = metrics_listen
+        self.metrics_registry = CollectorRegistry()
+        self.timings = Timings(self.metrics_registry)
+        self._metrics_server: Any = None
         self.host_id = host_id
         self.state_dir = state_dir
         self.datapath = datapath = datapath or Datapath()
@@ -155,6 +163,9 @@ class Agent:
             store, host_id, lambda: self.store_link.session, counters, state_dir, stats=self._read_pool_stats
         )
         self.changes.on_rebuild = self._topology_rebuilt
+        self.changes.invalidation_observer = self.timings.invalidation.observe
+        flows.latency_observer = self.timings.upcall.observe
+        self.metrics_registry.register(AgentCollector(self.stats, lambda: self.store_link.session is not None))
         self.storms = StormMonitor(datapath, view, counters)
         self.collector = Collector()
         self.packets = PacketLoop(
@@ -231,6 +242,8 @@ class Agent:
         self._control.start()
         self.edge.start()
         self.health.start()
+        if self.metrics_listen:
+            self._metrics_server = serve_metrics(self.metrics_listen, self.metrics_registry)
         self.collector.take_over()  # the packet thread collects garbage between rounds from now on
         log.info(
             "agent for host %s: %d ports bound here, %d kernel flows %s",
@@ -259,6 +272,9 @@ class Agent:
         over. Closing it would make every other host drop the flows that use those entries, and stall them
         until this agent is back to learn them again."""
         self.edge.stop()  # (first: its sessions close while the datapath still carries their NOTIFICATION)
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server = None
         self.health.stop()  # (its claims given back: another agent checks at once)
         self._stop.set()
         self.waker.wake()

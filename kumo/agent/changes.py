@@ -40,6 +40,7 @@ class StoreChanges:
     counters: collections.Counter[str]
     wake: Callable[[], None]
     on_rebuild: Callable[[dict[str, dict[str, Any]]], None] | None = None  # told every new topology (the edge)
+    invalidation_observer: Callable[[float], None] | None = None  # (seconds: the metrics' histogram)
     _events: collections.deque[tuple[float, Change | StateChange]] = field(
         default_factory=collections.deque, init=False
     )
@@ -105,6 +106,8 @@ class StoreChanges:
             self.topology_applied.append({"at": time.time(), "flows_removed": self.counters["flows_removed"] - removed})
         if first is not None:
             took = (time.monotonic() - first) * 1000
+            if self.invalidation_observer is not None:
+                self.invalidation_observer(took / 1000)
             self.invalidation_ms = {"last": round(took, 2), "max": round(max(took, self.invalidation_ms["max"]), 2)}
 
     def _routes_via(self, host_id: str) -> set[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any
 
 from kumo.agent.flows import FlowBook, KernelFlow, in_port_of
@@ -64,6 +65,7 @@ class KernelFlows:
         self.pending: dict[bytes, tuple[KernelFlow, bytes]] = {}  # key -> (flow, the kernel value's bytes)
         self._injects: list[tuple[bytes, int, int, bytes]] = []  # (frame, ifindex, queued_ns, flow) once installed
         self.upcall_latency_us: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
+        self.latency_observer: Callable[[float], None] | None = None  # (seconds: the metrics' histogram)
 
     # --- a round: queue, then install, execute, book ------------------------------------------------------
     def queue(
@@ -125,7 +127,10 @@ class KernelFlows:
                     continue
                 self.datapath.inject(frame, ifindex)
                 if queued_ns:
-                    self.upcall_latency_us.append((time.monotonic_ns() - queued_ns) / 1000)
+                    took_us = (time.monotonic_ns() - queued_ns) / 1000
+                    self.upcall_latency_us.append(took_us)
+                    if self.latency_observer is not None:
+                        self.latency_observer(took_us / 1e6)
         finally:  # the book: after the packets (it is not on their path), and whatever befell them
             for flow, _ in self.pending.values():
                 self.book.add(flow, self.next_look(flow, flow.created))

@@ -40,6 +40,7 @@ class AgentOptions:
     upcall_burst: int = DEFAULT_UPCALL_BURST
     storm_upcall_rate: int = DEFAULT_STORM_UPCALL_RATE  # upcalls/s of a VM interface that storms (0: no holding)
     max_masks_per_port: int = DEFAULT_MAX_MASKS_PER_PORT  # megaflow masks one VM interface may use (0: none)
+    metrics_listen: str | None = None  # ADDRESS:PORT of the Prometheus metrics (kumo.agent.metrics)
 
     def agent(
         self, store: Store, host_id: str, state_dir: Path, tunnel_ip: str | None = None, flow_state: str = "local"
@@ -56,6 +57,7 @@ class AgentOptions:
             stateful_idle_timeout=self.stateful_idle_timeout,
             max_flows=self.max_flows,
             max_masks_per_port=self.max_masks_per_port,
+            metrics_listen=self.metrics_listen,
             datapath=Datapath(self.upcall_rate, self.upcall_burst, self.storm_upcall_rate),
             tunnel_ip=tunnel_ip,
             flow_state=RedisFlowState(flow_state, ttl=self.stateful_idle_timeout * 2)

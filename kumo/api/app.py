@@ -5,6 +5,7 @@ from fastapi import APIRouter, FastAPI
 import kumo
 from kumo.api.auth import TokenAuth
 from kumo.api.errors import install_error_handlers
+from kumo.api.metrics import add_metrics
 from kumo.api.pools import add_pool_routes
 from kumo.api.ports import add_port_routes
 from kumo.api.resources import add_resource_routes
@@ -29,6 +30,7 @@ def create_app(store: Store, auth: bool = False) -> FastAPI:
     app.state.auth = auth
     if auth:
         app.add_middleware(TokenAuth, store=store)
+    app.state.metrics = add_metrics(app)  # (added last, so outermost: refused requests are counted too)
     install_error_handlers(app)
     router = APIRouter(prefix="/v1")
     # Fixed paths first: /ports/{id}/link must not be taken for a nested collection.

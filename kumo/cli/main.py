@@ -121,6 +121,11 @@ def agent_options(fn: Any) -> Any:
             help="Megaflow masks one VM interface's flows may use (0: exact flows only); beyond, its new paths get "
             "exact flows and the counter megaflow_port_mask_limit rises.",
         ),
+        click.option(
+            "--metrics-listen",
+            metavar="ADDRESS:PORT",
+            help="Serve the agent's Prometheus metrics on http://ADDRESS:PORT/metrics (docs/metrics.md).",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -134,6 +139,7 @@ def _options(
     upcall_rate: int,
     storm_upcall_rate: int,
     max_masks_per_port: int,
+    metrics_listen: str | None = None,
 ) -> AgentOptions:
     return AgentOptions(
         idle_timeout,
@@ -142,6 +148,7 @@ def _options(
         upcall_rate,
         storm_upcall_rate=storm_upcall_rate,
         max_masks_per_port=max_masks_per_port,
+        metrics_listen=metrics_listen,
     )
 
 
