@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := python3 python3-venv python3-dev gcc zookeeper default-jre-headless \
-  clang llvm libbpf1 libbpf-dev iproute2 busybox iperf3 tcpdump traceroute iputils-ping redis-server jq bird2 openssl prometheus
+  clang llvm libbpf1 libbpf-dev iproute2 busybox iperf3 tcpdump traceroute iputils-ping redis-server jq bird2 openssl prometheus systemd
 APT_STAMP := $(VENV)/.apt-installed
 PIP_STAMP := $(VENV)/.pip-installed
 
