@@ -4,7 +4,7 @@ An agent holding 100,000 kernel flows (exact flows from a generator, as in datap
 metrics served (`--metrics-listen`):
 - how long a scrape of its /metrics takes (each a full exposition, as Prometheus fetches it);
 - first-packet latency (datapath_bench.py's one-way probes) with nothing scraping, and while a scraper fetches
-  /metrics every second and every 100 ms (Prometheus's default is every 15 s), alternated.
+  /metrics every second and every 100 ms (scrape intervals are commonly 15 s or more), alternated.
 
 Everything runs in namespaces the bench creates and deletes; every load is bounded in count and time.
 """
