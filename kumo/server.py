@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +71,14 @@ def _check_security(security: Security, store: Store, host: str, listen: str) ->
     return auth
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM ends the server as SIGINT does: through `serve`'s cleanup (the agent's stop: its health checker
+    namespaces, its control socket, its BGP speakers), and with exit status 0 as systemd expects of a stop.
+    uvicorn handles SIGTERM while it runs, then raises it again once it has shut down: without this handler
+    that second SIGTERM killed the process before the cleanup."""
+    raise SystemExit(0)
+
+
 def serve(
     store_url: str,
     listen: str = DEFAULT_LISTEN,
@@ -83,6 +92,7 @@ def serve(
     on the same store (`kumo up`)."""
     host, port = parse_listen(listen)
     security = security or Security()
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = open_store(store_url, call_timeout=store_timeout)
     agent = None

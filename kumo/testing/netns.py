@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kumo.client import Client
+from kumo.namespaces import remove as remove_namespace
 from kumo.testing.processes import ApiProcess
 
 CLONE_NEWNET = 0x40000000
@@ -140,6 +141,13 @@ class HostNamespace:
         return ask(self.state_dir / "agent.sock", "stats")  # type: ignore[no-any-return]
 
     def delete(self) -> None:
+        from kumo.edge import namespace as bgp_namespaces
+        from kumo.lb import namespace as checker_namespaces
+
+        # (a killed agent leaves its BGP speakers' and health checkers' namespaces: their names are global)
+        for module in (bgp_namespaces, checker_namespaces):
+            for name in module.recorded(self.state_dir):
+                remove_namespace(name)
         for vm in self.vms:
             ip("netns", "del", vm.netns, check=False)
         ip("netns", "del", self.netns, check=False)  # its interfaces, TC filters and BPF maps go with it
@@ -173,9 +181,14 @@ class VirtualHost(HostNamespace):
         with inside(self.netns):
             self.api.start(timeout=60)
 
-    def stop_kumo(self, kill: bool = False) -> None:
-        if self.api is not None:
-            self.api.kill() if kill else self.api.stop()
+    def stop_kumo(self, kill: bool = False) -> int | None:
+        """SIGTERM (or SIGKILL) to `kumo up`; its exit status after a SIGTERM (None if it had to be killed)."""
+        if self.api is None:
+            return None
+        if kill:
+            self.api.kill()
+            return None
+        return self.api.stop()
 
     def client(self) -> Client:
         """A client of this host's API: use it inside `with inside(host.netns):`."""

@@ -47,14 +47,17 @@ class _KumoProcess:
             self.proc.wait(timeout=10)
         self.proc = None
 
-    def stop(self) -> None:
+    def stop(self) -> int | None:
+        """SIGTERM to the process group (SIGKILL after 15 s); its exit status (None if it had to be killed)."""
+        status = None
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(timeout=15)
+                status = self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.kill()
         self.proc = None
+        return status
 
 
 class ApiProcess(_KumoProcess):

@@ -222,6 +222,16 @@ def test_a_tcp_monitor_takes_a_dead_member_out_and_back(lb: tuple[Cloud, Backend
     assert until(lambda: member_status(cloud, "m2") == ("up", "connection accepted"), 10.0), member_status(cloud, "m2")
     spread, failed = connect(cloud, 41100, 60)
     assert failed == 0 and spread["m2"] >= 10, spread
+    # a stop (SIGTERM, as systemd sends) takes the checker's namespace away with the agent
+    checker = f"kumo-lbc-{cloud.ids['rtr'][:8]}"
+    assert checker in namespaces()
+    assert cloud.host.stop_kumo() == 0
+    assert checker not in namespaces()
+    assert not (cloud.host.state_dir / "agent.sock").exists()
+
+
+def namespaces() -> list[str]:
+    return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout.split()
 
 
 def test_an_http_monitor_follows_the_status_code(lb: tuple[Cloud, Backends]) -> None:
