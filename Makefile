@@ -3,7 +3,8 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := python3 python3-venv python3-dev gcc zookeeper default-jre-headless \
-  clang llvm libbpf1 libbpf-dev iproute2 busybox iperf3 tcpdump traceroute iputils-ping redis-server jq bird2 openssl prometheus systemd
+  clang llvm libbpf1 libbpf-dev iproute2 busybox iperf3 tcpdump traceroute iputils-ping redis-server jq bird2 openssl prometheus systemd \
+  graphviz chromium
 APT_STAMP := $(VENV)/.apt-installed
 PIP_STAMP := $(VENV)/.pip-installed
 
@@ -46,7 +47,7 @@ integration: setup
 	$(VENV)/bin/pytest -q -ra tests/integration
 
 demo: setup
-	$(VENV)/bin/kumo demo
+	$(VENV)/bin/kumo demo $(if $(KEEP),--keep)
 
 bench: setup
 	$(PY) bench/store_bench.py

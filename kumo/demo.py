@@ -4,19 +4,24 @@ It starts `kumo up` (API + agent + eBPF datapath) in a host network namespace of
 tenant bridges and a router with firewall chains, NAT and DHCP through the REST API, plugs four VM
 namespaces into it, addresses them with udhcpc through Kumo's DHCP, and shows a ping across the router, an
 iperf3 transfer, a firewall rule cutting a live connection the moment it is added, `kumo trace` and
-`kumo flows`. Everything it made (namespaces, BPF programs, processes) is removed at the end, also on
-Ctrl-C or failure.
+`kumo flows`. It ends with a screenshot of the live picture (/ui, in headless Chromium) and says where the
+picture and the metrics are while the cloud is up; `--keep` keeps the cloud up until Ctrl-C and forwards this
+machine's 127.0.0.1:8181 (API and picture) and :9481 (agent metrics) into its namespace. Everything it made
+(namespaces, BPF programs, processes) is removed at the end, also on Ctrl-C or failure.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from kumo.cli import render
 from kumo.cli.trace import wide_console
@@ -162,33 +167,87 @@ VMS = (
 )
 
 
-def run_demo() -> None:
+API_PORT = 8181
+METRICS_PORT = 9481
+DEFAULT_OUT = Path("/tmp/kumo-demo")  # the screenshot goes here (outside the repository)
+
+
+def run_demo(keep: bool = False, out: Path = DEFAULT_OUT) -> None:
     if os.geteuid() != 0:
         raise KumoError(
             "kumo demo builds network namespaces and loads eBPF programs: run it as root (sudo make demo)",
             code="demo_needs_root",
         )
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM cleans up as Ctrl-C does
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # (Ctrl-C, even if started where SIGINT is ignored)
     console = wide_console()
     try:
-        _run(console)
+        _run(console, keep, out)
     except KeyboardInterrupt:
         console.print("[bold yellow]Interrupted[/]: namespaces, BPF programs and processes removed.")
         raise SystemExit(130) from None
     console.print("[bold green]Done[/]: namespaces, BPF programs and processes removed.")
 
 
-def _run(console: Any) -> None:
+def _run(console: Any, keep: bool, out: Path) -> None:
+    from kumo.testing import forward
     from kumo.testing.netns import VirtualHost, inside
 
-    with (
-        tempfile.TemporaryDirectory(prefix="kumo-demo-") as tmp,
-        VirtualHost(Path(tmp)) as host,
-        inside(host.netns),
-        Client(f"http://127.0.0.1:{host.api.port if host.api else 8181}") as client,
-    ):
-        console.print(f"[bold]Kumo demo[/]: kumo up (API + agent + eBPF datapath) in namespace {host.netns}")
-        _living_demo(console, host, client, Path(tmp))
+    # (made before entering the demo's namespace: they listen on this machine's loopback)
+    listening = [(forward.listen(port), port) for port in (API_PORT, METRICS_PORT)] if keep else []
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="kumo-demo-") as tmp,
+            VirtualHost(Path(tmp), kumo_args=("--metrics-listen", f"127.0.0.1:{METRICS_PORT}")) as host,
+            inside(host.netns),
+            Client(f"http://127.0.0.1:{host.api.port if host.api else API_PORT}") as client,
+        ):
+            console.print(f"[bold]Kumo demo[/]: kumo up (API + agent + eBPF datapath) in namespace {host.netns}")
+            _living_demo(console, host, client, Path(tmp))
+            _picture_and_metrics(console, host, client, out)
+            if keep:
+                for server, port in listening:
+                    forward.forward(server, host.netns, port)
+                _keep_up(console)
+    finally:
+        for server, _ in listening:
+            server.close()
+
+
+def _picture_and_metrics(console: Any, host: Any, client: Client, out: Path) -> None:
+    from kumo.testing.browser import screenshot
+
+    _step(console, "the live picture (/ui) in headless Chromium, and the metrics")
+    web1 = next(p for p in client.ports.list() if p["name"] == "web-1-port")
+    deadline = time.monotonic() + 10  # (the agent publishes the ports' counters every 5 s: drawn once there)
+    while time.monotonic() < deadline and not client.request("GET", f"/v1/ports/{web1['id']}/stats")["host_id"]:
+        time.sleep(0.5)
+    out.mkdir(parents=True, exist_ok=True)
+    trace = f"?port={web1['id']}&src=10.0.1.11&dst=10.0.9.10&proto=tcp&dport=5432"
+    try:
+        shot = screenshot(f"http://127.0.0.1:{API_PORT}/ui{trace}", out / "topology.png", netns=host.netns)
+        console.print(f"screenshot of the picture, with a trace from web-1: [bold]{shot}[/]")
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        console.print(f"[yellow]no screenshot[/]: {exc}")
+    metrics = httpx.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10).text  # (this thread is inside)
+    families = sorted({line.split()[2] for line in metrics.splitlines() if line.startswith("# TYPE kumo_port")})
+    console.print(f"agent metrics: {metrics.count(chr(10))} lines, per-port families {', '.join(families)}")
+    console.print(
+        f"While the cloud is up, inside namespace {host.netns}: the picture http://127.0.0.1:{API_PORT}/ui, "
+        f"the API's metrics http://127.0.0.1:{API_PORT}/metrics, the agent's http://127.0.0.1:{METRICS_PORT}/metrics "
+        f"(e.g. `ip netns exec {host.netns} curl -s http://127.0.0.1:{METRICS_PORT}/metrics`). "
+        "`make demo KEEP=1` (kumo demo --keep) keeps the cloud up and opens them to this machine's browser."
+    )
+
+
+def _keep_up(console: Any) -> None:
+    console.print(
+        f"\n[bold green]The cloud stays up[/] until Ctrl-C. From this machine: the picture "
+        f"http://127.0.0.1:{API_PORT}/ui, metrics http://127.0.0.1:{METRICS_PORT}/metrics (agent) and "
+        f"http://127.0.0.1:{API_PORT}/metrics (API); the CLI: KUMO_API=http://127.0.0.1:{API_PORT} kumo bridge list"
+    )
+    while True:
+        time.sleep(3600)
 
 
 def _interrupt(*_: object) -> None:

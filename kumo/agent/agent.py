@@ -50,6 +50,8 @@ from kumo.agent.learned import AgentLearned
 from kumo.agent.liveness import StoreLink
 from kumo.agent.metrics import AgentCollector, Timings, serve_metrics
 from kumo.agent.ports import PortFollower
+from kumo.agent.portstats import PortStats, PortStatsPublisher
+from kumo.agent.portstats import read as read_port_stats
 from kumo.agent.pushkey import ClusterKey
 from kumo.agent.report import flow_rows, percentiles
 from kumo.agent.rounds import PacketLoop, Waker
@@ -60,12 +62,13 @@ from kumo.agent.topology import TopologyCache
 from kumo.agent.view import HostView
 from kumo.datapath.conntrack import KernelConntrack
 from kumo.datapath.datapath import Datapath
-from kumo.datapath.layout import DEFAULT_MAX_MASKS_PER_PORT
+from kumo.datapath.layout import DEFAULT_MAX_MASKS_PER_PORT, TunnelCount
 from kumo.edge.manager import EdgeManager
 from kumo.flowstate.local import LocalFlowState
 from kumo.flowstate.redis import RedisFlowState
 from kumo.flowstate.snat_blocks import SnatBlocks
 from kumo.lb.manager import HealthManager
+from kumo.packet import int_to_ip
 from kumo.topology.lbstatus import MEMBER_STATUS
 from kumo.topology.state import ARP_TABLE, HOSTS_ALIVE, LEARNED_ROUTES, MAC_TABLE
 from kumo.topology.store.base import Store
@@ -134,6 +137,11 @@ class Agent:
             store_link=self.store_link,
             counters=counters,
         )
+        self.port_stats = PortStats(view, datapath, upcalls=self.server.port_upcalls)
+        flows.book.observers.append(self.port_stats)
+        self.port_stats_publisher = PortStatsPublisher(
+            store, host_id, lambda: self.store_link.session, self._read_port_stats, counters
+        )
         self.ports = PortFollower(host_id, view, datapath, flows, counters)
         self.waker = Waker()
         self.changes = StoreChanges(
@@ -165,7 +173,11 @@ class Agent:
         self.changes.on_rebuild = self._topology_rebuilt
         self.changes.invalidation_observer = self.timings.invalidation.observe
         flows.latency_observer = self.timings.upcall.observe
-        self.metrics_registry.register(AgentCollector(self.stats, lambda: self.store_link.session is not None))
+        self.metrics_registry.register(
+            AgentCollector(
+                self.stats, lambda: self.store_link.session is not None, lambda: self.port_stats_publisher.latest
+            )
+        )
         self.storms = StormMonitor(datapath, view, counters)
         self.collector = Collector()
         self.packets = PacketLoop(
@@ -242,6 +254,7 @@ class Agent:
         self._control.start()
         self.edge.start()
         self.health.start()
+        self.port_stats_publisher.start()
         if self.metrics_listen:
             self._metrics_server = serve_metrics(self.metrics_listen, self.metrics_registry)
         self.collector.take_over()  # the packet thread collects garbage between rounds from now on
@@ -257,6 +270,12 @@ class Agent:
         """(Packet thread) The threads that follow the topology on their own are told the new one."""
         self.edge.update(objects)
         self.health.update(objects)
+
+    def _read_port_stats(self) -> dict[str, dict[str, Any]]:
+        """(The port statistics thread) The book's copy under the lock, the kernel and netlink read without it."""
+        with self.lock:
+            copy = self.port_stats.copy()
+        return read_port_stats(self.datapath, copy)
 
     def _read_pool_stats(self) -> dict[str, dict[str, dict[str, int]]]:
         """(The health thread) Pool statistics: the book's copy under the lock, the kernel read without it."""
@@ -276,6 +295,7 @@ class Agent:
             self._metrics_server.shutdown()
             self._metrics_server = None
         self.health.stop()  # (its claims given back: another agent checks at once)
+        self.port_stats_publisher.stop()
         self._stop.set()
         self.waker.wake()
         for watch in self._watches:
@@ -328,6 +348,7 @@ class Agent:
                 "upcall_to_reinject_us": percentiles(flows.upcall_latency_us),
                 "upcall_ring_most_waiting_kb": self.datapath.upcalls_most_waiting() // 1024,
                 "storm_control": self.storms.report(time.monotonic()),
+                "tunnel_peers": self._tunnel_peers(),
                 "bgp_peers": self.edge.report(),
                 "health_checks": self.health.report(),
                 "garbage_collections": dict(zip(GENERATIONS, self.collector.collections, strict=True)),
@@ -337,6 +358,16 @@ class Agent:
                 "agent": dict(sorted((self.counters + self._state_counters()).items())),
                 "datapath": self.datapath.stats(),
             }
+
+    def _tunnel_peers(self) -> dict[str, dict[str, Any]]:
+        """Per tunnel peer host: its underlay address, and the packets and bytes tunnelled to and from it."""
+        hosts = {address: host for host, address in self.view.tunnel_peers.items()}
+        traffic = self.datapath.tunnel_traffic()
+        out = {}
+        for address in sorted(set(hosts) | set(traffic)):
+            counts = traffic.get(address, dict.fromkeys(TunnelCount.FIELDS, 0))
+            out[hosts.get(address, int_to_ip(address))] = {"address": int_to_ip(address), **counts}
+        return out
 
     def _state_counters(self) -> collections.Counter[str]:
         counters: collections.Counter[str] = collections.Counter()

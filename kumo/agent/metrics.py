@@ -5,7 +5,8 @@ counter there is a metric and none is counted twice:
 - each agent counter `x` is `kumo_agent_x_total`; `drop.<reason>` is `kumo_agent_drops_total{reason}`;
 - each datapath counter `x` is `kumo_datapath_x_total`;
 - sizes are gauges (`kumo_agent_kernel_flows`, ...), megaflow masks are counted per mask slot, held (storming)
-  interfaces are labelled by port id (at most the ports of this host), BGP sessions by peer and pool members
+  interfaces are labelled by port id (at most the ports of this host), so are the per-port counters
+  (kumo.agent.portstats, read every few seconds, not at the scrape), BGP sessions by peer and pool members
   by member (both bounded by the configuration: no label ever names a flow);
 - the upcall -> re-injection time and the invalidation time are histograms the agent observes as they happen
   (Timings).
@@ -61,10 +62,34 @@ class Timings:
         )
 
 
+PORT_COUNTERS = {  # kumo.agent.portstats field -> (metric, help)
+    "rx_packets": ("kumo_port_rx_packets", "Packets the port received from what is plugged in (its interface)."),
+    "rx_bytes": ("kumo_port_rx_bytes", "Bytes the port received from what is plugged in (its interface)."),
+    "tx_packets": ("kumo_port_tx_packets", "Packets the port delivered to what is plugged in (its interface)."),
+    "tx_bytes": ("kumo_port_tx_bytes", "Bytes the port delivered to what is plugged in (its interface)."),
+    "dropped": ("kumo_port_dropped_packets", "Packets from the port that a drop verdict stopped."),
+    "upcalls": ("kumo_port_upcalls", "First packets from the port the agent served."),
+}
+
+
+TUNNEL_COUNTERS = {  # kumo agent stats' tunnel_peers field -> (metric, help)
+    "tx_packets": ("kumo_tunnel_tx_packets", "Packets tunnelled to a peer host by the kernel."),
+    "tx_bytes": ("kumo_tunnel_tx_bytes", "Inner-frame bytes tunnelled to a peer host by the kernel."),
+    "rx_packets": ("kumo_tunnel_rx_packets", "Packets tunnelled from a peer host, past the source filter."),
+    "rx_bytes": ("kumo_tunnel_rx_bytes", "Inner-frame bytes tunnelled from a peer host, past the source filter."),
+}
+
+
 class AgentCollector(Collector):
-    def __init__(self, stats: Callable[[], dict[str, Any]], session_up: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        stats: Callable[[], dict[str, Any]],
+        session_up: Callable[[], bool],
+        ports: Callable[[], dict[str, dict[str, Any]]] = dict,
+    ) -> None:
         self.stats = stats
         self.session_up = session_up
+        self.ports = ports  # port id -> kumo.agent.portstats figures, as last read (every few seconds)
 
     def describe(self) -> list[Metric]:
         return []  # (the metrics follow the stats: read at scrape time, never at registration)
@@ -88,6 +113,26 @@ class AgentCollector(Collector):
         yield from self._storms(stats.get("storm_control", {}))
         yield from self._bgp(stats.get("bgp_peers", {}))
         yield from self._members(stats.get("health_checks", {}))
+        yield from self._tunnels(stats.get("tunnel_peers", {}))
+        yield from self._ports(self.ports())
+
+    @staticmethod
+    def _tunnels(peers: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+        labels = ["peer_host", "peer_address"]
+        for field, (name, text) in TUNNEL_COUNTERS.items():
+            family = CounterMetricFamily(name, text, labels=labels)
+            for host, row in sorted(peers.items()):
+                family.add_metric([host, str(row.get("address", ""))], row.get(field, 0))
+            yield family
+
+    @staticmethod
+    def _ports(ports: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+        labels = ["port_id", "interface"]
+        for field, (name, text) in PORT_COUNTERS.items():
+            family = CounterMetricFamily(name, text, labels=labels)
+            for port_id, row in sorted(ports.items()):
+                family.add_metric([port_id, str(row.get("interface", ""))], row.get(field, 0))
+            yield family
 
     @staticmethod
     def _counters(counters: dict[str, int]) -> Iterator[Metric]:

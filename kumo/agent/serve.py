@@ -61,6 +61,7 @@ class UpcallServer:
     flow_state: LocalFlowState | RedisFlowState
     store_link: StoreLink
     counters: collections.Counter[str]
+    port_upcalls: collections.Counter[str] = field(default_factory=collections.Counter)  # port id -> upcalls
     provisional: ProvisionalResults | None = field(default=None, init=False)  # (with shared flow state)
 
     def __post_init__(self) -> None:
@@ -111,6 +112,7 @@ class UpcallServer:
         if port_id is None:
             self.counters["drop.unbound_interface"] += 1
             return
+        self.port_upcalls[port_id] += 1
         key = raw[_KEY_AT : _KEY_AT + KEY_SIZE]
         if key[_CT_AT]:  # (a second lookup's miss: the flows the agent installs are keyed as parsed)
             key = key[:_CT_AT] + b"\0" + key[_CT_AT + 1 :]

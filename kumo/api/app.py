@@ -11,6 +11,7 @@ from kumo.api.ports import add_port_routes
 from kumo.api.resources import add_resource_routes
 from kumo.api.tenancy import TenantScopedTopology
 from kumo.api.traces import add_trace_routes
+from kumo.api.ui import add_ui_routes
 from kumo.topology.resources import SPECS
 from kumo.topology.service import Topology
 from kumo.topology.store.base import Store
@@ -53,4 +54,7 @@ def create_app(store: Store, auth: bool = False) -> FastAPI:
         }
 
     app.include_router(router)
+    pages = APIRouter()
+    add_ui_routes(pages, topo)
+    app.include_router(pages)
     return app

@@ -1,6 +1,7 @@
 """Bearer-token authentication of the REST API (`kumo api --auth`; tokens: kumo.topology.tokens).
 
-An ASGI middleware in front of the whole application: every request but `GET /v1/health` needs
+An ASGI middleware in front of the whole application: every request but `GET /v1/health` (and the picture's
+page and script, which hold no data: kumo.api.ui) needs
 `Authorization: Bearer <token>`. No token, or one that is unknown, malformed or revoked: 401. A `reader` token
 that asks for a change: 403 (a trace, `POST /v1/traces`, writes nothing and is allowed). The principal is
 then known to the request (PRINCIPAL), and a `tenant` token's requests are confined to its tenant's objects
@@ -16,6 +17,7 @@ from typing import Any
 from fastapi.concurrency import run_in_threadpool
 
 from kumo.api.errors import error_response
+from kumo.api.ui import OPEN_PATHS as UI_PAGES
 from kumo.topology.errors import KumoError
 from kumo.topology.store.base import Store
 from kumo.topology.tokens import Principal, verify
@@ -23,7 +25,7 @@ from kumo.topology.tokens import Principal, verify
 log = logging.getLogger("kumo.api")
 
 PRINCIPAL: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("kumo_principal", default=None)
-OPEN_PATHS = frozenset({"/v1/health"})
+OPEN_PATHS = frozenset({"/v1/health", *UI_PAGES})  # (the picture's page and script: no data in them)
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
 READER_POSTS = frozenset({"/v1/traces"})  # (a trace simulates, and writes nothing)
 UNAUTHORIZED = (

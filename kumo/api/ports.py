@@ -7,6 +7,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from kumo.topology import state
 from kumo.topology.fields import Id, InterfaceName, IPv4, Strict
+from kumo.topology.portstats import port_stats
 from kumo.topology.service import Topology
 
 
@@ -31,6 +32,10 @@ def add_port_routes(router: APIRouter, topo: Topology) -> None:
     @router.delete("/ports/{id}/link", tags=["ports"], summary="Unlink a port and its peer")
     async def unlink(id: str) -> dict[str, Any]:
         return await run_in_threadpool(topo.unlink, id)
+
+    @router.get("/ports/{id}/stats", tags=["ports"], summary="The port's traffic, drops and upcalls, from its agent")
+    async def stats(id: str) -> dict[str, Any]:
+        return await run_in_threadpool(lambda: port_stats(topo.store, topo.get("ports", id)))
 
     @router.put("/ports/{id}/binding", tags=["ports"], summary="Bind a port to a host interface (exterior)")
     async def bind(id: str, body: BindingBody) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from kumo.agent.run import AgentOptions
 from kumo.cli import render
 from kumo.cli.resources import resource_groups
 from kumo.cli.tokens import token_group
+from kumo.cli.topology import topology_cmd
 from kumo.cli.trace import trace_cmd
 from kumo.client import ApiError
 from kumo.datapath.layout import DEFAULT_MAX_MASKS_PER_PORT, DEFAULT_STORM_UPCALL_RATE, DEFAULT_UPCALL_RATE, MAX_MASKS
@@ -281,17 +282,31 @@ def flows(ctx: click.Context, state_dir: Path) -> None:
 
 
 @cli.command()
-def demo() -> None:
-    """Build a sample cloud through the API and show it (runs its own API on a free loopback port)."""
+@click.option(
+    "--keep",
+    is_flag=True,
+    help="Keep the cloud up until Ctrl-C, its API (:8181, the picture at /ui) and agent metrics (:9481) forwarded "
+    "to this machine's loopback.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default="/tmp/kumo-demo",
+    show_default=True,
+    help="Where the screenshot of the picture goes.",
+)
+def demo(keep: bool, out: Path) -> None:
+    """Build a sample cloud in network namespaces (as root), show traffic crossing it, and picture it."""
     from kumo.demo import run_demo
 
-    run_demo()
+    run_demo(keep=keep, out=out)
 
 
 for _group in resource_groups():
     cli.add_command(_group)
 cli.add_command(trace_cmd)
 cli.add_command(token_group)
+cli.add_command(topology_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,7 @@ from kumo.datapath.layout import (
     FlowValue,
     PortLimit,
     Speaker,
+    TunnelCount,
 )
 from kumo.datapath.ringbuf import UpcallRing, open_ring
 from kumo.packet import int_to_ip, mac_to_bytes
@@ -61,6 +62,7 @@ ADOPTED_MAPS = (
     "kumo_config",
     "kumo_rates",
     "kumo_stats",
+    "kumo_tunnel_traffic",
 )
 # storm control starts afresh with the agent that watches it; so do BGP speakers (kumo.edge) and ARP answers
 # (kumo.agent.arpanswers: rebuilt from the adopted flows)
@@ -157,7 +159,8 @@ class Datapath:
             return
         earlier = self._earlier_maps(VXLAN_DEVICE, VXLAN_PROGRAM, TUNNEL_MAPS)
         # one set of counters and one connection table for both programs
-        reuse = {"kumo_stats": self.fds["kumo_stats"], "kumo_conntrack": self.fds["kumo_conntrack"], **earlier}
+        shared = ("kumo_stats", "kumo_conntrack", "kumo_tunnel_traffic")
+        reuse = {**{name: self.fds[name] for name in shared}, **earlier}
         try:
             self._vxlan_obj = libbpf.BpfObject(str(build.object_path("vxlan_ingress")), reuse_maps=reuse)
         finally:
@@ -355,6 +358,15 @@ class Datapath:
             values = (ctypes.c_uint64 * cpus)()
             libbpf.lookup(self.fds["kumo_stats"], ctypes.c_uint32(index), values)
             out[name] = sum(values)
+        return out
+
+    def tunnel_traffic(self) -> dict[int, dict[str, int]]:
+        """Per tunnel peer (underlay address): packets and inner bytes sent and received, summed over CPUs."""
+        fd, cpus, out = self.fds["kumo_tunnel_traffic"], libbpf.possible_cpus(), {}
+        for key in libbpf.keys(fd, ctypes.c_uint32):
+            values = (TunnelCount * cpus)()
+            if libbpf.lookup(fd, key, values):
+                out[key.value] = {name: sum(getattr(v, name) for v in values) for name in TunnelCount.FIELDS}
         return out
 
     # --- tunnels: VNI -> local interface -----------------------------------------------------------------

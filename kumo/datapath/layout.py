@@ -171,6 +171,13 @@ class FlowActions(ctypes.Structure):
     ]
 
 
+class TunnelCount(ctypes.Structure):
+    """struct kumo_tunnel_count (lib/stats.h): one CPU's count of a tunnel peer's traffic."""
+
+    FIELDS = ("tx_packets", "tx_bytes", "rx_packets", "rx_bytes")
+    _fields_ = [(name, ctypes.c_uint64) for name in FIELDS]
+
+
 class FlowValue(ctypes.Structure):
     _fields_ = [
         ("act", FlowActions),

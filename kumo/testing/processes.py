@@ -79,7 +79,7 @@ class ApiProcess(_KumoProcess):
     def start(self, timeout: float = 20.0) -> ApiProcess:
         def answers() -> bool:
             try:
-                return httpx.get(f"{self.url}/v1/", timeout=1).status_code == 200
+                return httpx.get(f"{self.url}/v1/health", timeout=1).status_code == 200  # (needs no token)
             except httpx.HTTPError:
                 return False
 

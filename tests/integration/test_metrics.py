@@ -52,3 +52,7 @@ def test_prometheus_scrapes_the_agent_and_the_api(host: VirtualHost) -> None:
         requests = 'sum(kumo_api_requests_total{route="/v1/ports",method="POST",status="201"})'
         assert (value(prometheus, requests) or 0) >= 2  # (the cloud's ports, made above)
         assert value(prometheus, "kumo_agent_store_session_up") == 1.0
+        # per port, labelled by port id and interface (read every 5 s by the agent)
+        port = f'{{port_id="{cloud.ports["vm1"]["id"]}",interface="{vm1.interface}"}}'
+        assert until(lambda: (value(prometheus, f"kumo_port_upcalls_total{port}") or 0) >= 50, 20.0)
+        assert (value(prometheus, f"kumo_port_rx_packets_total{port}") or 0) >= 50

@@ -140,6 +140,11 @@ def upcalls(host: FabricHost) -> int:
     return int(host.agent_stats()["datapath"]["upcall"])
 
 
+def tunnel(host: FabricHost, peer: FabricHost) -> dict[str, Any]:
+    """What `host`'s kernel counted of its tunnel traffic with `peer`."""
+    return dict(host.agent_stats()["tunnel_peers"][peer.host_id])
+
+
 def alive(api: Client, host: FabricHost) -> bool:
     return bool(api.collection("hosts").get(host.host_id)["alive"])
 
@@ -172,6 +177,7 @@ def test_a_bridge_spans_three_hosts_over_vxlan_keyed_by_the_egress_port(fabric: 
     time.sleep(0.7)
     before = upcalls(h2)
     delivered = h2.agent_stats()["datapath"]["tunnel_delivered"]
+    sent_before, received_before = tunnel(h1, h2)["tx_packets"], tunnel(h2, h1)["rx_packets"]
     vm1.run(sys.executable, "-c", UDP_SEND, "10.0.1.12", "9999", "5", check=True)
     received = int(counter.communicate(timeout=10)[0].strip() or 0)
     seen, _ = capture.communicate(timeout=15)
@@ -179,6 +185,9 @@ def test_a_bridge_spans_three_hosts_over_vxlan_keyed_by_the_egress_port(fabric: 
     assert upcalls(h2) == before, f"the egress host must not simulate a tunnelled packet: {h2.flows()}"
     assert not [f for f in h2.flows() if f["match"].get("tp_dst") == 9999]
     assert h2.agent_stats()["datapath"]["tunnel_delivered"] >= delivered + 5
+    # counted per peer host, by both kernels (`kumo agent stats` tunnel_peers; kumo_tunnel_* metrics)
+    assert tunnel(h1, h2)["tx_packets"] >= sent_before + 5 and tunnel(h1, h2)["address"] == h2.tunnel_ip
+    assert tunnel(h2, h1)["rx_packets"] >= received_before + 5 and tunnel(h2, h1)["rx_bytes"] > 0
     vnis = {int(v) for v in re.findall(r"vni (\d+)", seen)}
     assert vnis == {tenant.ports["a2"]["tunnel_key"]}, seen
     assert f"{h1.tunnel_ip}." in seen and f"> {h2.tunnel_ip}.4789" in seen, seen

@@ -200,6 +200,7 @@ static __always_inline int set_tunnel(struct __sk_buff *skb, struct kumo_output 
 		count(KUMO_ST_ACTION_ERROR);
 		return -1;
 	}
+	count_tunnel(o->remote, skb->len, 0);
 	if (ct_tag) {
 		struct kumo_vxlan_md md = {.gbp = ct_tag};
 		if (bpf_skb_set_tunnel_opt(skb, &md, sizeof(md)) < 0)

@@ -100,6 +100,7 @@ int kumo_vxlan_ingress(struct __sk_buff *skb)
 		count(KUMO_ST_TUNNEL_STRANGER);
 		return TC_ACT_SHOT;
 	}
+	count_tunnel(remote, skb->len, 1);
 	__u32 vni = tk.tunnel_id;
 	__u32 *ifindex = bpf_map_lookup_elem(&kumo_vnis, &vni);
 	if (!ifindex) {
