@@ -30,6 +30,18 @@ STATS: dict[str, Any] = {
     "health_checks": {"checking_routers": ["r1"], "members": {"m1": {"status": "down", "detail": "x"}}},
     "agent": {"upcalls": 10, "simulations": 8, "drop.chain_drop": 2, "drop.port_security_ip": 1},
     "datapath": {"rx": 100, "hit": 90, "upcall": 10},
+    "tunnel_peers": {
+        "host-2": {"address": "10.99.0.2", "tx_packets": 5, "tx_bytes": 500, "rx_packets": 4, "rx_bytes": 400}
+    },
+}
+PORTS = {
+    "port-a": {
+        "interface": "tap-a",
+        **dict.fromkeys(("rx_packets", "rx_bytes", "tx_bytes"), 1),
+        "tx_packets": 2,
+        "dropped": 3,
+        "upcalls": 4,
+    }
 }
 
 
@@ -49,7 +61,7 @@ def samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
 def test_every_agent_counter_is_a_metric_and_promtool_accepts_them(tmp_path: Path) -> None:
     registry = CollectorRegistry()
     timings = Timings(registry)
-    registry.register(AgentCollector(lambda: STATS, lambda: True))
+    registry.register(AgentCollector(lambda: STATS, lambda: True, lambda: PORTS))
     timings.upcall.observe(0.0002)
     text = generate_latest(registry)
     found = samples(text)
@@ -64,6 +76,11 @@ def test_every_agent_counter_is_a_metric_and_promtool_accepts_them(tmp_path: Pat
     assert found[("kumo_bgp_session_state", (("peer_id", "peer-1"), ("state", "idle")))] == 0
     assert found[("kumo_lb_member_up", (("member_id", "m1"),))] == 0
     assert found[("kumo_agent_upcall_to_reinject_seconds_count", ())] == 1
+    tunnel = (("peer_address", "10.99.0.2"), ("peer_host", "host-2"))
+    assert found[("kumo_tunnel_tx_packets_total", tunnel)] == 5 and found[("kumo_tunnel_rx_bytes_total", tunnel)] == 400
+    port = (("interface", "tap-a"), ("port_id", "port-a"))
+    assert found[("kumo_port_dropped_packets_total", port)] == 3 and found[("kumo_port_upcalls_total", port)] == 4
+    assert found[("kumo_port_tx_packets_total", port)] == 2
     promtool_accepts(text, tmp_path)
 
 
