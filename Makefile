@@ -57,6 +57,7 @@ bench: setup
 	$(PY) bench/lb_bench.py
 	$(PY) bench/port_security_bench.py
 	$(PY) bench/metrics_bench.py
+	$(PY) bench/ui_bench.py
 	$(PY) bench/convergence_bench.py
 	$(PY) bench/l4state_bench.py
 	$(PY) bench/edge_bench.py

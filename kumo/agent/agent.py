@@ -349,6 +349,7 @@ class Agent:
                 "upcall_ring_most_waiting_kb": self.datapath.upcalls_most_waiting() // 1024,
                 "storm_control": self.storms.report(time.monotonic()),
                 "tunnel_peers": self._tunnel_peers(),
+                "ports": self.port_stats_publisher.latest,  # (as read last, every 5 s: kumo.agent.portstats)
                 "bgp_peers": self.edge.report(),
                 "health_checks": self.health.report(),
                 "garbage_collections": dict(zip(GENERATIONS, self.collector.collections, strict=True)),

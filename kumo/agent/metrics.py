@@ -157,9 +157,9 @@ class AgentCollector(Collector):
     @staticmethod
     def _storms(storms: dict[str, Any]) -> Iterator[Metric]:
         text = "1 for a port storm control holds (its VM offers too many new flows)."
-        held = GaugeMetricFamily("kumo_agent_port_held", text, labels=["port_id"])
-        for port_id in sorted(storms.get("held", {})):
-            held.add_metric([port_id], 1)
+        held = GaugeMetricFamily("kumo_agent_port_held", text, labels=["port_id", "interface"])
+        for port_id, state in sorted(storms.get("held", {}).items()):
+            held.add_metric([port_id, str(state.get("interface", ""))], 1)
         yield held
 
     @staticmethod

@@ -149,9 +149,11 @@ class StormMonitor:
     def report(self, now: float) -> dict[str, Any]:
         """What `kumo agent stats` shows under storm_control."""
         watch = self.watch
-        held = watch.held(now)
+        held, names = watch.held(now), self.view.interface_names()
         return {
             "upcall_rate": watch.limit,
             "storm_upcall_rate": watch.storm_rate if watch.enabled else 0,  # 0: off
-            "held": {self.view.port_of_ifindex.get(i, str(i)): h for i, h in held.items()},
+            "held": {
+                self.view.port_of_ifindex.get(i, str(i)): {**h, "interface": names.get(i, "")} for i, h in held.items()
+            },
         }

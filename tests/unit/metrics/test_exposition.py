@@ -25,7 +25,11 @@ STATS: dict[str, Any] = {
     "wildcard_flows": 40,
     "parked": 0,
     "megaflow_masks": [{"id": 3, "fields": ["in_port"], "megaflows": 7, "hits": 9, "recent_hits": 1}],
-    "storm_control": {"upcall_rate": 5000, "storm_upcall_rate": 1000, "held": {"port-a": {"rate": 9000}}},
+    "storm_control": {
+        "upcall_rate": 5000,
+        "storm_upcall_rate": 1000,
+        "held": {"port-a": {"offered_per_s": 9000, "interface": "tap-a"}},
+    },
     "bgp_peers": {"peer-1": {"state": "established", "prefixes_received": 4, "flaps": 1}},
     "health_checks": {"checking_routers": ["r1"], "members": {"m1": {"status": "down", "detail": "x"}}},
     "agent": {"upcalls": 10, "simulations": 8, "drop.chain_drop": 2, "drop.port_security_ip": 1},
@@ -71,7 +75,7 @@ def test_every_agent_counter_is_a_metric_and_promtool_accepts_them(tmp_path: Pat
     assert found[("kumo_datapath_hit_total", ())] == 90
     assert found[("kumo_agent_kernel_flows", ())] == 100
     assert found[("kumo_agent_store_session_up", ())] == 1
-    assert found[("kumo_agent_port_held", (("port_id", "port-a"),))] == 1
+    assert found[("kumo_agent_port_held", (("interface", "tap-a"), ("port_id", "port-a")))] == 1
     assert found[("kumo_bgp_session_state", (("peer_id", "peer-1"), ("state", "established")))] == 1
     assert found[("kumo_bgp_session_state", (("peer_id", "peer-1"), ("state", "idle")))] == 0
     assert found[("kumo_lb_member_up", (("member_id", "m1"),))] == 0
