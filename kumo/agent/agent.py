@@ -173,11 +173,7 @@ class Agent:
         self.changes.on_rebuild = self._topology_rebuilt
         self.changes.invalidation_observer = self.timings.invalidation.observe
         flows.latency_observer = self.timings.upcall.observe
-        self.metrics_registry.register(
-            AgentCollector(
-                self.stats, lambda: self.store_link.session is not None, lambda: self.port_stats_publisher.latest
-            )
-        )
+        self.metrics_registry.register(AgentCollector(self.stats, lambda: self.store_link.session is not None))
         self.storms = StormMonitor(datapath, view, counters)
         self.collector = Collector()
         self.packets = PacketLoop(

@@ -81,15 +81,9 @@ TUNNEL_COUNTERS = {  # kumo agent stats' tunnel_peers field -> (metric, help)
 
 
 class AgentCollector(Collector):
-    def __init__(
-        self,
-        stats: Callable[[], dict[str, Any]],
-        session_up: Callable[[], bool],
-        ports: Callable[[], dict[str, dict[str, Any]]] = dict,
-    ) -> None:
+    def __init__(self, stats: Callable[[], dict[str, Any]], session_up: Callable[[], bool]) -> None:
         self.stats = stats
         self.session_up = session_up
-        self.ports = ports  # port id -> kumo.agent.portstats figures, as last read (every few seconds)
 
     def describe(self) -> list[Metric]:
         return []  # (the metrics follow the stats: read at scrape time, never at registration)
@@ -113,26 +107,8 @@ class AgentCollector(Collector):
         yield from self._storms(stats.get("storm_control", {}))
         yield from self._bgp(stats.get("bgp_peers", {}))
         yield from self._members(stats.get("health_checks", {}))
-        yield from self._tunnels(stats.get("tunnel_peers", {}))
-        yield from self._ports(self.ports())
-
-    @staticmethod
-    def _tunnels(peers: dict[str, dict[str, Any]]) -> Iterator[Metric]:
-        labels = ["peer_host", "peer_address"]
-        for field, (name, text) in TUNNEL_COUNTERS.items():
-            family = CounterMetricFamily(name, text, labels=labels)
-            for host, row in sorted(peers.items()):
-                family.add_metric([host, str(row.get("address", ""))], row.get(field, 0))
-            yield family
-
-    @staticmethod
-    def _ports(ports: dict[str, dict[str, Any]]) -> Iterator[Metric]:
-        labels = ["port_id", "interface"]
-        for field, (name, text) in PORT_COUNTERS.items():
-            family = CounterMetricFamily(name, text, labels=labels)
-            for port_id, row in sorted(ports.items()):
-                family.add_metric([port_id, str(row.get("interface", ""))], row.get(field, 0))
-            yield family
+        yield from _per_object(stats.get("tunnel_peers", {}), TUNNEL_COUNTERS, ("peer_host", "peer_address"), "address")
+        yield from _per_object(stats.get("ports", {}), PORT_COUNTERS, ("port_id", "interface"), "interface")
 
     @staticmethod
     def _counters(counters: dict[str, int]) -> Iterator[Metric]:
@@ -183,6 +159,18 @@ class AgentCollector(Collector):
         for member_id, member in sorted(health.get("members", {}).items()):
             up.add_metric([member_id], 1 if member.get("status") == "up" else 0)
         yield up
+
+
+def _per_object(
+    rows: dict[str, dict[str, Any]], families: dict[str, tuple[str, str]], labels: tuple[str, str], second: str
+) -> Iterator[Metric]:
+    """One counter family per field of `families`, a sample per row: labelled by the row's key and its `second`
+    field (a port id and its interface; a peer host and its address)."""
+    for field, (name, text) in families.items():
+        family = CounterMetricFamily(name, text, labels=list(labels))
+        for key, row in sorted(rows.items()):
+            family.add_metric([key, str(row.get(second, ""))], row.get(field, 0))
+        yield family
 
 
 def serve_metrics(listen: str, registry: CollectorRegistry) -> Any:

@@ -65,7 +65,7 @@ def samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
 def test_every_agent_counter_is_a_metric_and_promtool_accepts_them(tmp_path: Path) -> None:
     registry = CollectorRegistry()
     timings = Timings(registry)
-    registry.register(AgentCollector(lambda: STATS, lambda: True, lambda: PORTS))
+    registry.register(AgentCollector(lambda: {**STATS, "ports": PORTS}, lambda: True))
     timings.upcall.observe(0.0002)
     text = generate_latest(registry)
     found = samples(text)
