@@ -194,8 +194,17 @@ def _run(console: Any, keep: bool, out: Path) -> None:
     from kumo.testing.netns import VirtualHost, inside
 
     # (made before entering the demo's namespace: they listen on this machine's loopback)
-    listening = [(forward.listen(port), port) for port in (API_PORT, METRICS_PORT)] if keep else []
+    listening: list[tuple[Any, int]] = []
     try:
+        for port in (API_PORT, METRICS_PORT) if keep else ():
+            try:
+                listening.append((forward.listen(port), port))
+            except OSError as exc:
+                raise KumoError(
+                    f"kumo demo --keep opens the demo to this machine's 127.0.0.1:{port}, which is taken "
+                    f"({exc.strerror}): stop what listens there (a `kumo up`?) or run the demo without --keep",
+                    code="demo_port_taken",
+                ) from None
         with (
             tempfile.TemporaryDirectory(prefix="kumo-demo-") as tmp,
             VirtualHost(Path(tmp), kumo_args=("--metrics-listen", f"127.0.0.1:{METRICS_PORT}")) as host,
