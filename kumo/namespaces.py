@@ -30,6 +30,16 @@ def recorded(state_dir: Path, record: str, prefix: str) -> list[str]:
     return [name for name in names if name.startswith(prefix)]
 
 
+def remove_recorded(state_dir: Path, record: str, prefix: str) -> None:
+    """Remove the namespaces an earlier agent of `state_dir` recorded in `record` and left (it was killed
+    before it could remove them), and clear the record."""
+    names = recorded(state_dir, record, prefix)
+    for name in names:
+        remove(name)
+    if names:
+        write_record(state_dir, record, [])
+
+
 def write_record(state_dir: Path, record: str, names: list[str]) -> None:
     (state_dir / record).write_text("".join(f"{name}\n" for name in names))
 

@@ -96,9 +96,7 @@ class EdgeManager:
 
     # --- life cycle (the agent's) --------------------------------------------------------------------------
     def start(self) -> None:
-        for stale in namespace.recorded(self.run_dir):  # an earlier agent's, killed before it could remove them
-            namespace.remove(stale)
-        namespace.record(self.run_dir, [])
+        namespace.remove_leftovers(self.run_dir)
         self._thread = threading.Thread(target=self._run, name="kumo-edge", daemon=True)
         self._thread.start()
 

@@ -12,8 +12,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from kumo.namespaces import NamespaceError, ip, remove, write_record
-from kumo.namespaces import recorded as _recorded
+from kumo.namespaces import NamespaceError, ip, remove, remove_recorded, write_record
 
 PREFIX = "kumo-bgp-"
 INNER = "uplink"
@@ -53,9 +52,9 @@ def create(port_id: str, address: str, network_cidr: str, mac: str) -> int:
         raise
 
 
-def recorded(state_dir: Path) -> list[str]:
-    """The namespaces of this kind the agent of `state_dir` made (a killed agent's are still there)."""
-    return _recorded(state_dir, RECORD, PREFIX)
+def remove_leftovers(state_dir: Path) -> None:
+    """Remove the namespaces of this kind an earlier agent of `state_dir` made and left (it was killed)."""
+    remove_recorded(state_dir, RECORD, PREFIX)
 
 
 def record(state_dir: Path, names: list[str]) -> None:

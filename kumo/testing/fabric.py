@@ -20,7 +20,6 @@ from types import TracebackType
 from typing import Any
 
 from kumo.client import Client
-from kumo.edge import namespace
 from kumo.testing.netns import HostNamespace, Vm, inside, ip
 from kumo.testing.processes import AgentProcess, ApiProcess
 from kumo.testing.redis import RedisServer
@@ -199,9 +198,7 @@ class Fabric:
                 self.redis.stop()
             self.redis.cleanup()
         for host in self.hosts:
-            for name in namespace.recorded(host.state_dir):  # BGP speakers of an agent that was killed
-                namespace.remove(name)
-            host.delete()
+            host.delete()  # (with what a killed agent left: its BGP speakers' and checkers' namespaces)
         ip("netns", "del", self.netns, check=False)
         self.zookeeper.cleanup()
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from kumo.client import Client
-from kumo.namespaces import remove as remove_namespace
 from kumo.testing.processes import ApiProcess
 
 CLONE_NEWNET = 0x40000000
@@ -146,8 +145,7 @@ class HostNamespace:
 
         # (a killed agent leaves its BGP speakers' and health checkers' namespaces: their names are global)
         for module in (bgp_namespaces, checker_namespaces):
-            for name in module.recorded(self.state_dir):
-                remove_namespace(name)
+            module.remove_leftovers(self.state_dir)
         for vm in self.vms:
             ip("netns", "del", vm.netns, check=False)
         ip("netns", "del", self.netns, check=False)  # its interfaces, TC filters and BPF maps go with it
