@@ -50,8 +50,9 @@ from kumo.agent.learned import AgentLearned
 from kumo.agent.liveness import StoreLink
 from kumo.agent.metrics import AgentCollector, Timings, serve_metrics
 from kumo.agent.ports import PortFollower
-from kumo.agent.portstats import PortStats, PortStatsPublisher
+from kumo.agent.portstats import PortStats
 from kumo.agent.portstats import read as read_port_stats
+from kumo.agent.publish import StatsPublisher, StatsSource
 from kumo.agent.pushkey import ClusterKey
 from kumo.agent.report import flow_rows, percentiles
 from kumo.agent.rounds import PacketLoop, Waker
@@ -69,7 +70,8 @@ from kumo.flowstate.redis import RedisFlowState
 from kumo.flowstate.snat_blocks import SnatBlocks
 from kumo.lb.manager import HealthManager
 from kumo.packet import int_to_ip
-from kumo.topology.lbstatus import MEMBER_STATUS
+from kumo.topology.lbstatus import MEMBER_STATUS, POOL_STATS
+from kumo.topology.portstats import PORT_STATS
 from kumo.topology.state import ARP_TABLE, HOSTS_ALIVE, LEARNED_ROUTES, MAC_TABLE
 from kumo.topology.store.base import Store
 
@@ -139,9 +141,6 @@ class Agent:
         )
         self.port_stats = PortStats(view, datapath, upcalls=self.server.port_upcalls)
         flows.book.observers.append(self.port_stats)
-        self.port_stats_publisher = PortStatsPublisher(
-            store, host_id, lambda: self.store_link.session, self._read_port_stats, counters
-        )
         self.ports = PortFollower(host_id, view, datapath, flows, counters)
         self.waker = Waker()
         self.changes = StoreChanges(
@@ -167,8 +166,16 @@ class Agent:
         )
         self.pool_stats = PoolStats(datapath, view)
         flows.book.observers.append(self.pool_stats)
-        self.health = HealthManager(
-            store, host_id, lambda: self.store_link.session, counters, state_dir, stats=self._read_pool_stats
+        self.health = HealthManager(store, host_id, lambda: self.store_link.session, counters, state_dir)
+        self.publisher = StatsPublisher(
+            store,
+            host_id,
+            lambda: self.store_link.session,
+            counters,
+            [
+                StatsSource(POOL_STATS, "pools", self._read_pool_stats, "pool_stats_publish_errors"),
+                StatsSource(PORT_STATS, "ports", self._read_port_stats, "port_stats_publish_errors"),
+            ],
         )
         self.changes.on_rebuild = self._topology_rebuilt
         self.changes.invalidation_observer = self.timings.invalidation.observe
@@ -250,7 +257,7 @@ class Agent:
         self._control.start()
         self.edge.start()
         self.health.start()
-        self.port_stats_publisher.start()
+        self.publisher.start()
         if self.metrics_listen:
             self._metrics_server = serve_metrics(self.metrics_listen, self.metrics_registry)
         self.collector.take_over()  # the packet thread collects garbage between rounds from now on
@@ -291,7 +298,7 @@ class Agent:
             self._metrics_server.shutdown()
             self._metrics_server = None
         self.health.stop()  # (its claims given back: another agent checks at once)
-        self.port_stats_publisher.stop()
+        self.publisher.stop()
         self._stop.set()
         self.waker.wake()
         for watch in self._watches:
@@ -326,6 +333,7 @@ class Agent:
             return flow_rows(self.datapath, self.view, self.flows.book, self.flows.masks)
 
     def stats(self) -> dict[str, Any]:
+        tunnel_peers = self._tunnel_peers()  # (one BPF read per peer: without the packet thread's lock)
         with self.lock:
             flows = self.flows
             return {
@@ -344,8 +352,8 @@ class Agent:
                 "upcall_to_reinject_us": percentiles(flows.upcall_latency_us),
                 "upcall_ring_most_waiting_kb": self.datapath.upcalls_most_waiting() // 1024,
                 "storm_control": self.storms.report(time.monotonic()),
-                "tunnel_peers": self._tunnel_peers(),
-                "ports": self.port_stats_publisher.latest,  # (as read last, every 5 s: kumo.agent.portstats)
+                "tunnel_peers": tunnel_peers,
+                "ports": self.publisher.latest[PORT_STATS],  # (as read last, every 5 s: kumo.agent.portstats)
                 "bgp_peers": self.edge.report(),
                 "health_checks": self.health.report(),
                 "garbage_collections": dict(zip(GENERATIONS, self.collector.collections, strict=True)),
@@ -358,7 +366,7 @@ class Agent:
 
     def _tunnel_peers(self) -> dict[str, dict[str, Any]]:
         """Per tunnel peer host: its underlay address, and the packets and bytes tunnelled to and from it."""
-        hosts = {address: host for host, address in self.view.tunnel_peers.items()}
+        hosts = {address: host for host, address in dict(self.view.tunnel_peers).items()}
         traffic = self.datapath.tunnel_traffic()
         out = {}
         for address in sorted(set(hosts) | set(traffic)):

@@ -12,15 +12,12 @@ the picture at /ui).
   Drops outside any flow verdict (storm control, a full upcall ring) are the agent's counters, per host.
 - Upcalls: first packets the agent served for the port.
 
-The agent publishes the row every PUBLISH_EVERY_S when it changed (owned by its session: a dead host's goes)."""
+kumo.agent.publish writes them to the store every few seconds when they changed (owned by the agent's session:
+a dead host's row goes)."""
 
 from __future__ import annotations
 
 import collections
-import logging
-import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,12 +27,7 @@ from kumo.agent.view import HostView
 from kumo.datapath.datapath import Datapath
 from kumo.datapath.layout import FlowKey
 from kumo.simulation.result import SimulationResult, Verdict
-from kumo.topology.portstats import FIELDS, PORT_STATS
-from kumo.topology.store.base import Session, Store
-
-log = logging.getLogger("kumo.agent")
-
-PUBLISH_EVERY_S = 5.0  # how fresh the API's per-port figures are
+from kumo.topology.portstats import FIELDS
 
 
 @dataclass(eq=False)
@@ -117,57 +109,3 @@ def interface_counters() -> dict[int, dict[str, int]]:
                 "tx_bytes": int(stats["tx_bytes"]),
             }
     return out
-
-
-class PortStatsPublisher:
-    """A thread that reads this host's per-port statistics every PUBLISH_EVERY_S and writes them to its
-    `port_stats` row when they changed. A scrape serves the last read (`latest`): its cost does not grow with
-    the drop flows the kernel holds."""
-
-    def __init__(
-        self,
-        store: Store,
-        host_id: str,
-        session: Callable[[], Session | None],
-        read_stats: Callable[[], dict[str, dict[str, Any]]],
-        counters: collections.Counter[str],
-    ) -> None:
-        self.store = store
-        self.host_id = host_id
-        self.session = session
-        self.read_stats = read_stats
-        self.counters = counters
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.latest: dict[str, dict[str, Any]] = {}  # port id -> its figures, as last read
-        self._published: tuple[Session, dict[str, Any]] | None = None  # (the session, the ports written)
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="kumo-port-stats", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while True:
-            try:
-                self.publish()
-            except Exception:  # (the store away, or a bug: the figures are late, nothing else is affected)
-                self.counters["port_stats_publish_errors"] += 1
-                log.exception("publishing the ports' statistics failed; trying again in %.0f s", PUBLISH_EVERY_S)
-            if self._stop.wait(PUBLISH_EVERY_S):
-                return
-
-    def publish(self) -> None:
-        """Read the figures (kept in `latest`: the metrics serve them) and write them if they changed."""
-        ports = self.latest = self.read_stats()
-        session = self.session()
-        if session is None:
-            return
-        if self._published is not None and self._published[0] is session and self._published[1] == ports:
-            return
-        self.store.state_put(PORT_STATS, self.host_id, {"at": time.time(), "ports": ports}, owner=session)
-        self._published = (session, ports)

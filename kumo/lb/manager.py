@@ -13,9 +13,8 @@ there (kumo.lb.checker), and writes a member's status and detail to `member_stat
 logs it). Agents follow that table: a member found down leaves its pool's choice, and its pool's flows are
 removed (kumo.agent.changes).
 
-Every agent also publishes its hosts' pool statistics (kumo.agent.lbstats) to its row of `pool_stats` every
-STATS_EVERY_S when they changed. It all runs on a thread of its own ("kumo-lb"): store round trips never
-sit on the packet path.
+It all runs on a thread of its own ("kumo-lb"): store round trips never sit on the packet path. (The pools'
+statistics are published by kumo.agent.publish.)
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ from kumo.lb.checker import RouterChecker, Target
 from kumo.lb.checks import Monitor
 from kumo.lb.health import MemberHealth
 from kumo.topology.errors import KumoError
-from kumo.topology.lbstatus import LB_CHECKERS, MEMBER_STATUS, POOL_STATS, monitors_of
+from kumo.topology.lbstatus import LB_CHECKERS, MEMBER_STATUS, monitors_of
 from kumo.topology.models import expected_codes
 from kumo.topology.service import Topology
 from kumo.topology.store.base import Obj, Session, Store
@@ -44,7 +43,6 @@ log = logging.getLogger("kumo.lb")
 TICK_S = 0.5
 VERIFY_CLAIMS_EVERY_S = 2.0  # how often a holder checks that its claims are still its own
 RETRY_PLUG_AFTER_S = 5.0
-STATS_EVERY_S = 5.0  # how fresh a pool's statistics are (GET /v1/pools/{id}/stats says how old)
 PORT_NAME = "lb-health-checker"
 KINDS = ("routers", "ports", "load_balancers", "pools", "pool_members", "health_monitors")
 
@@ -86,10 +84,8 @@ class HealthManager:
         session: Callable[[], Session | None],
         counters: collections.Counter[str],
         run_dir: Path,
-        stats: Callable[[], dict[str, dict[str, dict[str, int]]]] | None = None,
     ) -> None:
         self.store = store
-        self._read_stats = stats  # this host's pool statistics (kumo.agent.lbstats), published every STATS_EVERY_S
         self.host_id = host_id
         self._session = session
         self.counters = counters
@@ -105,14 +101,10 @@ class HealthManager:
         self._claims_verified = 0.0
         self._session_seen: tuple[int, int] | None = None  # (id of the session object, its expiries)
         self._plug_failed: dict[str, float] = {}  # router id -> when plugging it last failed
-        self._stats_published = 0.0
-        self._stats_row: dict[str, Any] | None = None  # the pools part of what was published last
 
     # --- life cycle (the agent's) ----------------------------------------------------------------------------
     def start(self) -> None:
-        for stale in namespace.recorded(self.run_dir):  # an earlier agent's, killed before it could remove them
-            namespace.remove(stale)
-        namespace.record(self.run_dir, [])
+        namespace.remove_leftovers(self.run_dir)
         self._thread = threading.Thread(target=self._run, name="kumo-lb", daemon=True)
         self._thread.start()
 
@@ -144,7 +136,6 @@ class HealthManager:
                 try:
                     self._reconcile()
                     self._take_results()
-                    self._publish_stats()
                 except Exception:  # a bug (or the store) must not end health monitoring: say so, go on
                     self.counters["lb_checker_failures"] += 1
                     log.exception("health monitoring failed; it goes on in %.0f s", RETRY_PLUG_AFTER_S)
@@ -167,7 +158,6 @@ class HealthManager:
             for router_id in list(self.checkers):
                 self._unplug(router_id, release=False)
             self._session_seen = seen
-            self._stats_row = None  # (its row went with the old session too)
         if session is None:
             return
         for router_id in list(self.checkers):
@@ -256,20 +246,6 @@ class HealthManager:
             if row is None or row.get("host_id") != self.host_id:
                 log.warning("router %s: its health checks moved to another host", router_id)
                 self._unplug(router_id, release=False)
-
-    # --- statistics ------------------------------------------------------------------------------------------
-    def _publish_stats(self) -> None:
-        """This host's pool statistics, in its row of `pool_stats` (owned by its session), when they changed."""
-        now = time.monotonic()
-        if self._read_stats is None or now - self._stats_published < STATS_EVERY_S:
-            return
-        self._stats_published = now
-        session = self._session()
-        pools = self._read_stats()
-        if session is None or pools == self._stats_row or (not pools and self._stats_row is None):
-            return
-        self.store.state_put(POOL_STATS, self.host_id, {"at": time.time(), "pools": pools}, owner=session)
-        self._stats_row = pools
 
     # --- results ---------------------------------------------------------------------------------------------
     def _on_result(self, target: Target, healthy: bool, detail: str) -> None:  # (a checker's thread)
