@@ -26,15 +26,6 @@ from kumo.topology.tokens import create_token, revoke_token
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    opened = SqliteStore(tmp_path / "kumo.db")
-    try:
-        yield opened
-    finally:
-        opened.close()
-
-
-@pytest.fixture
 def api(store: SqliteStore) -> Iterator[TestClient]:
     with TestClient(create_app(store, auth=True)) as client:
         yield client

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
@@ -20,12 +19,6 @@ from kumo.testing.redis import RedisServer
 EXT = ip_to_int("192.0.2.10")
 DST = ip_to_int("198.51.100.7")
 VM = ip_to_int("10.0.1.11")
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
 
 
 class Invalidated:

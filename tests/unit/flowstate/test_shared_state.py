@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +22,6 @@ from kumo.topology.store.sqlite import SqliteStore
 
 EXT = ip_to_int("192.0.2.10")
 DST = ip_to_int("198.51.100.7")
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
 
 
 def test_state_written_on_one_host_is_found_from_another(redis_server: RedisServer) -> None:

@@ -5,7 +5,6 @@ behind the token; a tenant token sees its own objects only."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -83,15 +82,6 @@ def test_no_graphviz_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(GraphvizMissing, match="apt-get install graphviz"):
         graph.svg(OBJECTS, {})
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    opened = SqliteStore(tmp_path / "kumo.db")
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def test_the_page_is_open_and_the_drawing_needs_a_token(store: SqliteStore) -> None:
